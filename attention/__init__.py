@@ -1,0 +1,1 @@
+"""Prompt-to-Prompt attention control, host-agnostic (plain torch) except ``comfy_patch``."""

@@ -1,0 +1,116 @@
+"""The one place where the Prompt-to-Prompt core meets ComfyUI's ``ModelPatcher``.
+
+Installs a :class:`~.controller.P2PController` on a clone of the model: an attn2 replace patch on
+every cross-attention layer, an attn1 replace patch where self-attention is injected, a post-CFG
+function for local blend, and an ``OUTER_SAMPLE`` wrapper that checks the batch before sampling
+and resets per-run state (ComfyUI re-uses the same patched model for every queued run).
+"""
+
+from __future__ import annotations
+
+import comfy.patcher_extension
+from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
+from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
+
+from .controller import LayerKey, LayerLayout, P2PController
+from .edit_spec import EditPlan, P2PInputError
+
+WRAPPER_KEY = "prompt_edit_p2p"
+
+
+class UnsupportedModelError(P2PInputError):
+    pass
+
+
+def unet_layer_layout(model) -> LayerLayout:
+    """Every cross-attention layer key ``(block, index, depth)`` with its resolution level.
+
+    Raises :class:`UnsupportedModelError` for models without a UNet with cross-attention
+    (Flux, SD3, … are transformers whose attention has no per-token text columns to edit).
+    """
+    unet = model.model.diffusion_model
+    name = type(model.model).__name__
+    if not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
+        raise UnsupportedModelError(
+            f"Prompt-to-Prompt needs a UNet model with cross-attention (SD1.x, SD2.x, SDXL); "
+            f"this model is {name}, which has none. Load an SD1.x, SD2.x or SDXL checkpoint."
+        )
+    levels: dict[LayerKey, int] = {}
+
+    def visit(block, name: str, index: int, level: int) -> None:
+        for module in block:
+            if isinstance(module, SpatialTransformer):
+                for depth, tb in enumerate(module.transformer_blocks):
+                    if getattr(tb, "attn2", None) is not None:
+                        levels[(name, index, depth)] = level
+
+    level = 0
+    for i, block in enumerate(unet.input_blocks):
+        visit(block, "input", i, level)
+        level += any(isinstance(m, Downsample) for m in block)
+    visit(unet.middle_block, "middle", 0, level)
+    for i, block in enumerate(unet.output_blocks):
+        visit(block, "output", i, level)
+        level -= any(isinstance(m, Upsample) for m in block)
+    if not levels:
+        raise UnsupportedModelError(
+            f"this {name} UNet has no cross-attention layers, so there are no text-token attention "
+            "maps to edit; use an SD1.x, SD2.x or SDXL checkpoint."
+        )
+    return LayerLayout(levels)
+
+
+def host_attention(q, k, v, heads: int, opts: dict):
+    """ComfyUI's fused attention, exactly as its own CrossAttention calls it."""
+    return optimized_attention(q, k, v, heads, attn_precision=opts.get("attn_precision"), transformer_options=opts)
+
+
+def _check_batch(controller: P2PController, guider, latent_image) -> None:
+    edit = controller.plan.edit
+    if latent_image.shape[0] != edit.batch_size:
+        raise P2PInputError(
+            f"the sampler's latent has {latent_image.shape[0]} item(s) but the P2P prompts make a batch "
+            f"of {edit.batch_size} (1 source + {len(edit.targets)} edits); connect the LATENT output of "
+            "'P2P Prompts' to the sampler"
+        )
+    positives = [c for c in guider.conds.get("positive", []) if "cross_attn" in c]
+    if not any(c["cross_attn"].shape[0] == edit.batch_size for c in positives):
+        raise P2PInputError(
+            f"no positive CONDITIONING holds the {edit.batch_size} P2P prompts; connect the "
+            "CONDITIONING output of 'P2P Prompts' to the sampler's positive input"
+        )
+    for c in positives:
+        width = c["cross_attn"].shape[1]
+        if c["cross_attn"].shape[0] == edit.batch_size and width % edit.num_columns:
+            raise P2PInputError(
+                f"the positive CONDITIONING has {width} token columns but the P2P prompts were "
+                f"tokenised to {edit.num_columns}; the edit lies past the conditioning's last chunk. "
+                "Use the CONDITIONING of the same 'P2P Prompts' node"
+            )
+
+
+def install(model, plan: EditPlan, path: str = "fast"):
+    """Return ``(patched clone, controller)``; the input model is never modified."""
+    layout = unet_layer_layout(model)
+    controller = P2PController(plan, layout, host_attention, path)
+    patched = model.clone()
+    for key in layout.levels:
+        patched.set_model_attn2_replace(controller.cross_attention, *key)
+    if plan.settings.self_window.end > plan.settings.self_window.start:
+        for key in controller.self_keys:
+            patched.set_model_attn1_replace(controller.self_attention, *key)
+    if plan.edit.local_blend is not None:
+        def local_blend(args: dict):
+            schedule = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
+            return controller.blend(args["input"], args["denoised"], args["sigma"], schedule)
+
+        patched.set_model_sampler_post_cfg_function(local_blend)
+
+    def outer_sample(executor, noise, latent_image, *args, **kwargs):
+        _check_batch(controller, executor.class_obj, latent_image)
+        controller.reset()
+        return executor(noise, latent_image, *args, **kwargs)
+
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    return patched, controller

@@ -1,0 +1,197 @@
+"""The Prompt-to-Prompt controller: what runs inside the UNet's attention layers.
+
+Plain torch: the host hands each attention layer's projected ``q, k, v`` and a dict of per-call
+facts (``cond_or_uncond``, ``sigmas``, ``sample_sigmas``, ``block``, ``block_index``, ``n_heads``,
+``activations_shape``) and gets the layer's output back. Only chunks of the conditional branch
+(``cond_or_uncond == 0``) are edited, as Prompt-to-Prompt does; chunks are found through
+``cond_or_uncond`` because the host may order or split them arbitrarily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .edit_spec import CrossStep, EditPlan, blend_word_selectors
+from .edited_attention import (
+    attention_probs,
+    fast_cross_attention,
+    fast_self_attention,
+    folded_probs,
+    reference_cross_attention,
+    reference_self_attention,
+)
+from .local_blend import blend_denoised, blend_mask
+from .map_store import PLACES, AttentionMapStore
+
+LayerKey = tuple[str, int, int]
+# host attention: (q, k, v, heads, per-call options) -> output, all [B, N, heads·dim]
+HostAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
+PATHS = ("fast", "reference")
+
+
+@dataclass(frozen=True)
+class LayerLayout:
+    """Where the model's attention layers sit: level = number of downsamplings above the latent."""
+
+    levels: dict[LayerKey, int]
+
+    @property
+    def coarse_level(self) -> int:
+        """The coarsest level outside the middle block (16×16 for a 512² SD1.5 image)."""
+        outer = [lvl for key, lvl in self.levels.items() if key[0] != "middle"]
+        return max(outer) if outer else max(self.levels.values())
+
+    def self_injection_keys(self, which: str) -> set[LayerKey]:
+        if which == "all":
+            return set(self.levels)
+        return {key for key, lvl in self.levels.items() if lvl >= self.coarse_level}
+
+
+@dataclass
+class _CallContext:
+    step: int
+    num_steps: int
+    groups: list[slice]  # rows of conditional chunks
+    other: list[slice]  # rows of every other chunk
+
+
+class P2PController:
+    """Holds an :class:`EditPlan` and applies it, step by step, to one sampling run at a time."""
+
+    def __init__(self, plan: EditPlan, layout: LayerLayout, attention: HostAttention, path: str = "fast"):
+        if path not in PATHS:
+            raise ValueError(f"attention path {path!r} is not one of {PATHS}")
+        self.plan = plan
+        self.layout = layout
+        self.attention = attention
+        self.path = path
+        self.self_keys = layout.self_injection_keys(plan.settings.self_layers)
+        self.store = AttentionMapStore()
+        self._selectors = blend_word_selectors(plan.edit) if plan.edit.local_blend else None
+        self._steps: dict[tuple, CrossStep] = {}
+        self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
+
+    def __deepcopy__(self, memo: dict) -> "P2PController":
+        # ModelPatcher.clone() deep-copies model_options; the clone must keep driving this
+        # controller (its map store feeds the visualisation node).
+        return self
+
+    def reset(self) -> None:
+        """Forget everything about the previous sampling run."""
+        self.store.reset()
+        self._sigma_cache = None
+
+    # -- per-call bookkeeping ---------------------------------------------------------------
+
+    def _step(self, opts: dict) -> tuple[int, int] | None:
+        sigmas, schedule = opts.get("sigmas"), opts.get("sample_sigmas")
+        if sigmas is None or schedule is None or len(schedule) < 2:
+            return None
+        cached = self._sigma_cache
+        if cached is not None and cached[0] is sigmas and cached[1] is schedule:
+            return cached[2]
+        sigma = float(sigmas.reshape(-1)[0])
+        schedule_cpu = schedule.detach().float().cpu()
+        num_steps = len(schedule_cpu) - 1
+        step = min(int((schedule_cpu > sigma * (1 + 1e-4)).sum()), num_steps - 1)
+        self._sigma_cache = (sigmas, schedule, (step, num_steps))
+        self.store.num_steps = num_steps
+        return step, num_steps
+
+    def _context(self, opts: dict, rows: int) -> _CallContext | None:
+        chunks = opts.get("cond_or_uncond")
+        position = self._step(opts)
+        if not chunks or position is None:
+            return None  # a direct model call (e.g. an inversion), not a sampling step
+        size = rows // len(chunks)
+        if size != self.plan.edit.batch_size:
+            raise ValueError(
+                f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
+                f"hold {self.plan.edit.batch_size} (1 source + {len(self.plan.edit.targets)} edits); "
+                "feed the LATENT output of 'P2P Prompts' to the sampler"
+            )
+        groups = [slice(i * size, (i + 1) * size) for i, c in enumerate(chunks) if c == 0]
+        other = [slice(i * size, (i + 1) * size) for i, c in enumerate(chunks) if c != 0]
+        return _CallContext(position[0], position[1], groups, other)
+
+    def _cross_step(self, step: int, num_steps: int, like: torch.Tensor) -> CrossStep:
+        key = (step, num_steps, like.device, like.dtype)
+        if key not in self._steps:
+            self._steps[key] = self.plan.cross_step(step, num_steps).to(like.device, like.dtype)
+        return self._steps[key]
+
+    @staticmethod
+    def _layer_key(opts: dict) -> LayerKey:
+        block = opts["block"]
+        return (block[0], int(block[1]), int(opts.get("block_index", 0)))
+
+    def _run(self, q, k, v, opts, ctx: _CallContext, edit_group) -> torch.Tensor:
+        """Edit each conditional group with ``edit_group``; other chunks run untouched."""
+        out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype, device=q.device)
+        heads = opts["n_heads"]
+        if ctx.other:
+            rows = torch.cat([torch.arange(q.shape[0])[s] for s in ctx.other]).to(q.device)
+            out[rows] = self.attention(q[rows], k[rows], v[rows], heads, opts)
+        for s in ctx.groups:
+            out[s] = edit_group(q[s], k[s], v[s])
+        return out
+
+    # -- attention patches ------------------------------------------------------------------
+
+    def cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
+        heads = opts["n_heads"]
+        ctx = self._context(opts, q.shape[0])
+        if ctx is None or not ctx.groups:
+            return self.attention(q, k, v, heads, opts)
+        key = self._layer_key(opts)
+        if key[0] in PLACES and self.layout.levels.get(key) == self.layout.coarse_level:
+            self._record(q[ctx.groups[0]], k[ctx.groups[0]], heads, key[0], ctx.step, opts)
+        step = self._cross_step(ctx.step, ctx.num_steps, q)
+        if step.is_identity:
+            return self.attention(q, k, v, heads, opts)
+        if self.path == "fast":
+            return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: fast_cross_attention(
+                qg, kg, vg, step, lambda a, b, c: self.attention(a, b, c, heads, opts)))
+        return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: reference_cross_attention(qg, kg, vg, heads, step))
+
+    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
+        heads = opts["n_heads"]
+        ctx = self._context(opts, q.shape[0])
+        if (
+            ctx is None
+            or not ctx.groups
+            or self._layer_key(opts) not in self.self_keys
+            or not self.plan.self_injection(ctx.step, ctx.num_steps)
+        ):
+            return self.attention(q, k, v, heads, opts)
+        if self.path == "fast":
+            return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: fast_self_attention(
+                qg, kg, vg, lambda a, b, c: self.attention(a, b, c, heads, opts)))
+        return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: reference_self_attention(qg, kg, vg, heads))
+
+    def _record(self, q, k, heads: int, place: str, step: int, opts: dict) -> None:
+        probs = folded_probs(attention_probs(q, k, heads), self.plan.edit.num_columns).mean(1)
+        h, w = opts["activations_shape"][-2:]
+        self.store.add(step, place, probs, (int(h), int(w)))
+
+    # -- local blend --------------------------------------------------------------------------
+
+    def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tensor:
+        """Post-CFG hook: local blend of the denoised batch (item 0 = source)."""
+        blend = self.plan.edit.local_blend
+        if blend is None or schedule is None or self.store.empty:
+            return denoised
+        position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
+        if position is None or position[0] < int(blend.start * position[1]):
+            return denoised
+        schedule_cpu = schedule.detach().float().cpu()
+        s = float(sigma.reshape(-1)[0])
+        lower = schedule_cpu[schedule_cpu < s * (1 - 1e-4)]
+        s_next = float(lower.max()) if len(lower) else 0.0
+        h, w = self.store.spatial
+        maps = self.store.running.unflatten(1, (h, w))
+        mask = blend_mask(maps, self._selectors.to(maps.device), tuple(denoised.shape[-2:]), blend.threshold)
+        return blend_denoised(x, denoised, mask.to(denoised.device), s, s_next)

@@ -1,0 +1,115 @@
+"""The edited attention of one Prompt-to-Prompt group (item 0 = source, items 1..E = edits).
+
+Two implementations of the same maths (see :mod:`.edit_spec` for the coefficients):
+
+* **fast**: every edit is linear in the probabilities, so it moves onto the values and runs
+  through the host's fused attention, never materialising ``M``:
+  ``out_e = attn(q_s, k_s, A·(c_src ⊙ v_e)) + attn(q_e, k_e, c_own ⊙ v_e)``;
+  self-attention injection is ``attn(q_s, k_s, v_e)``.
+* **reference**: materialises ``M = softmax(q kᵀ / √d)`` per head and edits it exactly as the
+  Prompt-to-Prompt paper does. Slow and memory hungry; it exists to check the fast path.
+
+Tensors are ``[B, tokens, heads·dim]`` as ComfyUI hands them to an attention replace patch. The
+conditioning may reach the layer tiled ``r`` times along the key axis (ComfyUI repeats conds to a
+common length); tiling does not change attention, and both paths handle it per tile.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .edit_spec import CrossStep
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _per_tile(v: torch.Tensor, num_columns: int) -> torch.Tensor:
+    """``[..., r·N, F]`` → ``[..., r, N, F]``."""
+    r = v.shape[-2] // num_columns
+    if r * num_columns != v.shape[-2]:
+        raise ValueError(
+            f"attention layer has {v.shape[-2]} key tokens, not a multiple of the "
+            f"{num_columns} columns of the Prompt-to-Prompt prompts"
+        )
+    return v.unflatten(-2, (r, num_columns))
+
+
+def _mapped_values(step: CrossStep, v_edits: torch.Tensor) -> torch.Tensor:
+    """``A · (c_src ⊙ v_e)`` for every edit, tile by tile: ``[E, r·N, F]``."""
+    n = step.c_src.shape[-1]
+    tiles = _per_tile(v_edits, n) * step.c_src[:, None, :, None]
+    return torch.einsum("ewn,ernf->erwf", step.mapper, tiles).flatten(1, 2)
+
+
+def _scaled_values(coef: torch.Tensor, v_edits: torch.Tensor) -> torch.Tensor:
+    n = coef.shape[-1]
+    return (_per_tile(v_edits, n) * coef[:, None, :, None]).flatten(1, 2)
+
+
+def fast_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CrossStep, attention: AttentionFn
+) -> torch.Tensor:
+    """Edited cross-attention of one group through the fused kernel (one call)."""
+    edits = q.shape[0] - 1
+    qs, ks = q[:1].expand(edits, -1, -1), k[:1].expand(edits, -1, -1)
+    parts_q, parts_k, parts_v = [q[:1]], [k[:1]], [v[:1]]
+    if step.use_src:
+        parts_q.append(qs)
+        parts_k.append(ks)
+        parts_v.append(_mapped_values(step, v[1:]))
+    if step.use_own:
+        parts_q.append(q[1:])
+        parts_k.append(k[1:])
+        parts_v.append(_scaled_values(step.c_own, v[1:]))
+    out = attention(torch.cat(parts_q), torch.cat(parts_k), torch.cat(parts_v))
+    edited = out[1 : 1 + edits] if step.use_src else torch.zeros_like(out[:edits])
+    if step.use_own:
+        edited = edited + out[-edits:]
+    return torch.cat([out[:1], edited])
+
+
+def fast_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: AttentionFn) -> torch.Tensor:
+    """Self-attention injection: every item attends with the source's probabilities."""
+    b = q.shape[0]
+    return attention(q[:1].expand(b, -1, -1), k[:1].expand(b, -1, -1), v)
+
+
+def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:
+    """Softmax probabilities ``[B, heads, Nq, Nk]`` in fp32 (SD2.x needs fp32; it is cheap here)."""
+    b, nq, hd = q.shape
+    d = hd // heads
+    qh = q.float().reshape(b, nq, heads, d).transpose(1, 2)
+    kh = k.float().reshape(b, k.shape[1], heads, d).transpose(1, 2)
+    return torch.softmax(qh @ kh.transpose(-1, -2) * d**-0.5, dim=-1)
+
+
+def folded_probs(probs: torch.Tensor, num_columns: int) -> torch.Tensor:
+    """Sum the key tiles back to the prompts' ``num_columns`` columns."""
+    return _per_tile(probs.unsqueeze(-1), num_columns).squeeze(-1).sum(-2)
+
+
+def _apply_probs(probs: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """``probs [B, h, Nq, N] @ v [B, N, h·d]`` → ``[B, Nq, h·d]``."""
+    b, n, hd = v.shape
+    vh = v.float().reshape(b, n, heads, hd // heads).transpose(1, 2)
+    return (probs @ vh).transpose(1, 2).reshape(b, probs.shape[2], hd)
+
+
+def reference_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, step: CrossStep
+) -> torch.Tensor:
+    """The paper's edit on materialised probabilities (``M_new = c_src·(M_s A) + c_own·M_e``)."""
+    n = step.c_src.shape[-1]
+    probs = folded_probs(attention_probs(q, k, heads), n)  # [B, h, Nq, N]
+    mapper, c_src, c_own = step.mapper.float(), step.c_src.float(), step.c_own.float()
+    from_source = torch.einsum("hqw,ewn->ehqn", probs[0], mapper)
+    edited = from_source * c_src[:, None, None, :] + probs[1:] * c_own[:, None, None, :]
+    out = _apply_probs(torch.cat([probs[:1], edited]), v[:, :n], heads)
+    return out.to(q.dtype)
+
+
+def reference_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    probs = attention_probs(q[:1], k[:1], heads).expand(q.shape[0], -1, -1, -1)
+    return _apply_probs(probs, v, heads).to(q.dtype)

@@ -1,0 +1,44 @@
+"""Local blend: keep everything outside the edited words' regions from the source image.
+
+Prompt-to-Prompt blends the latents after each step, ``x_e ← x_s + m·(x_e − x_s)``, with ``m`` the
+union of the source words' and the edited words' thresholded attention masks. A ComfyUI model
+patch cannot touch the sampler's latent, only the denoised prediction ``D`` it returns, so the
+blend is written on ``D``: for the Euler/DDIM step ``x' = x + (x − D)(σ' − σ)/σ``,
+
+    D_e ← D_s + m·(D_e − D_s) + (1 − m)·σ'/(σ − σ')·(x_s − x_e)
+
+gives exactly the blended latent after the step (the last term snaps the outside region back to
+the source where an earlier step left it). Other samplers get the same blend of ``D``, which is
+what the method allows for them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def blend_mask(maps: torch.Tensor, selectors: torch.Tensor, latent_hw: tuple[int, int], threshold: float) -> torch.Tensor:
+    """``[E, 1, h, w]`` 0/1 mask per edited item from summed maps ``[B, H, W, N]``.
+
+    As Prompt-to-Prompt: words' maps summed, 3×3 max-pool, resized to the latent, normalised by
+    their maximum, thresholded; each edit's mask is united with the source's.
+    """
+    selected = (maps * selectors[:, None, None, :].to(maps)).sum(-1).unsqueeze(1)
+    selected = F.max_pool2d(selected, 3, stride=1, padding=1)
+    selected = F.interpolate(selected, size=latent_hw)
+    peak = selected.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(selected.dtype).tiny)
+    masks = (selected / peak) > threshold
+    return (masks[:1] | masks[1:]).float()
+
+
+def blend_denoised(
+    x: torch.Tensor, denoised: torch.Tensor, mask: torch.Tensor, sigma: float, sigma_next: float
+) -> torch.Tensor:
+    """Blend the edited items' denoised predictions towards the source (item 0) outside ``mask``."""
+    m = mask.to(denoised)
+    d_src, x_src = denoised[:1], x[:1]
+    d_edit = d_src + m * (denoised[1:] - d_src)
+    if sigma - sigma_next > 0 and sigma_next > 0:
+        d_edit = d_edit + (1 - m) * (sigma_next / (sigma - sigma_next)) * (x_src - x[1:])
+    return torch.cat([denoised[:1], d_edit])

@@ -1,0 +1,144 @@
+"""Token alignments between a source prompt and an edited prompt.
+
+* :func:`replacement_mapper` (word swap): a matrix ``A`` with ``M_edit = M_source @ A``. Unchanged
+  words map one to one; a swapped span maps every source token to every target token with weight
+  ``1 / len(target span)`` (so "rabbit" → "teddy bear" shares rabbit's attention between both).
+* :func:`refinement_alignment` (added words): a global sequence alignment (Needleman–Wunsch,
+  match +1, mismatch −1, gap 0, as Prompt-to-Prompt's ``seq_aligner``); every target column gets the
+  source column it aligns to, and ``alpha = 0`` where it aligns to nothing (a new word).
+
+Both work over the full conditioning width (77·k columns), so long prompts are covered; the
+special columns (start, end, padding) of chunk ``c`` are aligned with those of chunk ``c``.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import numpy as np
+import torch
+
+from .tokens import END, PAD, START, PromptTokens
+
+
+class AlignmentError(ValueError):
+    """The two prompts cannot be aligned the way the chosen edit needs."""
+
+
+def _word_spans(prompt: PromptTokens) -> tuple[list[str], list[tuple[int, ...]]]:
+    return [w.text for w in prompt.words], [w.columns for w in prompt.words]
+
+
+def _special_pairs(source: PromptTokens, target: PromptTokens) -> list[tuple[int, int]]:
+    """Pairs (source column, target column) for the start/end/padding columns, chunk by chunk.
+
+    Within a chunk the tails ``[end, pad, pad …]`` are matched in order; where the target's tail is
+    longer (its text is shorter), the extra columns take the source's last padding column.
+    """
+    if source.num_columns != target.num_columns:
+        raise AlignmentError(
+            f"prompts have {source.num_columns} and {target.num_columns} token columns; "
+            "encode them together so they are padded to the same number of 77-token chunks"
+        )
+    pairs = []
+    n = source.chunk_length
+    for c in range(source.num_chunks):
+        cols = range(c * n, (c + 1) * n)
+        s_start = [i for i in cols if source.token_strings[i] == START]
+        t_start = [j for j in cols if target.token_strings[j] == START]
+        pairs += list(zip(s_start, t_start))
+        s_tail = [i for i in cols if source.token_strings[i] in (END, PAD)]
+        t_tail = [j for j in cols if target.token_strings[j] in (END, PAD)]
+        for k, j in enumerate(t_tail):
+            if s_tail:
+                pairs.append((s_tail[min(k, len(s_tail) - 1)], j))
+    return pairs
+
+
+def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tensor:
+    """``[source columns, target columns]`` mapper for a word-swap edit.
+
+    Raises :class:`AlignmentError` when the target adds or removes words (that is a refinement)
+    or shares no word with the source (nothing would keep the image's layout).
+    """
+    s_words, s_cols = _word_spans(source)
+    t_words, t_cols = _word_spans(target)
+    mapper = np.zeros((source.num_columns, target.num_columns), dtype=np.float32)
+    matcher = difflib.SequenceMatcher(a=s_words, b=t_words, autojunk=False)
+    kept = 0
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        src = [c for cols in s_cols[i1:i2] for c in cols]
+        tgt = [c for cols in t_cols[j1:j2] for c in cols]
+        if op == "equal":
+            mapper[src, tgt] = 1.0
+            kept += i2 - i1
+        elif op == "replace":
+            if len(src) == len(tgt):
+                mapper[src, tgt] = 1.0
+            else:
+                mapper[np.ix_(src, tgt)] = 1.0 / len(tgt)
+        else:
+            words = " ".join(t_words[j1:j2] if op == "insert" else s_words[i1:i2])
+            verb = "adds" if op == "insert" else "removes"
+            raise AlignmentError(
+                f"the edited prompt {target.text!r} {verb} {words!r} compared with the source "
+                f"{source.text!r}; a replace edit swaps words one span for another. Use the "
+                "'refine' edit for added words, or keep the same words around the swap."
+            )
+    if kept == 0 and s_words:
+        raise AlignmentError(
+            f"the edited prompt {target.text!r} shares no word with the source {source.text!r}, "
+            "so there is no structure to keep; edit only the words that should change."
+        )
+    for i, j in _special_pairs(source, target):
+        mapper[i, j] = 1.0
+    return torch.from_numpy(mapper)
+
+
+def global_align(x: list[str], y: list[str]) -> list[int]:
+    """Needleman–Wunsch alignment of ``y`` against ``x``: for each ``y[j]`` the aligned ``i`` or -1.
+
+    Scores as Prompt-to-Prompt: match +1, mismatch −1, gap 0 (so only equal tokens are ever paired:
+    this is a longest common subsequence); ties prefer pairing, then skipping an ``x`` token.
+    """
+    n, m = len(x), len(y)
+    score = np.zeros((n + 1, m + 1), dtype=np.int32)
+    for i in range(1, n + 1):
+        xi = x[i - 1]
+        for j in range(1, m + 1):
+            diag = score[i - 1, j - 1] + (1 if xi == y[j - 1] else -1)
+            score[i, j] = max(diag, score[i - 1, j], score[i, j - 1])
+    mapping = [-1] * m
+    i, j = n, m
+    while i > 0 and j > 0:
+        if x[i - 1] == y[j - 1] and score[i, j] == score[i - 1, j - 1] + 1:
+            mapping[j - 1] = i - 1
+            i, j = i - 1, j - 1
+        elif score[i, j] == score[i - 1, j]:
+            i -= 1
+        else:
+            j -= 1
+    return mapping
+
+
+def refinement_alignment(source: PromptTokens, target: PromptTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(index, alpha)`` over target columns: ``index[j]`` is the aligned source column
+    (``j`` itself where there is none) and ``alpha[j]`` is 1 where aligned, 0 for new tokens."""
+    if source.num_columns != target.num_columns:
+        _special_pairs(source, target)  # raises the explanatory error
+    mapping = global_align(list(source.token_strings), list(target.token_strings))
+    if not any(i >= 0 and not source.is_special(i) for i in mapping):
+        raise AlignmentError(
+            f"the edited prompt {target.text!r} keeps no word of the source {source.text!r}; "
+            "a refine edit adds words to the source prompt."
+        )
+    index = torch.tensor([i if i >= 0 else j for j, i in enumerate(mapping)], dtype=torch.long)
+    alpha = torch.tensor([1.0 if i >= 0 else 0.0 for i in mapping], dtype=torch.float32)
+    return index, alpha
+
+
+def index_to_matrix(index: torch.Tensor, alpha: torch.Tensor, num_source: int) -> torch.Tensor:
+    """The 0/1 matrix ``P[i, j] = alpha[j] · [index[j] == i]`` so a refinement is ``M_s @ P``."""
+    matrix = torch.zeros(num_source, index.numel())
+    matrix[index, torch.arange(index.numel())] = alpha
+    return matrix

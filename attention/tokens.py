@@ -1,0 +1,121 @@
+"""Prompt → token columns, and word → column lookup.
+
+A conditioning tensor has one column per token position: chunk ``c``, position ``p`` is column
+``c * 77 + p``. Each chunk is ``[start] + content + [end] + padding``. Words are recovered from the
+CLIP BPE vocabulary itself (a token whose string ends in ``</w>`` closes a word), so the grouping is
+exactly the one the text encoder saw, whatever weight syntax or punctuation the prompt used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+WORD_END = "</w>"
+START, END, PAD, EMBEDDING = "<start>", "<end>", "<pad>", "<embedding>"
+SPECIAL_STRINGS = (START, END, PAD)
+
+
+@dataclass(frozen=True)
+class Word:
+    """One CLIP word (``teddy``, ``,``) and the conditioning columns its tokens occupy."""
+
+    text: str
+    columns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A tokenised prompt laid out exactly as its conditioning tensor's columns."""
+
+    text: str
+    token_strings: tuple[str, ...]  # one per column; special columns use START/END/PAD
+    words: tuple[Word, ...]
+    chunk_length: int
+
+    @property
+    def num_columns(self) -> int:
+        return len(self.token_strings)
+
+    @property
+    def num_chunks(self) -> int:
+        return self.num_columns // self.chunk_length
+
+    def is_special(self, column: int) -> bool:
+        return self.token_strings[column] in SPECIAL_STRINGS
+
+    def find(self, query: Sequence[str]) -> list[tuple[int, ...]]:
+        """All occurrences of the word sequence ``query`` (CLIP words), as column tuples."""
+        texts = [w.text for w in self.words]
+        n = len(query)
+        hits = []
+        for i in range(len(texts) - n + 1):
+            if n and texts[i : i + n] == list(query):
+                hits.append(tuple(c for w in self.words[i : i + n] for c in w.columns))
+        return hits
+
+    def token_labels(self) -> list[str]:
+        """Readable label per column (``</w>`` stripped), for attention-map tiles."""
+        return [s[: -len(WORD_END)] if s.endswith(WORD_END) else s for s in self.token_strings]
+
+
+def group_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
+    """Group consecutive content tokens into words at ``</w>`` boundaries."""
+    words: list[Word] = []
+    pending_text, pending_cols = "", []
+    for col, s in enumerate(token_strings):
+        if s in SPECIAL_STRINGS or s == EMBEDDING:
+            if pending_cols:  # a word cut by a chunk boundary or an embedding still counts
+                words.append(Word(pending_text, tuple(pending_cols)))
+                pending_text, pending_cols = "", []
+            if s == EMBEDDING:
+                words.append(Word(EMBEDDING, (col,)))
+            continue
+        pending_cols.append(col)
+        if s.endswith(WORD_END):
+            words.append(Word(pending_text + s[: -len(WORD_END)], tuple(pending_cols)))
+            pending_text, pending_cols = "", []
+        else:
+            pending_text += s
+    if pending_cols:
+        words.append(Word(pending_text, tuple(pending_cols)))
+    return tuple(words)
+
+
+def prompt_tokens_from_chunks(
+    text: str,
+    chunks: Sequence[Sequence[object]],
+    token_string: Callable[[int], str],
+    end_id: int,
+    has_start: bool = True,
+) -> PromptTokens:
+    """Build :class:`PromptTokens` from a tokenizer's chunks of token ids.
+
+    ``chunks`` holds one list per 77-token chunk; an entry is a token id, or anything else (a
+    textual-inversion vector) which becomes an ``<embedding>`` column. Special columns are found
+    by position, not id, because CLIP-G pads with id 0, which is also the real token ``!``.
+    """
+    strings: list[str] = []
+    lengths = {len(c) for c in chunks}
+    if len(lengths) != 1:
+        raise ValueError(f"token chunks of unequal length {sorted(lengths)}")
+    for chunk in chunks:
+        ended = False
+        for pos, token in enumerate(chunk):
+            if pos == 0 and has_start:
+                strings.append(START)
+            elif ended:
+                strings.append(PAD)
+            elif isinstance(token, int) and token == end_id:
+                strings.append(END)
+                ended = True
+            elif isinstance(token, int):
+                strings.append(token_string(token))
+            else:
+                strings.append(EMBEDDING)
+    return PromptTokens(text, tuple(strings), group_words(strings), lengths.pop())
+
+
+def split_word_list(spec: str) -> list[str]:
+    """Split a user's word list (``"cat, teddy bear"``) into entries (``["cat", "teddy bear"]``)."""
+    return [w.strip() for w in spec.replace("\n", ",").split(",") if w.strip()]

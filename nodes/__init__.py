@@ -1,0 +1,22 @@
+"""ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
+
+from .p2p_control import P2PAttentionControl
+from .p2p_edits import P2PLocalBlend, P2PReweight
+from .p2p_maps import P2PAttentionMaps
+from .p2p_prompts import P2PPrompts
+
+NODE_CLASS_MAPPINGS = {
+    "PromptEditP2PPrompts": P2PPrompts,
+    "PromptEditP2PReweight": P2PReweight,
+    "PromptEditP2PLocalBlend": P2PLocalBlend,
+    "PromptEditP2PAttentionControl": P2PAttentionControl,
+    "PromptEditP2PAttentionMaps": P2PAttentionMaps,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PromptEditP2PPrompts": "P2P Prompts",
+    "PromptEditP2PReweight": "P2P Reweight",
+    "PromptEditP2PLocalBlend": "P2P Local Blend",
+    "PromptEditP2PAttentionControl": "P2P Attention Control",
+    "PromptEditP2PAttentionMaps": "P2P Attention Maps",
+}

@@ -1,0 +1,87 @@
+"""Edits that refine a P2P_EDIT: attention reweighting and local blend (chainable)."""
+
+from __future__ import annotations
+
+import math
+
+from ..attention.clip_tokens import clip_words
+from ..attention.edit_spec import LocalBlend, P2PInputError, Reweight, checked_words
+from ..attention.tokens import split_word_list
+from .common import CATEGORY_P2P, P2P_EDIT
+
+
+class P2PReweight:
+    DESCRIPTION = (
+        "Scales the cross-attention of words of the edited prompts (Prompt-to-Prompt reweighting): "
+        ">1 strengthens a word, 0..1 weakens it, negative values push it away. Chain several, and "
+        "chain after a replace or refine edit."
+    )
+    CATEGORY = CATEGORY_P2P
+    FUNCTION = "reweight"
+    RETURN_TYPES = (P2P_EDIT,)
+    RETURN_NAMES = ("p2p_edit",)
+    OUTPUT_TOOLTIPS = ("The edit with this reweighting added.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "p2p_edit": (P2P_EDIT, {"tooltip": "From 'P2P Prompts' or another P2P edit node."}),
+                "clip": ("CLIP", {"tooltip": "The same CLIP as in 'P2P Prompts' (to tokenise the words)."}),
+                "words": ("STRING", {"default": "smiling", "tooltip": "Words of the edited prompts to reweight, comma separated (a word may be several, e.g. 'teddy bear')."}),
+                "weight": ("FLOAT", {"default": 2.0, "min": -10.0, "max": 10.0, "step": 0.05,
+                                     "tooltip": "Attention scale for these words (1 = unchanged)."}),
+            }
+        }
+
+    def reweight(self, p2p_edit, clip, words: str, weight: float):
+        if not math.isfinite(weight):
+            raise P2PInputError("weight: must be a finite number")
+        entries = split_word_list(words)
+        if not entries:
+            raise P2PInputError("words: name at least one word of the edited prompts to reweight")
+        edit = p2p_edit
+        for seq in checked_words(entries, lambda w: clip_words(clip, w), "words"):
+            edit = edit.with_reweight(Reweight(seq, float(weight)))
+        return (edit,)
+
+
+class P2PLocalBlend:
+    DESCRIPTION = (
+        "Confines the edit to the regions of the named words (Prompt-to-Prompt local blend): outside "
+        "the union of the source words' and edited words' attention masks, the edited images keep "
+        "the source image."
+    )
+    CATEGORY = CATEGORY_P2P
+    FUNCTION = "blend"
+    RETURN_TYPES = (P2P_EDIT,)
+    RETURN_NAMES = ("p2p_edit",)
+    OUTPUT_TOOLTIPS = ("The edit with local blending.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "p2p_edit": (P2P_EDIT, {"tooltip": "From 'P2P Prompts' or another P2P edit node."}),
+                "clip": ("CLIP", {"tooltip": "The same CLIP as in 'P2P Prompts' (to tokenise the words)."}),
+                "source_words": ("STRING", {"default": "cat", "tooltip": "Words of the source prompt whose region may change, comma separated."}),
+                "target_words": ("STRING", {"default": "dog", "tooltip": "Words of the edited prompts whose region may change, comma separated (each edited prompt must contain one)."}),
+                "threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                                        "tooltip": "Mask threshold on the normalised attention map (Prompt-to-Prompt uses 0.3)."}),
+                "start": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
+                                    "tooltip": "Fraction of steps before blending starts (lets the edited object take shape)."}),
+            }
+        }
+
+    def blend(self, p2p_edit, clip, source_words: str, target_words: str, threshold: float, start: float):
+        tokenize = lambda w: clip_words(clip, w)  # noqa: E731
+        src, tgt = split_word_list(source_words), split_word_list(target_words)
+        if not src and not tgt:
+            raise P2PInputError("source_words / target_words: name the words whose region the edit may change")
+        blend = LocalBlend(
+            checked_words(src, tokenize, "source_words"),
+            checked_words(tgt, tokenize, "target_words"),
+            float(threshold),
+            float(start),
+        )
+        return (p2p_edit.with_local_blend(blend),)

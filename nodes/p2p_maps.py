@@ -1,0 +1,64 @@
+"""P2P Attention Maps: per-token cross-attention maps of a finished P2P run, as an image grid."""
+
+from __future__ import annotations
+
+from ..attention.edit_spec import P2PInputError
+from ..attention.map_store import PLACES
+from ..attention.tokens import END, START
+from ..attention.visualize import label_grid, token_tiles
+from .common import CATEGORY_P2P, P2P_ATTENTION
+
+WHERE = {"input+output": PLACES, "input": ("input",), "output": ("output",)}
+
+
+class P2PAttentionMaps:
+    DESCRIPTION = (
+        "Shows the cross-attention map of every word of one prompt of the P2P batch, averaged over "
+        "the coarse UNet layers (16×16 for a 512² SD1.5 image) and the chosen steps of the last run."
+    )
+    CATEGORY = CATEGORY_P2P
+    FUNCTION = "render"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("maps",)
+    OUTPUT_TOOLTIPS = ("One tile per token, labelled with the token.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "attention": ("P2P_ATTENTION", {"tooltip": "From 'P2P Attention Control'."}),
+                "samples": ("LATENT", {"tooltip": "The sampler's output: the maps are read after this sampling run."}),
+                "item": ("INT", {"default": 0, "min": 0, "max": 63, "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
+                "layers": (list(WHERE), {"default": "input+output", "tooltip": "Which coarse layers to average (down = input, up = output)."}),
+                "step_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "First fraction of the steps to average."}),
+                "step_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Last fraction of the steps to average."}),
+                "include_special": ("BOOLEAN", {"default": False, "tooltip": "Also show the start and end tokens."}),
+                "tile_size": ("INT", {"default": 128, "min": 32, "max": 512, "step": 16, "tooltip": "Pixel size of one tile."}),
+                "tiles_per_row": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Tiles per row of the grid."}),
+            },
+            "optional": {
+                "images": ("IMAGE", {"tooltip": "Decoded images of the batch: the maps are laid over the item's image."}),
+            },
+        }
+
+    def render(self, attention, samples, item: int, layers: str, step_start: float, step_end: float,
+               include_special: bool, tile_size: int, tiles_per_row: int, images=None):
+        edit = attention.plan.edit
+        if item >= edit.batch_size:
+            raise P2PInputError(f"item: {item} is past the batch of {edit.batch_size} prompts (0 = source)")
+        if layers not in WHERE:
+            raise P2PInputError(f"layers: {layers!r} is not one of {list(WHERE)}")
+        if step_start >= step_end:
+            raise P2PInputError("step_start / step_end: start must be below end")
+        if attention.store.empty:
+            raise P2PInputError("attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
+        prompt = edit.source if item == 0 else edit.targets[item - 1]
+        maps = attention.store.average(WHERE[layers], step_start, step_end)[item]
+        columns = [c for w in prompt.words for c in w.columns]
+        if include_special:
+            specials = {c for c, s in enumerate(prompt.token_strings) if s in (START, END)}
+            columns = sorted(set(columns) | specials)
+        labels = prompt.token_labels()
+        image = images[min(item, images.shape[0] - 1)] if images is not None else None
+        tiles = token_tiles(maps.cpu(), columns, tile_size, image)
+        return (label_grid(tiles, [labels[c] for c in columns], tiles_per_row),)

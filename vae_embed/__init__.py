@@ -1,0 +1,1 @@
+"""Embedding VAE for stochastic null-text / conditional embeddings (see the stochastic-embedding paper)."""
