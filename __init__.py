@@ -1,6 +1,14 @@
 """ComfyUI Prompt Edit: Prompt-to-Prompt attention control, null-text inversion and stochastic
 text embeddings for editing images with Stable Diffusion."""
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+import importlib.util
+
+if importlib.util.find_spec("comfy") is None:
+    # Imported outside ComfyUI (a test runner collecting the repo): the core packages work,
+    # there are no nodes to register.
+    NODE_CLASS_MAPPINGS: dict = {}
+    NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+else:
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
