@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .edit_spec import CrossStep, EditPlan, blend_word_selectors
+from .edit_spec import CrossStep, EditPlan, blend_word_selectors, step_of
 from .edited_attention import (
     attention_probs,
     fast_cross_attention,
@@ -54,8 +54,11 @@ class LayerLayout:
 class _CallContext:
     step: int
     num_steps: int
-    groups: list[slice]  # rows of conditional chunks
-    other: list[slice]  # rows of every other chunk
+    chunks: list[tuple[slice, bool]]  # rows of each chunk, and whether it is conditional
+
+    @property
+    def first_cond(self) -> slice | None:
+        return next((rows for rows, cond in self.chunks if cond), None)
 
 
 class P2PController:
@@ -113,9 +116,8 @@ class P2PController:
                 f"hold {self.plan.edit.batch_size} (1 source + {len(self.plan.edit.targets)} edits); "
                 "feed the LATENT output of 'P2P Prompts' to the sampler"
             )
-        groups = [slice(i * size, (i + 1) * size) for i, c in enumerate(chunks) if c == 0]
-        other = [slice(i * size, (i + 1) * size) for i, c in enumerate(chunks) if c != 0]
-        return _CallContext(position[0], position[1], groups, other)
+        rows = [(slice(i * size, (i + 1) * size), c == 0) for i, c in enumerate(chunks)]
+        return _CallContext(position[0], position[1], rows)
 
     def _cross_step(self, step: int, num_steps: int, like: torch.Tensor) -> CrossStep:
         key = (step, num_steps, like.device, like.dtype)
@@ -129,26 +131,24 @@ class P2PController:
         return (block[0], int(block[1]), int(opts.get("block_index", 0)))
 
     def _run(self, q, k, v, opts, ctx: _CallContext, edit_group) -> torch.Tensor:
-        """Edit each conditional group with ``edit_group``; other chunks run untouched."""
-        out = torch.empty(q.shape[0], q.shape[1], v.shape[2], dtype=q.dtype, device=q.device)
+        """Edit each conditional chunk with ``edit_group``; other chunks run untouched."""
         heads = opts["n_heads"]
-        if ctx.other:
-            rows = torch.cat([torch.arange(q.shape[0])[s] for s in ctx.other]).to(q.device)
-            out[rows] = self.attention(q[rows], k[rows], v[rows], heads, opts)
-        for s in ctx.groups:
-            out[s] = edit_group(q[s], k[s], v[s])
-        return out
+        parts = [
+            edit_group(q[rows], k[rows], v[rows]) if cond else self.attention(q[rows], k[rows], v[rows], heads, opts)
+            for rows, cond in ctx.chunks
+        ]
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     # -- attention patches ------------------------------------------------------------------
 
     def cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
         heads = opts["n_heads"]
         ctx = self._context(opts, q.shape[0])
-        if ctx is None or not ctx.groups:
+        if ctx is None or ctx.first_cond is None:
             return self.attention(q, k, v, heads, opts)
         key = self._layer_key(opts)
         if key[0] in PLACES and self.layout.levels.get(key) == self.layout.coarse_level:
-            self._record(q[ctx.groups[0]], k[ctx.groups[0]], heads, key[0], ctx.step, opts)
+            self._record(q[ctx.first_cond], k[ctx.first_cond], heads, key[0], ctx.step, opts)
         step = self._cross_step(ctx.step, ctx.num_steps, q)
         if step.is_identity:
             return self.attention(q, k, v, heads, opts)
@@ -162,7 +162,7 @@ class P2PController:
         ctx = self._context(opts, q.shape[0])
         if (
             ctx is None
-            or not ctx.groups
+            or ctx.first_cond is None
             or self._layer_key(opts) not in self.self_keys
             or not self.plan.self_injection(ctx.step, ctx.num_steps)
         ):
@@ -185,7 +185,7 @@ class P2PController:
         if blend is None or schedule is None or self.store.empty:
             return denoised
         position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
-        if position is None or position[0] < int(blend.start * position[1]):
+        if position is None or position[0] < step_of(blend.start, position[1]):
             return denoised
         schedule_cpu = schedule.detach().float().cpu()
         s = float(sigma.reshape(-1)[0])

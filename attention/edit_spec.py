@@ -47,6 +47,11 @@ class LocalBlend:
     start: float = 0.2  # fraction of steps before blending starts
 
 
+def step_of(fraction: float, num_steps: int) -> int:
+    """The step at ``fraction`` of the schedule, floored with slack (0.29 · 100 must give 29)."""
+    return int(fraction * num_steps + 1e-6)
+
+
 @dataclass(frozen=True)
 class Window:
     start: float = 0.0
@@ -57,7 +62,7 @@ class Window:
             raise P2PInputError(f"step window {self.start}-{self.end} must satisfy 0 <= start <= end <= 1")
 
     def active(self, step: int, num_steps: int) -> bool:
-        return int(self.start * num_steps) <= step < int(self.end * num_steps)
+        return step_of(self.start, num_steps) <= step < step_of(self.end, num_steps)
 
 
 @dataclass(frozen=True)
@@ -242,7 +247,14 @@ def parse_word_windows(spec: str, tokenize_words) -> tuple[tuple[tuple[str, ...]
             raise P2PInputError(f"word_windows entry {entry!r}: {bounds!r} is not a fraction or 'start-end'") from None
         if len(parts) != 2:
             raise P2PInputError(f"word_windows entry {entry!r}: give one end fraction or 'start-end'")
-        out.append((tuple(tokenize_words(word)), Window(*parts)))
+        words = tuple(tokenize_words(word))
+        if not words:
+            raise P2PInputError(f"word_windows entry {entry!r} names no word")
+        try:
+            window = Window(*parts)
+        except P2PInputError as e:
+            raise P2PInputError(f"word_windows entry {entry!r}: {e}") from None
+        out.append((words, window))
     return tuple(out)
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .edit_spec import step_of
+
 PLACES = ("input", "output")
 
 
@@ -47,7 +49,8 @@ class AttentionMapStore:
         if self.empty:
             raise RuntimeError("no attention maps were recorded: run a sampler with the patched model first")
         n = max(self.num_steps, 1 + max(s for s, _ in self.per_step))
-        lo, hi = int(start * n), max(int(end * n), int(start * n) + 1)
+        lo = step_of(start, n)
+        hi = max(step_of(end, n), lo + 1)
         keys = [k for k in self.per_step if k[1] in places and lo <= k[0] < hi]
         if not keys:
             raise ValueError(f"no maps recorded for places {places} in steps {lo}..{hi - 1} of {n}")

@@ -55,6 +55,22 @@ def _special_pairs(source: PromptTokens, target: PromptTokens) -> list[tuple[int
     return pairs
 
 
+def _positional_opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """difflib-style opcodes pairing ``a[k]`` with ``b[k]`` (equal runs and replace runs)."""
+    ops: list[tuple[str, int, int, int, int]] = []
+    for k, (x, y) in enumerate(zip(a, b)):
+        op = "equal" if x == y else "replace"
+        if ops and ops[-1][0] == op:
+            ops[-1] = (op, ops[-1][1], k + 1, ops[-1][3], k + 1)
+        else:
+            ops.append((op, k, k + 1, k, k + 1))
+    return ops
+
+
+def _kept_words(opcodes) -> int:
+    return sum(i2 - i1 for op, i1, i2, _, _ in opcodes if op == "equal")
+
+
 def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tensor:
     """``[source columns, target columns]`` mapper for a word-swap edit.
 
@@ -64,19 +80,28 @@ def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tens
     s_words, s_cols = _word_spans(source)
     t_words, t_cols = _word_spans(target)
     mapper = np.zeros((source.num_columns, target.num_columns), dtype=np.float32)
-    matcher = difflib.SequenceMatcher(a=s_words, b=t_words, autojunk=False)
+    opcodes = difflib.SequenceMatcher(a=s_words, b=t_words, autojunk=False).get_opcodes()
+    if len(s_words) == len(t_words):
+        # difflib matches the longest block first, so a kept word that also occurs inside the
+        # swapped span ("red car next to red car" → "blue truck beside a red car") can be paired
+        # with the wrong occurrence and the swap read as an insertion plus a deletion. With as many
+        # words on both sides, position-by-position pairing is the swap whenever it keeps as many.
+        positional = _positional_opcodes(s_words, t_words)
+        if _kept_words(positional) >= _kept_words(opcodes):
+            opcodes = positional
     kept = 0
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
-        src = [c for cols in s_cols[i1:i2] for c in cols]
-        tgt = [c for cols in t_cols[j1:j2] for c in cols]
-        if op == "equal":
-            mapper[src, tgt] = 1.0
+    for op, i1, i2, j1, j2 in opcodes:
+        if op == "equal":  # word by word: a word cut by a chunk end can have other tokens
             kept += i2 - i1
+            spans = list(zip(s_cols[i1:i2], t_cols[j1:j2]))
         elif op == "replace":
-            if len(src) == len(tgt):
-                mapper[src, tgt] = 1.0
-            else:
-                mapper[np.ix_(src, tgt)] = 1.0 / len(tgt)
+            spans = [([c for cols in s_cols[i1:i2] for c in cols], [c for cols in t_cols[j1:j2] for c in cols])]
+        if op in ("equal", "replace"):
+            for src, tgt in spans:
+                if len(src) == len(tgt):
+                    mapper[list(src), list(tgt)] = 1.0
+                else:
+                    mapper[np.ix_(src, tgt)] = 1.0 / len(tgt)
         else:
             words = " ".join(t_words[j1:j2] if op == "insert" else s_words[i1:i2])
             verb = "adds" if op == "insert" else "removes"
