@@ -1,0 +1,698 @@
+"""Headless ComfyUI for the pack's tests: locating and initialising ComfyUI, importing the pack,
+tiny random-weight models built through ComfyUI's own classes, a random-weight SD1.5 checkpoint
+for the real loaders, UI-workflow -> API-prompt conversion and prompt execution.
+
+Plain functions only (fixtures live in conftest.py). Nothing here mocks ComfyUI: every model,
+loader, validator and executor is the real one, running on the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import importlib.machinery
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import struct
+import sys
+import tempfile
+import types
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # ComfyUI is importable only after ensure_comfyui()
+    import comfy.model_patcher
+    import comfy.sd
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The pack's package directory (the repository root)."""
+PACK = "comfyui_prompt_edit"
+SKIP_REASON = (
+    "ComfyUI not found: set COMFYUI_PATH, install the pack under ComfyUI/custom_nodes, "
+    "or put ComfyUI at ~/ComfyUI"
+)
+
+# Tiny model dimensions. Each family gets its own text width so that a dimension mix-up fails
+# loudly instead of broadcasting silently.
+TINY_SD15_CONTEXT_DIM = 32  # CLIP-L hidden size; SD1 pooled output is the unprojected one (32)
+TINY_SD2_CONTEXT_DIM = 48  # CLIP-H hidden size; SD2 pooled output is projected (48)
+TINY_SD2_MODEL_CHANNELS = 64  # SD20 forces 64-channel heads, so attention needs >= 64 channels
+TINY_SDXL_CLIP_L_DIM = 32
+TINY_SDXL_CLIP_G_DIM = 64
+TINY_SDXL_CONTEXT_DIM = TINY_SDXL_CLIP_L_DIM + TINY_SDXL_CLIP_G_DIM  # cond = cat(L, G) = 96
+TINY_SDXL_POOLED_DIM = TINY_SDXL_CLIP_G_DIM  # clip_g's projected pooled output = 64
+TINY_SDXL_ADM_CHANNELS = TINY_SDXL_POOLED_DIM + 6 * 256  # encode_adm appends six 256-d size embeddings
+EMBEDDING_STD = 0.02
+"""Std of random embedding tables (CLIP's initializer_range)."""
+
+CHECKPOINT_NAME = "tiny_sd15.safetensors"
+_CHECKPOINT_RECIPE = "comfyui_prompt_edit tiny_sd15 v2"
+"""Stored in the checkpoint's metadata; change it when the recipe changes to force regeneration."""
+
+_FRONTEND_ONLY_NODES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
+_MODE_MUTED, _MODE_BYPASSED = 2, 4
+_WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+_UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
+
+_state: dict[str, Any] = {"nodes": None, "executor": None, "server": None, "pack_error": None}
+
+
+# ------------------------------------------------------------------------------------------------
+# Locating and initialising ComfyUI
+
+
+def _is_comfyui_root(path: Path) -> bool:
+    return (path / "nodes.py").is_file() and (path / "comfy").is_dir()
+
+
+def find_comfyui() -> tuple[Path | None, str]:
+    """Return (ComfyUI root, "") or (None, why not).
+
+    Order: $COMFYUI_PATH, the ComfyUI whose custom_nodes/ holds this checkout, ~/ComfyUI.
+    A candidate that is not a ComfyUI root (nodes.py + comfy/) is passed over.
+    """
+    tried = []
+    env = os.environ.get("COMFYUI_PATH")
+    candidates = []
+    if env:
+        candidates.append(("COMFYUI_PATH", Path(env).expanduser()))
+    if ROOT.parent.name == "custom_nodes":
+        candidates.append(("host of custom_nodes", ROOT.parent.parent))
+    candidates.append(("home", Path.home() / "ComfyUI"))
+    for label, path in candidates:
+        if _is_comfyui_root(path):
+            return path.resolve(), ""
+        tried.append(f"{label}: {path}")
+    return None, f"{SKIP_REASON} (tried {'; '.join(tried)})"
+
+
+def ensure_comfyui() -> types.ModuleType:
+    """Initialise ComfyUI headless on the CPU once and return its `nodes` module.
+
+    Also registers the pack's nodes the way the server's loader does, so the executor and
+    validator know them. A pack that fails to import is logged and recorded (see
+    `pack_import_error`), as the server would: stock nodes stay usable.
+    """
+    if _state["nodes"] is not None:
+        return _state["nodes"]
+    root, reason = find_comfyui()
+    if root is None:
+        raise RuntimeError(reason)
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if "comfy.model_management" in sys.modules:
+        logging.warning("comfy.model_management was imported before ensure_comfyui(); CPU mode may not apply")
+    from comfy.cli_args import args
+
+    args.cpu = True  # read by comfy.model_management at import
+    import folder_paths
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    session_dir = Path(tempfile.mkdtemp(prefix=f"{PACK}_"))
+    atexit.register(shutil.rmtree, session_dir, ignore_errors=True)
+    for kind, setter in (
+        ("output", folder_paths.set_output_directory),
+        ("temp", folder_paths.set_temp_directory),
+        ("input", folder_paths.set_input_directory),
+    ):
+        (session_dir / kind).mkdir()
+        setter(str(session_dir / kind))
+    _state["nodes"] = nodes
+    try:
+        _register_pack_nodes(nodes, import_pack(execute_init=True))
+    except Exception as error:  # the server also keeps running without a broken pack
+        logging.exception("%s failed to import; only stock nodes are registered", PACK)
+        _state["pack_error"] = error
+    return nodes
+
+
+def pack_import_error() -> BaseException | None:
+    """The exception the pack's __init__ raised in ensure_comfyui(), if any."""
+    return _state["pack_error"]
+
+
+def import_pack(execute_init: bool) -> types.ModuleType:
+    """Make `import comfyui_prompt_edit` resolve to the repository root and return the package.
+
+    execute_init=False registers a bare package (no __init__ run, so no ComfyUI needed) through
+    which submodules such as `comfyui_prompt_edit.attention.tokens` import normally.
+    execute_init=True runs __init__.py, into the bare module if one exists, so submodules that
+    were imported already stay the same objects. Without an __init__.py the package stays bare.
+    If __init__ raises, the package is left bare and the exception propagates.
+    """
+    module = sys.modules.get(PACK)
+    if module is None:
+        spec = importlib.machinery.ModuleSpec(PACK, None, is_package=True)
+        spec.submodule_search_locations = [str(ROOT)]
+        module = importlib.util.module_from_spec(spec)
+        module.__path__ = [str(ROOT)]
+        module._harness_initialised = False
+        sys.modules[PACK] = module
+    if not execute_init or getattr(module, "_harness_initialised", True):
+        return module
+    init_file = ROOT / "__init__.py"
+    if not init_file.is_file():
+        return module
+    spec = importlib.util.spec_from_file_location(PACK, init_file, submodule_search_locations=[str(ROOT)])
+    bare_spec, bare_loader = module.__spec__, module.__loader__
+    module.__spec__, module.__file__, module.__loader__ = spec, str(init_file), spec.loader
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        module.__spec__, module.__loader__ = bare_spec, bare_loader
+        del module.__file__
+        raise
+    module._harness_initialised = True
+    return module
+
+
+def _register_pack_nodes(nodes: types.ModuleType, pack: types.ModuleType) -> None:
+    """Mirror nodes.load_custom_node: V1 mappings first, else a V3 comfy_entrypoint; names that
+    collide with built-in nodes are skipped (the server ignores them too, so warn)."""
+    class_mappings = getattr(pack, "NODE_CLASS_MAPPINGS", None)
+    display_names = getattr(pack, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
+    if class_mappings is None and hasattr(pack, "comfy_entrypoint"):
+        class_mappings, display_names = asyncio.run(_v3_mappings(pack.comfy_entrypoint))
+    for name, cls in (class_mappings or {}).items():
+        existing = nodes.NODE_CLASS_MAPPINGS.get(name)
+        if existing is not None and existing is not cls:
+            logging.warning("%s node %r shadows a built-in node; the server would skip it", PACK, name)
+            continue
+        nodes.NODE_CLASS_MAPPINGS[name] = cls
+        cls.RELATIVE_PYTHON_MODULE = f"custom_nodes.{PACK}"
+    nodes.NODE_DISPLAY_NAME_MAPPINGS.update(display_names)
+
+
+async def _v3_mappings(entrypoint: Any) -> tuple[dict[str, type], dict[str, str]]:
+    extension = entrypoint()
+    if asyncio.iscoroutine(extension):
+        extension = await extension
+    classes, names = {}, {}
+    for cls in await extension.get_node_list():
+        schema = cls.GET_SCHEMA()
+        classes[schema.node_id] = cls
+        if schema.display_name is not None:
+            names[schema.node_id] = schema.display_name
+    return classes, names
+
+
+# ------------------------------------------------------------------------------------------------
+# Tiny random-weight models
+
+
+def fill_random_(module: torch.nn.Module, seed: int) -> None:
+    """Overwrite every parameter deterministically: norm weights 1, biases 0, embedding tables and
+    other vectors normal with std 0.02, matrices and kernels normal with std 1/sqrt(fan_in).
+
+    comfy.ops layers skip initialisation (their tensors are torch.empty), so all must be written.
+    The fan-in scale keeps activations O(1) layer after layer as in a trained network; at real
+    widths it is about the usual 0.02 (CLIP-L 1/sqrt(768) = 0.036, a 320-channel 3x3 conv 0.019),
+    while a flat 0.02 at tiny widths leaves attention uniform and the output almost independent
+    of the prompt (a cat -> dog prompt change moved a 4-step sample by 2e-4 relative, vs 1e-1).
+    Values are drawn in fp32 from one seeded generator in module order, then cast.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    with torch.no_grad():
+        for submodule in module.modules():
+            for name, param in submodule.named_parameters(recurse=False):
+                if isinstance(submodule, norms) and name == "weight":
+                    param.fill_(1.0)
+                elif name == "bias":
+                    param.zero_()
+                else:
+                    fan_in = param[0].numel() if param.ndim >= 2 else 0
+                    small = isinstance(submodule, torch.nn.Embedding) or fan_in == 0
+                    std = EMBEDDING_STD if small else fan_in**-0.5
+                    param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
+def _unet_config(
+    model_channels: int,
+    channel_mult: list[int],
+    transformer_depth: list[int],
+    transformer_depth_output: list[int],
+    transformer_depth_middle: int,
+    context_dim: int,
+    use_linear_in_transformer: bool,
+    adm_in_channels: int | None = None,
+) -> dict[str, Any]:
+    """A UNet config with the keys model_detection.detect_unet_config would produce."""
+    config = {
+        "use_checkpoint": False,
+        "image_size": 32,
+        "use_spatial_transformer": True,
+        "legacy": False,
+        "adm_in_channels": adm_in_channels,
+        "in_channels": 4,
+        "out_channels": 4,
+        "model_channels": model_channels,
+        "num_res_blocks": [1] * len(channel_mult),
+        "transformer_depth": transformer_depth,
+        "transformer_depth_output": transformer_depth_output,
+        "channel_mult": channel_mult,
+        "transformer_depth_middle": transformer_depth_middle,
+        "use_linear_in_transformer": use_linear_in_transformer,
+        "context_dim": context_dim,
+        "use_temporal_resblock": False,
+        "use_temporal_attention": False,
+    }
+    if adm_in_channels is not None:
+        config["num_classes"] = "sequential"
+    return config
+
+
+def _patcher(
+    model_config: Any, seed: int, state_dict_hint: dict[str, torch.Tensor] | None = None
+) -> comfy.model_patcher.ModelPatcher:
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model(state_dict_hint or {})
+    fill_random_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def tiny_sd15_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """SD1.5-shaped EPS ModelPatcher: 2 levels (32, 64 ch), 8 heads, context 32.
+
+    Attention keys: ("input", 1|3, 0), ("middle", 0, 0), ("output", 0..3, 0).
+    """
+    ensure_comfyui()
+    import comfy.supported_models
+
+    config = _unet_config(32, [1, 2], [1, 1], [1, 1, 1, 1], 1, TINY_SD15_CONTEXT_DIM, False)
+    return _patcher(comfy.supported_models.SD15(config), seed)
+
+
+def tiny_sd2v_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """SD2-v-shaped V_PREDICTION ModelPatcher through supported_models.SD20: 2 levels (64, 128 ch),
+    64-channel heads, linear proj_in, attn_precision fp32 (SD20's unet_extra_config), context 48.
+
+    SD20.model_type picks v-prediction from the std of one norm bias of a real checkpoint; a
+    one-key state-dict hint with that key reproduces the decision without faking the model.
+    Attention keys as tiny_sd15_model.
+    """
+    ensure_comfyui()
+    import comfy.supported_models
+
+    config = _unet_config(TINY_SD2_MODEL_CHANNELS, [1, 2], [1, 1], [1, 1, 1, 1], 1, TINY_SD2_CONTEXT_DIM, True)
+    v_prediction_hint = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.tensor([-1.0, 1.0])}
+    return _patcher(comfy.supported_models.SD20(config), seed, v_prediction_hint)
+
+
+def tiny_sdxl_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
+    """SDXL-shaped EPS ModelPatcher: 3 levels (32, 64, 128 ch) with attention only on the two
+    lower-resolution levels (depth 1 and 2, middle depth 2; 64-channel heads), context 96, ADM
+    input pooled 64 + 6*256. Needs `pooled_output` [B, 64] in the conds.
+
+    Attention keys: ("input", 3, 0), ("input", 5, 0|1), ("middle", 0, 0|1), ("output", 0|1, 0|1),
+    ("output", 2|3, 0).
+    """
+    ensure_comfyui()
+    import comfy.supported_models
+
+    config = _unet_config(
+        32, [1, 2, 4], [0, 1, 2], [0, 0, 1, 1, 2, 2], 2, TINY_SDXL_CONTEXT_DIM, True, TINY_SDXL_ADM_CHANNELS
+    )
+    return _patcher(comfy.supported_models.SDXL(config), seed)
+
+
+def _clip_config(hidden_size: int) -> dict[str, int]:
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 3,  # SD2/SDXL read layer -2, which must be a middle layer
+    }
+
+
+def _tiny_clip(tokenizer: type, clip_model: type, model_options: dict[str, Any], seed: int) -> comfy.sd.CLIP:
+    import comfy.sd
+    import comfy.supported_models_base
+
+    target = comfy.supported_models_base.ClipTarget(tokenizer, clip_model)
+    # dtype: text encoders default to fp16 on the CPU; tiny tests want exact fp32.
+    clip = comfy.sd.CLIP(target, model_options={"dtype": torch.float32, **model_options})
+    fill_random_(clip.cond_stage_model, seed)
+    return clip
+
+
+def tiny_sd1_clip(seed: int = 0) -> comfy.sd.CLIP:
+    """comfy.sd.CLIP with the real SD1 tokenizer and a 3-layer, 32-wide CLIP-L (cond [1, 77k, 32])."""
+    ensure_comfyui()
+    import comfy.sd1_clip
+
+    options = {"clip_l_model_config": _clip_config(TINY_SD15_CONTEXT_DIM)}
+    return _tiny_clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, options, seed)
+
+
+def tiny_sd2_clip(seed: int = 0) -> comfy.sd.CLIP:
+    """comfy.sd.CLIP with the real SD2 ("h", pad 0) tokenizer and a 3-layer, 48-wide CLIP-H
+    (cond [1, 77k, 48], pooled [1, 48])."""
+    ensure_comfyui()
+    import comfy.text_encoders.sd2_clip as sd2_clip
+
+    options = {"clip_h_model_config": _clip_config(TINY_SD2_CONTEXT_DIM)}
+    return _tiny_clip(sd2_clip.SD2Tokenizer, sd2_clip.SD2ClipModel, options, seed)
+
+
+def tiny_sdxl_clip(seed: int = 0) -> comfy.sd.CLIP:
+    """comfy.sd.CLIP with the real SDXL tokenizers and 3-layer CLIP-L (32) + CLIP-G (64):
+    cond [1, 77k, 96] = cat(L, G), pooled [1, 64]."""
+    ensure_comfyui()
+    import comfy.sdxl_clip
+
+    options = {
+        "clip_l_model_config": _clip_config(TINY_SDXL_CLIP_L_DIM),
+        "clip_g_model_config": _clip_config(TINY_SDXL_CLIP_G_DIM),
+    }
+    return _tiny_clip(comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel, options, seed)
+
+
+def tiny_vae(seed: int = 0) -> comfy.sd.VAE:
+    """comfy.sd.VAE (AutoencoderKL, ch 32, 4 levels): keeps downscale 8 and 4 latent channels.
+    ComfyUI logs "Missing VAE keys" while building it; that is expected."""
+    ensure_comfyui()
+    import comfy.sd
+
+    ddconfig = {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 64,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 32,
+        "ch_mult": [1, 1, 1, 1],
+        "num_res_blocks": 1,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
+    vae = comfy.sd.VAE(sd={}, config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
+    fill_random_(vae.first_stage_model, seed)
+    return vae
+
+
+def encode(clip: comfy.sd.CLIP, text: str) -> list:
+    """CONDITIONING for `text`, exactly as CLIPTextEncode builds it."""
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+# ------------------------------------------------------------------------------------------------
+# A random-weight SD1.5 checkpoint for the real loaders
+
+
+def cache_dir() -> Path:
+    """Per-user cache for generated files ($XDG_CACHE_HOME or ~/.cache), never inside the repo."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = (base / PACK).resolve()
+    if path.is_relative_to(ROOT):
+        raise RuntimeError(f"cache dir {path} is inside the repository {ROOT}")
+    return path
+
+
+def sd15_checkpoint_path() -> Path:
+    """Where the tiny SD1.5 checkpoint is cached (its own folder, registered as a checkpoints dir)."""
+    return cache_dir() / "checkpoints" / CHECKPOINT_NAME
+
+
+def _safetensors_complete(path: Path) -> bool:
+    """True if the file is a whole safetensors file written by this recipe."""
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
+    except (OSError, ValueError, struct.error):
+        return False
+    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    stamp = header.get("__metadata__", {}).get("recipe")
+    return stamp == _CHECKPOINT_RECIPE and path.stat().st_size == 8 + header_len + data_end
+
+
+def make_sd15_checkpoint(path: Path) -> Path:
+    """Write a random-weight fp16 checkpoint that CheckpointLoaderSimple detects as SD15, unless a
+    complete one from this recipe is there already. Returns `path`.
+
+    Layout as real SD1.5 files: a one-level UNet (320 ch, context 768, 25.8 M params) under
+    model.diffusion_model., a full-shape CLIP-L under cond_stage_model.transformer.text_model.
+    (the stock loader passes no size options, so it must be full size), and the standard SD VAE
+    under first_stage_model. All three come from ComfyUI's own modules and key mapping
+    (BaseModel.state_dict_for_saving). The file is about 470 MB; it is written atomically.
+    """
+    path = Path(path)
+    if _safetensors_complete(path):
+        return path
+    ensure_comfyui()
+    import comfy.ldm.models.autoencoder
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.utils
+
+    half = torch.float16
+    config = _unet_config(320, [1], [1], [1, 1], 1, 768, False)
+    model_config = comfy.supported_models.SD15(config)
+    model_config.set_inference_dtype(half, None)
+    model = model_config.get_model({})
+    fill_random_(model.diffusion_model, seed=0)
+    clip = comfy.sd1_clip.SD1ClipModel(dtype=half)
+    fill_random_(clip, seed=1)
+    ddconfig = {
+        "double_z": True,
+        "z_channels": 4,
+        "resolution": 256,
+        "in_channels": 3,
+        "out_ch": 3,
+        "ch": 128,
+        "ch_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_resolutions": [],
+        "dropout": 0.0,
+    }
+    vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).to(half)
+    fill_random_(vae, seed=2)
+    state_dict = model.state_dict_for_saving(clip.state_dict(), vae.state_dict())
+    state_dict = {k: v.to(half).contiguous() for k, v in state_dict.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        comfy.utils.save_torch_file(state_dict, str(partial), metadata={"recipe": _CHECKPOINT_RECIPE})
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def register_checkpoint_dir(directory: Path) -> None:
+    """Add `directory` to ComfyUI's "checkpoints" search paths (idempotent)."""
+    ensure_comfyui()
+    import folder_paths
+
+    folder_paths.add_model_folder_path("checkpoints", str(directory))
+
+
+# ------------------------------------------------------------------------------------------------
+# Workflows
+
+
+def load_workflow(path: Path | str) -> dict:
+    """Read a workflow (UI or API format) from a JSON file."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _widget_slots(name: str, spec: tuple | list) -> int:
+    """How many widgets_values entries an input occupies in the frontend's UI format (0: socket).
+
+    Widgets are the primitive types and combos, unless forceInput. An INT gets a control widget
+    ("randomize", ...) when control_after_generate is set or, if it is unset, when it is named
+    seed/noise_seed (frontend useIntWidget). A combo with control_after_generate gets the control
+    and a filter-list widget (addValueControlWidgets). Upload combos (LoadImage) add their button,
+    whose value ("image") is saved too.
+    """
+    input_type = spec[0]
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    is_combo = isinstance(input_type, (list, tuple)) or input_type == "COMBO"
+    if options.get("forceInput") or not (is_combo or input_type in _WIDGET_TYPES):
+        return 0
+    control = options.get("control_after_generate")
+    if input_type == "INT":
+        return 2 if (name in ("seed", "noise_seed") if control is None else control) else 1
+    if is_combo:
+        return 1 + (2 if control else 0) + (1 if any(options.get(f) for f in _UPLOAD_FLAGS) else 0)
+    return 1
+
+
+def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
+    """Convert a UI-format workflow (schema 0.4 or 1) into the API prompt the frontend would queue.
+
+    - widgets_values are assigned positionally to the widget inputs of INPUT_TYPES (required, then
+      optional; V1 and V3 classes alike), skipping control/filter/upload entries (_widget_slots).
+      A count mismatch raises ValueError rather than shifting values silently.
+    - A link on an input (also on a widget converted to a socket) wins over the widget value.
+    - Muted nodes (mode 2) are dropped with their links. Bypassed nodes (mode 4) pass through
+      the input of the output's type, preferring the same slot index, like the frontend.
+    - Note/MarkdownNote are dropped, Reroutes followed, PrimitiveNode values copied into targets.
+    - Not done: `_meta` titles, dynamic-prompt expansion of `{a|b}` text, subgraphs, group nodes.
+    """
+    if (workflow.get("definitions") or {}).get("subgraphs"):
+        raise NotImplementedError("ui_to_api: workflows with subgraphs are not supported")
+    nodes_by_id = {node["id"]: node for node in workflow["nodes"]}
+    links = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, dict):
+            links[link["id"]] = (link["origin_id"], link["origin_slot"])
+        else:
+            links[link[0]] = (link[1], link[2])
+
+    def source(link_id: int) -> tuple[str, int] | tuple[None, Any] | None:
+        """(node id, slot) feeding the link, (None, value) for a PrimitiveNode, None if cut."""
+        origin_id, origin_slot = links[link_id]
+        origin = nodes_by_id[origin_id]
+        if origin["type"] == "Reroute":
+            upstream = (origin.get("inputs") or [{}])[0].get("link")
+            return None if upstream is None else source(upstream)
+        if origin["type"] == "PrimitiveNode":
+            return None, origin["widgets_values"][0]
+        if origin.get("mode") == _MODE_MUTED:
+            return None
+        if origin.get("mode") == _MODE_BYPASSED:
+            wanted = origin["outputs"][origin_slot]["type"]
+            inputs = origin.get("inputs") or []
+            for index in [origin_slot, *range(len(inputs))]:
+                if index < len(inputs) and inputs[index].get("type") == wanted:
+                    upstream = inputs[index].get("link")
+                    return None if upstream is None else source(upstream)
+            return None
+        return str(origin_id), origin_slot
+
+    prompt = {}
+    for node in workflow["nodes"]:
+        class_type = node["type"]
+        if class_type in _FRONTEND_ONLY_NODES or node.get("mode") in (_MODE_MUTED, _MODE_BYPASSED):
+            continue
+        if class_type not in node_class_mappings:
+            raise KeyError(f"node {node['id']}: unknown node type {class_type!r}")
+        values = node.get("widgets_values") or []
+        if not isinstance(values, list):
+            raise NotImplementedError(f"node {node['id']} ({class_type}): widgets_values is not a list")
+        input_types = node_class_mappings[class_type].INPUT_TYPES()
+        inputs: dict[str, Any] = {}
+        position = 0
+        for section in ("required", "optional"):
+            for name, spec in (input_types.get(section) or {}).items():
+                slots = _widget_slots(name, spec)
+                if slots and position < len(values):
+                    inputs[name] = values[position]
+                position += slots
+        if position != len(values):
+            raise ValueError(
+                f"node {node['id']} ({class_type}): widgets_values has {len(values)} entries but its "
+                f"widgets take {position}: {values!r}"
+            )
+        for slot in node.get("inputs") or []:
+            if slot.get("link") is None:
+                continue
+            origin = source(slot["link"])
+            if origin is None:
+                continue
+            inputs[slot["name"]] = origin[1] if origin[0] is None else [origin[0], origin[1]]
+        prompt[str(node["id"])] = {"class_type": class_type, "inputs": inputs}
+    return prompt
+
+
+# ------------------------------------------------------------------------------------------------
+# Executing API prompts
+
+
+class StubServer:
+    """What PromptExecutor needs of PromptServer; records every message it is sent."""
+
+    def __init__(self) -> None:
+        self.client_id: str | None = None
+        self.last_node_id: str | None = None
+        self.last_prompt_id: str | None = None
+        self.sockets_metadata: dict = {}
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
+        self.messages.append((event, data))
+
+    def queue_updated(self) -> None:
+        pass
+
+
+def _format_node_errors(node_errors: dict) -> str:
+    lines = []
+    for node_id, entry in node_errors.items():
+        lines.append(f"node {node_id} ({entry.get('class_type')}):")
+        for error in entry.get("errors", []):
+            lines.append(f"  - {error.get('message')}: {error.get('details')}")
+    return "\n".join(lines)
+
+
+def run_api_prompt(prompt: dict, fresh_executor: bool = False, extra_data: dict | None = None) -> dict:
+    """Validate and execute an API prompt as the server's worker does; return history outputs.
+
+    One executor (CLASSIC cache) is kept per session, so an unchanged node is served from the
+    cache on a later run just as in the server; fresh_executor=True runs on an empty cache.
+    Raises AssertionError with the validation errors or with the failing node's exception.
+    The executor enters torch.inference_mode itself.
+    """
+    ensure_comfyui()
+    import execution
+
+    prompt_id = uuid.uuid4().hex
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid or node_errors:
+        summary = f"{error['message']}: {error['details']}\n" if error else ""
+        raise AssertionError(f"prompt failed validation\n{summary}{_format_node_errors(node_errors)}")
+    if fresh_executor or _state["executor"] is None:
+        server = StubServer()
+        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC)
+        if not fresh_executor:
+            _state["executor"], _state["server"] = executor, server
+    else:
+        executor, server = _state["executor"], _state["server"]
+    server.messages.clear()
+    server.last_prompt_id = prompt_id
+    # A client id makes the executor send its execution_* messages to the stub.
+    executor.execute(prompt, prompt_id, {"client_id": "comfy_harness", **(extra_data or {})}, outputs)
+    events = dict(server.messages)
+    if "execution_error" in events:
+        e = events["execution_error"]
+        raise AssertionError(
+            f"{e['node_type']} (node {e['node_id']}) raised {e['exception_type']}: {e['exception_message']}\n"
+            + "".join(e.get("traceback") or [])
+        )
+    if "execution_interrupted" in events or "execution_success" not in events or not executor.success:
+        raise AssertionError(f"prompt did not finish: {[event for event, _ in server.messages]}")
+    return executor.history_result["outputs"]
+
+
+def output_images(outputs: dict, node_id: str | None = None) -> list[np.ndarray]:
+    """Images (H, W, C uint8 arrays) that SaveImage/PreviewImage nodes reported in `outputs`
+    (all nodes, or only `node_id`), read back from disk."""
+    selected = [outputs[node_id]] if node_id is not None else list(outputs.values())
+    return [read_output_image(entry) for output in selected for entry in output.get("images", [])]
+
+
+def read_output_image(entry: dict) -> np.ndarray:
+    """Read one {"filename", "subfolder", "type"} entry as an (H, W, C) uint8 array."""
+    ensure_comfyui()
+    import folder_paths
+    from PIL import Image
+
+    directory = folder_paths.get_directory_by_type(entry.get("type", "output"))
+    if directory is None:
+        raise ValueError(f"unknown image type {entry.get('type')!r}")
+    with Image.open(Path(directory) / entry.get("subfolder", "") / entry["filename"]) as image:
+        return np.asarray(image).copy()

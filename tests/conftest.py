@@ -1,0 +1,160 @@
+"""pytest wiring: finds ComfyUI (or runs without it), the `comfy` marker, and model fixtures.
+
+With ComfyUI, it is initialised headless on the CPU and the pack is imported as
+`comfyui_prompt_edit` with its nodes registered. Without it, `comfyui_prompt_edit` is a bare
+package (its __init__ is not run) so the ComfyUI-free modules stay testable, and tests marked
+`@pytest.mark.comfy` or using a ComfyUI fixture are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Tiny models run thousands of small ops; OpenMP threads that spin-wait between them stall when
+# the CPU is shared with other processes (a 0.9 s sampling test took 30 s). Sleeping waiters avoid
+# that. It must be set before torch loads its OpenMP runtime, i.e. before the imports below.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import comfy_harness as harness  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+COMFYUI_ROOT, COMFYUI_MISSING = harness.find_comfyui()
+if COMFYUI_ROOT is not None:
+    harness.ensure_comfyui()
+else:
+    harness.import_pack(execute_init=False)
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "comfy: needs a ComfyUI installation (skipped when none is found)")
+    _alias_rootdir_package(config)
+
+
+def _alias_rootdir_package(config: pytest.Config) -> None:
+    """The repo root has an __init__.py, so pytest imports it as a package of its own, named after
+    the directory, to look for setup_module. Point that name at the already-loaded pack so its
+    __init__ is neither run twice (duplicate module objects) nor, without ComfyUI, run at all."""
+    from _pytest.pathlib import resolve_pkg_root_and_module_name
+
+    init_file = harness.ROOT / "__init__.py"
+    if init_file.is_file():
+        consider_namespace = config.getini("consider_namespace_packages")
+        _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
+        sys.modules.setdefault(name, sys.modules[harness.PACK])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if COMFYUI_ROOT is None:
+        return COMFYUI_MISSING
+    error = harness.pack_import_error()
+    pack = f"{harness.PACK} FAILED to import: {error!r}" if error else f"{harness.PACK} imported"
+    return f"ComfyUI: {COMFYUI_ROOT} (CPU); {pack}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if COMFYUI_ROOT is not None:
+        return
+    skip = pytest.mark.skip(reason=COMFYUI_MISSING)
+    for item in items:
+        if "comfy" in item.keywords:
+            item.add_marker(skip)
+
+
+def _require_comfyui() -> Any:
+    if COMFYUI_ROOT is None:
+        pytest.skip(COMFYUI_MISSING)
+    return harness.ensure_comfyui()
+
+
+@pytest.fixture(scope="session")
+def comfy_nodes() -> Any:
+    """ComfyUI's `nodes` module (stock and pack nodes registered)."""
+    return _require_comfyui()
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint() -> str:
+    """Name of a random-weight SD1.5 checkpoint visible to CheckpointLoaderSimple (generated once
+    into the user cache, about 470 MB)."""
+    _require_comfyui()
+    path = harness.make_sd15_checkpoint(harness.sd15_checkpoint_path())
+    harness.register_checkpoint_dir(path.parent)
+    return path.name
+
+
+# Models are rebuilt per test (0.05-0.1 s): no patch or weight state can leak between tests.
+# Code under test must still clone() a ModelPatcher before patching it, as ComfyUI nodes do.
+
+
+@pytest.fixture
+def tiny_sd15() -> Any:
+    """SD1.5-shaped EPS ModelPatcher, context 32 (see harness.tiny_sd15_model)."""
+    _require_comfyui()
+    return harness.tiny_sd15_model()
+
+
+@pytest.fixture
+def tiny_sd2v() -> Any:
+    """SD2-shaped V_PREDICTION ModelPatcher, context 48 (see harness.tiny_sd2v_model)."""
+    _require_comfyui()
+    return harness.tiny_sd2v_model()
+
+
+@pytest.fixture
+def tiny_sdxl() -> Any:
+    """SDXL-shaped ModelPatcher, context 96, pooled 64 (see harness.tiny_sdxl_model)."""
+    _require_comfyui()
+    return harness.tiny_sdxl_model()
+
+
+@pytest.fixture
+def tiny_vae() -> Any:
+    """Tiny AutoencoderKL-based comfy.sd.VAE (downscale 8, 4 channels)."""
+    _require_comfyui()
+    return harness.tiny_vae()
+
+
+# CLIPs take longer to build (tokenizer files), so each test gets a clone of a session CLIP:
+# clone() separates the patcher, layer and tokenizer options; the weights are shared and must not
+# be modified in place.
+
+
+@pytest.fixture(scope="session")
+def _sd1_clip() -> Any:
+    _require_comfyui()
+    return harness.tiny_sd1_clip()
+
+
+@pytest.fixture(scope="session")
+def _sd2_clip() -> Any:
+    _require_comfyui()
+    return harness.tiny_sd2_clip()
+
+
+@pytest.fixture(scope="session")
+def _sdxl_clip() -> Any:
+    _require_comfyui()
+    return harness.tiny_sdxl_clip()
+
+
+@pytest.fixture
+def tiny_sd15_clip(_sd1_clip: Any) -> Any:
+    """comfy.sd.CLIP matching tiny_sd15: real SD1 tokenizer, 32-wide CLIP-L."""
+    return _sd1_clip.clone()
+
+
+@pytest.fixture
+def tiny_sd2_clip(_sd2_clip: Any) -> Any:
+    """comfy.sd.CLIP matching tiny_sd2v: real SD2 tokenizer (pad 0), 48-wide CLIP-H."""
+    return _sd2_clip.clone()
+
+
+@pytest.fixture
+def tiny_sdxl_clip(_sdxl_clip: Any) -> Any:
+    """comfy.sd.CLIP matching tiny_sdxl: real SDXL tokenizers, CLIP-L 32 + CLIP-G 64."""
+    return _sdxl_clip.clone()

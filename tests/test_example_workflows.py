@@ -1,0 +1,168 @@
+"""Every example workflow (example_workflows/*.json, as listed in ComfyUI's templates browser) is a
+consistent UI-format graph, and runs through ComfyUI's real validator and executor.
+
+The workflows are converted to API prompts as the frontend would queue them, pointed at the
+random-weight SD1.5 checkpoint and shrunk for the CPU (64x64, 3 steps) by class_type, never by
+node id, so a new or re-laid-out workflow is checked without touching this file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import comfy_harness as harness
+
+pytestmark = pytest.mark.comfy
+
+WORKFLOW_DIR = harness.ROOT / "example_workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+IMAGE_OUTPUTS = {"SaveImage", "PreviewImage"}
+MAPS_NODE = "PromptEditP2PAttentionMaps"
+SIZE, STEPS = 64, 3
+LABEL_HEIGHT = 20  # text strip under each attention-map tile
+
+
+def test_there_are_example_workflows():
+    assert len(WORKFLOWS) >= 6, f"expected the pack's example workflows in {WORKFLOW_DIR}"
+
+
+def _load(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
+    """Schema-0.4 structure and link consistency, as the frontend needs it to load the graph."""
+    assert workflow.get("version") == 0.4
+    nodes = workflow["nodes"]
+    links = workflow["links"]
+    by_id = {node["id"]: node for node in nodes}
+    assert len(by_id) == len(nodes), "duplicate node ids"
+    link_ids = [link[0] for link in links]
+    assert len(set(link_ids)) == len(link_ids), "duplicate link ids"
+    assert workflow["last_node_id"] >= max(by_id)
+    assert workflow["last_link_id"] >= max(link_ids, default=0)
+    for key in ("groups", "config", "extra"):
+        assert key in workflow, f"missing {key!r}"
+
+    for node in nodes:
+        where = f"node {node['id']} ({node['type']})"
+        for key in ("type", "pos", "size", "flags", "order", "mode", "properties", "widgets_values"):
+            assert key in node, f"{where}: missing {key!r}"
+        assert len(node["pos"]) == 2 and len(node["size"]) == 2, where
+        if node["type"] not in FRONTEND_ONLY:
+            assert node["type"] in node_class_mappings, f"{where}: unknown node type"
+            assert node["properties"].get("Node name for S&R") == node["type"], where
+        for slot, entry in enumerate(node.get("inputs") or []):
+            if entry.get("link") is not None:
+                link = next((candidate for candidate in links if candidate[0] == entry["link"]), None)
+                assert link is not None, f"{where}: input {entry['name']} names missing link {entry['link']}"
+                assert (link[3], link[4]) == (node["id"], slot), f"{where}: link {link[0]} targets {link[3:5]}"
+        for slot, entry in enumerate(node.get("outputs") or []):
+            for link_id in entry.get("links") or []:
+                link = next((candidate for candidate in links if candidate[0] == link_id), None)
+                assert link is not None, f"{where}: output {entry['name']} names missing link {link_id}"
+                assert (link[1], link[2]) == (node["id"], slot), f"{where}: link {link_id} leaves {link[1:3]}"
+
+    for link_id, origin_id, origin_slot, target_id, target_slot, link_type in links:
+        origin, target = by_id[origin_id], by_id[target_id]
+        output = origin["outputs"][origin_slot]
+        target_input = target["inputs"][target_slot]
+        assert link_id in (output.get("links") or []), f"link {link_id} not in its origin's output links"
+        assert target_input.get("link") == link_id, f"link {link_id} not on its target's input"
+        assert output["type"] == link_type == target_input["type"], (
+            f"link {link_id}: {origin['type']}.{output['name']} ({output['type']}) -> "
+            f"{target['type']}.{target_input['name']} ({target_input['type']}) typed {link_type}"
+        )
+        if target["type"] in node_class_mappings:  # the input type matches the class's declaration
+            spec = node_class_mappings[target["type"]].INPUT_TYPES()
+            declared = {**spec.get("required", {}), **spec.get("optional", {})}.get(target_input["name"])
+            assert declared is not None, f"link {link_id}: {target['type']} has no input {target_input['name']}"
+            assert declared[0] == link_type, f"link {link_id}: {target_input['name']} takes {declared[0]}"
+        if origin["type"] in node_class_mappings:
+            assert node_class_mappings[origin["type"]].RETURN_TYPES[origin_slot] == link_type, f"link {link_id}"
+
+    # order: a valid topological order of the graph
+    order = {node["id"]: node["order"] for node in nodes}
+    assert sorted(order.values()) == list(range(len(nodes))), "order is not a permutation"
+    for _, origin_id, _, target_id, _, _ in links:
+        assert order[origin_id] < order[target_id], f"order puts {target_id} before its input {origin_id}"
+
+
+def shrink(prompt: dict, checkpoint: str) -> dict:
+    """Point every checkpoint loader at the test checkpoint; 64x64 latents, 3 sampler steps."""
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if "ckpt_name" in inputs:
+            inputs["ckpt_name"] = checkpoint
+        if node["class_type"] == "EmptyLatentImage":
+            inputs["width"] = inputs["height"] = SIZE
+        if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
+            inputs["steps"] = STEPS
+    return prompt
+
+
+def _source_class(prompt: dict, value) -> str:
+    return prompt[value[0]]["class_type"]
+
+
+@pytest.fixture
+def saved_tensors(comfy_nodes, monkeypatch):
+    """The IMAGE tensors handed to SaveImage/PreviewImage (PNG pixels cannot show NaN or inf)."""
+    recorded = []
+    save_images = comfy_nodes.SaveImage.save_images
+
+    def recording(self, images, *args, **kwargs):
+        recorded.append(images.detach().float().cpu().clone())
+        return save_images(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(comfy_nodes.SaveImage, "save_images", recording)
+    return recorded
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors):
+    workflow = _load(path)
+    mappings = comfy_nodes.NODE_CLASS_MAPPINGS
+    check_ui_format(workflow, mappings)
+    assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
+
+    prompt = shrink(harness.ui_to_api(workflow, mappings), sd15_checkpoint)
+    output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
+    assert output_nodes, "the workflow saves no image"
+
+    start = time.perf_counter()
+    outputs = harness.run_api_prompt(prompt)
+    elapsed = time.perf_counter() - start
+    print(f"\n{path.name}: executed in {elapsed:.2f} s")
+
+    for tensor in saved_tensors:
+        assert bool(tensor.isfinite().all()), f"{path.name}: a saved image has non-finite pixels"
+
+    for node_id, node in output_nodes.items():
+        images = harness.output_images(outputs, node_id)
+        source = node["inputs"]["images"]
+        assert images, f"{path.name}: {node['class_type']} {node_id} produced no image"
+        for image in images:
+            height, width = image.shape[:2]
+            if _source_class(prompt, source) == MAPS_NODE:
+                maps = prompt[source[0]]["inputs"]
+                tile, per_row = maps["tile_size"], maps["tiles_per_row"]
+                assert height % (tile + LABEL_HEIGHT) == 0, (path.name, node_id, image.shape, tile)
+                assert width % tile == 0 and 1 <= width // tile <= per_row, (path.name, node_id, image.shape)
+            else:
+                assert (height, width) == (SIZE, SIZE), (path.name, node_id, image.shape)
+            assert np.ptp(image) > 0, f"{path.name}: node {node_id} saved a constant image"
+        if _source_class(prompt, source) == "VAEDecode":  # the whole P2P batch is saved
+            latent = prompt[source[0]]["inputs"]["samples"]
+            sampler = prompt[latent[0]]
+            positive = prompt[sampler["inputs"]["positive"][0]]
+            if positive["class_type"] == "PromptEditP2PPrompts":
+                edits = [line for line in positive["inputs"]["edits"].splitlines() if line.strip()]
+                assert len(images) == 1 + len(edits), (path.name, node_id, len(images))
