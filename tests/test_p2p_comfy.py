@@ -310,3 +310,17 @@ def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
     _, _, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
     with pytest.raises(ValueError, match="needs a UNet model with cross-attention"):
         control(flux, edit)
+
+
+def test_word_windows_override_one_word(tiny_sd15, tiny_sd15_clip):
+    positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
+    negative = harness.encode(tiny_sd15_clip, "")
+    patched, controller = control(tiny_sd15, edit, word_windows="dog=0.2-0.5", clip=tiny_sd15_clip)
+    dog = edit.targets[0].find(("dog",))[0][0]
+    mat = edit.targets[0].find(("mat",))[0][0]
+    windows = controller.plan.column_windows[0]
+    assert (windows[dog].start, windows[dog].end) == (0.2, 0.5) and (windows[mat].start, windows[mat].end) == (0.0, 0.8)
+    default = sample(control(tiny_sd15, edit)[0], positive, negative, latent)
+    assert (sample(patched, positive, negative, latent)[1] - default[1]).abs().max() > 1e-4 * default.abs().max()
+    with pytest.raises(ValueError, match="word_windows: connect the CLIP"):
+        control(tiny_sd15, edit, word_windows="dog=0.4")
