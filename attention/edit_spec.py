@@ -125,23 +125,22 @@ class ControlSettings:
 
 @dataclass
 class CrossStep:
-    """Coefficients of one sampling step, for edits ``1..E`` (rows) over conditioning columns."""
+    """Coefficients of one sampling step, for edits ``1..E`` (rows) over conditioning columns.
+
+    The flags are computed once on the CPU so the attention patch never waits on the GPU.
+    """
 
     mapper: torch.Tensor  # [E, N, N]
     c_src: torch.Tensor  # [E, N]
     c_own: torch.Tensor  # [E, N]
     use_src: bool
     use_own: bool
-
-    @property
-    def is_identity(self) -> bool:
-        """Nothing to do at this step: every edited branch keeps its own attention."""
-        return not self.use_src and bool((self.c_own == 1).all())
+    is_identity: bool  # nothing to do: every edited branch keeps its own attention
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "CrossStep":
         return CrossStep(
             self.mapper.to(device, dtype), self.c_src.to(device, dtype), self.c_own.to(device, dtype),
-            self.use_src, self.use_own,
+            self.use_src, self.use_own, self.is_identity,
         )
 
 
@@ -162,7 +161,8 @@ class EditPlan:
         )
         c_src = active * self.alpha * self.weights
         c_own = active * (1 - self.alpha) * self.weights + (1 - active)
-        return CrossStep(self.mapper, c_src, c_own, bool(c_src.any()), bool(c_own.any()))
+        use_src = bool(c_src.any())
+        return CrossStep(self.mapper, c_src, c_own, use_src, bool(c_own.any()), not use_src and bool((c_own == 1).all()))
 
     def self_injection(self, step: int, num_steps: int) -> bool:
         return self.settings.self_window.active(step, num_steps)

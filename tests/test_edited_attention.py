@@ -96,7 +96,7 @@ def test_source_row_is_never_edited():
 
 def test_identity_mapper_with_unit_coefficients_copies_the_source_attention():
     n, edits = 77, 2
-    cs = CrossStep(torch.eye(n).expand(edits, n, n), torch.ones(edits, n), torch.zeros(edits, n), True, False)
+    cs = CrossStep(torch.eye(n).expand(edits, n, n), torch.ones(edits, n), torch.zeros(edits, n), True, False, False)
     q, k, v = qkv(1 + edits, 16, n)
     expected = sdpa(q[:1].expand(edits, -1, -1), k[:1].expand(edits, -1, -1), v[1:])
     torch.testing.assert_close(fast_cross_attention(q, k, v, cs, sdpa)[1:], expected)
