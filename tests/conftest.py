@@ -30,6 +30,7 @@ if COMFYUI_ROOT is not None:
 else:
     harness.import_pack(execute_init=False)
 
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "comfy: needs a ComfyUI installation (skipped when none is found)")
     _alias_rootdir_package(config)
@@ -61,7 +62,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=COMFYUI_MISSING)
     for item in items:
-        if "comfy" in item.keywords:
+        if item.get_closest_marker("comfy") is not None:
             item.add_marker(skip)
 
 

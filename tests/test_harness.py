@@ -52,6 +52,8 @@ def test_tiny_model_samples_through_stock_sampler(request: pytest.FixtureRequest
     assert torch.isfinite(first).all() and first.std() > 0
     assert torch.equal(first, _sample(model, positive, negative, seed=1))
     assert not torch.equal(first, _sample(model, positive, negative, seed=2))
+    edited = _sample(model, harness.encode(clip, "a photo of a dog on a mat"), negative, seed=1)
+    assert (edited - first).abs().max() > 1e-2 * first.abs().max()  # the prompt matters
 
 
 @pytest.mark.parametrize(
