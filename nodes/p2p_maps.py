@@ -26,7 +26,7 @@ class P2PAttentionMaps:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "attention": ("P2P_ATTENTION", {"tooltip": "From 'P2P Attention Control'."}),
+                "attention": (P2P_ATTENTION, {"tooltip": "From 'P2P Attention Control'."}),
                 "samples": ("LATENT", {"tooltip": "The sampler's output: the maps are read after this sampling run."}),
                 "item": ("INT", {"default": 0, "min": 0, "max": 63, "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
                 "layers": (list(WHERE), {"default": "input+output", "tooltip": "Which coarse layers to average (down = input, up = output)."}),

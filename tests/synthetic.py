@@ -1,31 +1,84 @@
-"""Synthetic prompts for tests that need no tokenizer: every word is one or more fake BPE tokens."""
+"""Synthetic prompts for tests that need no tokenizer: words are made of fake BPE sub-tokens."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
-from comfyui_prompt_edit.attention.tokens import PromptTokens, prompt_tokens_from_chunks
+from comfyui_prompt_edit.attention.tokens import prompt_tokens_from_chunks
 
 CHUNK = 77
-START_ID, END_ID = 1, 2
+CONTENT = CHUNK - 2
+START_ID, END_ID = 49406, 49407
+EMB = "@emb"  # sub-token marker: the chunk entry becomes a non-int (textual-inversion vector)
 
 
-def make_prompt(words: Sequence[str | Sequence[str]], chunks: int = 1, pad_id: int = END_ID) -> PromptTokens:
-    """``words``: a plain word is one token (``"cat"`` → ``cat</w>``); a list gives its sub-tokens.
+class FakeVocab:
+    """Token string ↔ id. Id 0 is ``!</w>`` as in CLIP, so a CLIP-G pad (id 0) collides with a real token."""
 
-    Content is laid 75 tokens per chunk; ``chunks`` pads with empty chunks to a common width.
+    def __init__(self) -> None:
+        self.ids = {"!</w>": 0, "<|startoftext|>": START_ID, "<|endoftext|>": END_ID}
+        self.strings = {i: s for s, i in self.ids.items()}
+
+    def entry(self, s: str) -> object:
+        if s == EMB:
+            return ("embedding vector",)
+        if s not in self.ids:
+            i = 1000 + len(self.ids)
+            self.ids[s], self.strings[i] = i, s
+        return self.ids[s]
+
+    def string(self, i: int) -> str:
+        return self.strings[i]
+
+
+VOCAB = FakeVocab()
+
+
+def words_of(text: str) -> list[list[str]]:
+    """``"a ted|dy bear"`` → ``[["a</w>"], ["ted", "dy</w>"], ["bear</w>"]]`` (``|`` splits sub-tokens)."""
+    out = []
+    for word in text.split():
+        if word == EMB:
+            out.append([EMB])
+            continue
+        pieces = word.split("|")
+        out.append(pieces[:-1] + [pieces[-1] + "</w>"])
+    return out
+
+
+def make_prompt(
+    words: Sequence[Sequence[str]] | str,
+    *,
+    pad_id: int = END_ID,
+    num_chunks: int | None = None,
+    split: str = "word",
+    text: str | None = None,
+):
+    """Lay ``words`` (each a list of sub-token strings) out as 77-token chunks of ids.
+
+    ``split="word"`` moves a word that does not fit to the next chunk (as ComfyUI does for short
+    words); ``split="simple"`` fills every chunk with 75 tokens, cutting words at the boundary.
     """
-    vocab: dict[int, str] = {}
-    content: list[int] = []
+    if isinstance(words, str):
+        words = words_of(words)
+    rows: list[list[object]] = [[]]
     for word in words:
-        pieces = [word] if isinstance(word, str) else list(word)
-        for i, piece in enumerate(pieces):
-            s = piece if piece.endswith("</w>") or i < len(pieces) - 1 else piece + "</w>"
-            token = 100 + len(vocab)
-            vocab[token] = s
-            content.append(token)
-    rows = [content[i : i + CHUNK - 2] for i in range(0, max(len(content), 1), CHUNK - 2)]
-    rows += [[] for _ in range(chunks - len(rows))]
-    chunk_ids = [[START_ID] + row + [END_ID] + [pad_id] * (CHUNK - 2 - len(row)) for row in rows]
-    text = " ".join(w if isinstance(w, str) else "".join(w) for w in words)
-    return prompt_tokens_from_chunks(text, chunk_ids, vocab.__getitem__, END_ID)
+        ids = [VOCAB.entry(t) for t in word]
+        if split == "word" and rows[-1] and len(rows[-1]) + len(ids) > CONTENT:
+            rows.append([])
+        for t in ids:
+            if len(rows[-1]) == CONTENT:
+                rows.append([])
+            rows[-1].append(t)
+    rows += [[] for _ in range((num_chunks or 0) - len(rows))]
+    chunks = [[START_ID] + row + [END_ID] + [pad_id] * (CONTENT - len(row)) for row in rows]
+    if text is None:
+        text = " ".join("".join(w).replace("</w>", "") for w in words)
+    return prompt_tokens_from_chunks(text, chunks, VOCAB.string, END_ID)
+
+
+def make_pair(src_words, tgt_words, **kw):
+    """Both prompts padded to one width, as ``encode_prompts`` does."""
+    a, b = make_prompt(src_words, **kw), make_prompt(tgt_words, **kw)
+    n = max(a.num_chunks, b.num_chunks)
+    return make_prompt(src_words, num_chunks=n, **kw), make_prompt(tgt_words, num_chunks=n, **kw)

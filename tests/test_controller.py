@@ -18,8 +18,8 @@ def host(q, k, v, heads, opts):
 
 
 def controller(kind="replace", path="fast", blend=False, self_end=0.5, threshold=0.3):
-    source = make_prompt(["a", "cat", "on", "a", "mat"])
-    targets = (make_prompt(["a", "dog", "on", "a", "mat"]), make_prompt(["a", "fox", "on", "a", "mat"]))
+    source = make_prompt("a cat on a mat")
+    targets = (make_prompt("a dog on a mat"), make_prompt("a fox on a mat"))
     if kind == "identity":
         kind, targets = "replace", (source, source)
     edit = P2PEdit(source, targets).with_reweight(Reweight(("mat",), 2.0))

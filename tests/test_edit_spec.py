@@ -3,8 +3,6 @@ per-step coefficients, input checks, local-blend selectors (synthetic prompts, n
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import pytest
 import torch
 from hypothesis import given, settings
@@ -24,47 +22,8 @@ from comfyui_prompt_edit.attention.edit_spec import (
     parse_word_windows,
 )
 from comfyui_prompt_edit.attention.seq_aligner import index_to_matrix, refinement_alignment, replacement_mapper
-from comfyui_prompt_edit.attention.tokens import prompt_tokens_from_chunks
 
-CHUNK = 77
-CONTENT = CHUNK - 2
-START_ID, END_ID = 49406, 49407
-
-
-# --- synthetic prompts -----------------------------------------------------------------------
-
-_IDS: dict[str, int] = {"!</w>": 0}
-_STRINGS: dict[int, str] = {0: "!</w>"}
-
-
-def _id(s: str) -> int:
-    if s not in _IDS:
-        i = 1000 + len(_IDS)
-        _IDS[s], _STRINGS[i] = i, s
-    return _IDS[s]
-
-
-def words_of(text: str) -> list[list[str]]:
-    """``"a ted|dy bear"`` → ``[["a</w>"], ["ted", "dy</w>"], ["bear</w>"]]``."""
-    out = []
-    for w in text.split():
-        pieces = w.split("|")
-        out.append(pieces[:-1] + [pieces[-1] + "</w>"])
-    return out
-
-
-def make_prompt(text_or_words: str | Sequence[Sequence[str]], num_chunks: int = 1):
-    """A :class:`PromptTokens` laid out in 77-token chunks (75 content tokens each, word by word)."""
-    words = words_of(text_or_words) if isinstance(text_or_words, str) else text_or_words
-    rows: list[list[int]] = [[]]
-    for w in words:
-        if rows[-1] and len(rows[-1]) + len(w) > CONTENT:
-            rows.append([])
-        rows[-1].extend(_id(t) for t in w)
-    rows += [[] for _ in range(num_chunks - len(rows))]
-    chunks = [[START_ID] + r + [END_ID] + [END_ID] * (CONTENT - len(r)) for r in rows]
-    text = " ".join("".join(w).replace("</w>", "") for w in words)
-    return prompt_tokens_from_chunks(text, chunks, _STRINGS.__getitem__, END_ID)
+from synthetic import CHUNK, make_prompt
 
 
 def tokenize_words(s: str) -> tuple[str, ...]:

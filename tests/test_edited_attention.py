@@ -33,15 +33,15 @@ def qkv(batch, nq, nk, dtype=torch.float32, seed=0):
 
 
 def plan_step(kind, step=0, num_steps=10, reweight=None, word_windows=()):
-    source = make_prompt(["a", "cat", "riding", "a", "bike"])
+    source = make_prompt("a cat riding a bike")
     if kind == "replace":
-        targets = [make_prompt(["a", ["ted", "dy"], "bear", "riding", "a", "bike"]),
-                   make_prompt(["a", "dog", "riding", "a", "bike"])]
+        targets = [make_prompt("a ted|dy bear riding a bike"),
+                   make_prompt("a dog riding a bike")]
     elif kind == "refine":
-        targets = [make_prompt(["a", "fluffy", "cat", "riding", "a", "red", "bike"]),
-                   make_prompt(["a", "cat", "riding", "a", "bike", "at", "night"])]
+        targets = [make_prompt("a fluffy cat riding a red bike"),
+                   make_prompt("a cat riding a bike at night")]
     else:
-        targets = [make_prompt(["a", "cat", "riding", "a", "bike"])]
+        targets = [make_prompt("a cat riding a bike")]
     edit = P2PEdit(source, tuple(targets))
     if reweight:
         edit = edit.with_reweight(Reweight(reweight[0], reweight[1]))

@@ -20,75 +20,14 @@ from comfyui_prompt_edit.attention.seq_aligner import (
     refinement_alignment,
     replacement_mapper,
 )
-from comfyui_prompt_edit.attention.tokens import END, PAD, START, prompt_tokens_from_chunks
+from comfyui_prompt_edit.attention.tokens import END, PAD, START
 
-CHUNK = 77
-CONTENT = CHUNK - 2
-START_ID, END_ID = 49406, 49407
-
-
-# --- synthetic prompts -----------------------------------------------------------------------
-
-
-class FakeVocab:
-    """Token string ↔ id; id 0 is ``!</w>`` as in CLIP (CLIP-G pads with 0)."""
-
-    def __init__(self) -> None:
-        self.ids = {"!</w>": 0}
-        self.strings = {0: "!</w>"}
-
-    def id(self, s: str) -> int:
-        if s not in self.ids:
-            i = 1000 + len(self.ids)
-            self.ids[s], self.strings[i] = i, s
-        return self.ids[s]
-
-
-VOCAB = FakeVocab()
+from synthetic import CHUNK, CONTENT, make_pair, make_prompt
 
 
 def word(name: str, n_tokens: int = 1) -> tuple[str, ...]:
     """A CLIP word of ``n_tokens`` sub-tokens whose text is unique to ``name``."""
     return tuple(f"{name}~{i}" for i in range(n_tokens - 1)) + (f"{name}</w>",)
-
-
-def words_of(text: str) -> list[tuple[str, ...]]:
-    """``"a ted|dy bear"`` → ``[("a</w>",), ("ted", "dy</w>"), ("bear</w>",)]``."""
-    out = []
-    for w in text.split():
-        pieces = w.split("|")
-        out.append(tuple(pieces[:-1]) + (pieces[-1] + "</w>",))
-    return out
-
-
-def make_prompt(words: Sequence[Sequence[str]] | str, *, num_chunks: int = 1, pad_id: int = END_ID, split: str = "word"):
-    """Chunks of ids: ``[start] + content (≤ 75) + [end] + padding``; ``num_chunks`` pads with empty chunks.
-
-    ``split="word"`` moves a word that does not fit to the next chunk (ComfyUI does so for short
-    words); ``split="simple"`` cuts at exactly 75 tokens.
-    """
-    if isinstance(words, str):
-        words = words_of(words)
-    rows: list[list[int]] = [[]]
-    for w in words:
-        ids = [VOCAB.id(t) for t in w]
-        if split == "word" and rows[-1] and len(rows[-1]) + len(ids) > CONTENT:
-            rows.append([])
-        for t in ids:
-            if len(rows[-1]) == CONTENT:
-                rows.append([])
-            rows[-1].append(t)
-    rows += [[] for _ in range(num_chunks - len(rows))]
-    chunks = [[START_ID] + row + [END_ID] + [pad_id] * (CONTENT - len(row)) for row in rows]
-    text = " ".join("".join(w).replace("</w>", "") for w in words)
-    return prompt_tokens_from_chunks(text, chunks, VOCAB.strings.__getitem__, END_ID)
-
-
-def make_pair(src_words, tgt_words, **kw):
-    """Both prompts padded to one width, as ``encode_prompts`` does."""
-    a, b = make_prompt(src_words, **kw), make_prompt(tgt_words, **kw)
-    n = max(a.num_chunks, b.num_chunks)
-    return make_prompt(src_words, num_chunks=n, **kw), make_prompt(tgt_words, num_chunks=n, **kw)
 
 
 def lcs_length(x: Sequence[str], y: Sequence[str]) -> int:
