@@ -8,9 +8,7 @@ node id, so a new or re-laid-out workflow is checked without touching this file.
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,11 +28,6 @@ LABEL_HEIGHT = 20  # text strip under each attention-map tile
 
 def test_there_are_example_workflows():
     assert len(WORKFLOWS) >= 6, f"expected the pack's example workflows in {WORKFLOW_DIR}"
-
-
-def _load(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
@@ -128,7 +121,7 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors):
-    workflow = _load(path)
+    workflow = harness.load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
     assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
