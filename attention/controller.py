@@ -17,11 +17,13 @@ import torch
 from .edit_spec import CrossStep, EditPlan, blend_word_selectors, step_of
 from .edited_attention import (
     attention_probs,
-    fast_cross_attention,
-    fast_self_attention,
+    fast_cross_batch,
+    fast_self_batch,
     folded_probs,
+    plain_batch,
     reference_cross_attention,
     reference_self_attention,
+    run_fused,
 )
 from .local_blend import blend_denoised, blend_mask
 from .map_store import PLACES, AttentionMapStore
@@ -130,14 +132,18 @@ class P2PController:
         block = opts["block"]
         return (block[0], int(block[1]), int(opts.get("block_index", 0)))
 
-    def _run(self, q, k, v, opts, ctx: _CallContext, edit_group) -> torch.Tensor:
-        """Edit each conditional chunk with ``edit_group``; other chunks run untouched."""
+    def _run_fast(self, q, k, v, opts, ctx: _CallContext, edit_group) -> torch.Tensor:
+        """All chunks in one fused kernel call: conditional chunks edited, the others as they are."""
+        batches = [edit_group(q[rows], k[rows], v[rows]) if cond else plain_batch(q[rows], k[rows], v[rows])
+                   for rows, cond in ctx.chunks]
         heads = opts["n_heads"]
-        parts = [
-            edit_group(q[rows], k[rows], v[rows]) if cond else self.attention(q[rows], k[rows], v[rows], heads, opts)
-            for rows, cond in ctx.chunks
-        ]
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
+        return run_fused(batches, lambda a, b, c: self.attention(a, b, c, heads, opts))
+
+    def _run_reference(self, q, k, v, opts, ctx: _CallContext, edit_group) -> torch.Tensor:
+        heads = opts["n_heads"]
+        parts = [edit_group(q[rows], k[rows], v[rows]) if cond else self.attention(q[rows], k[rows], v[rows], heads, opts)
+                 for rows, cond in ctx.chunks]
+        return torch.cat(parts)
 
     # -- attention patches ------------------------------------------------------------------
 
@@ -153,9 +159,8 @@ class P2PController:
         if step.is_identity:
             return self.attention(q, k, v, heads, opts)
         if self.path == "fast":
-            return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: fast_cross_attention(
-                qg, kg, vg, step, lambda a, b, c: self.attention(a, b, c, heads, opts)))
-        return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: reference_cross_attention(qg, kg, vg, heads, step))
+            return self._run_fast(q, k, v, opts, ctx, lambda qg, kg, vg: fast_cross_batch(qg, kg, vg, step))
+        return self._run_reference(q, k, v, opts, ctx, lambda qg, kg, vg: reference_cross_attention(qg, kg, vg, heads, step))
 
     def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
         heads = opts["n_heads"]
@@ -168,9 +173,8 @@ class P2PController:
         ):
             return self.attention(q, k, v, heads, opts)
         if self.path == "fast":
-            return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: fast_self_attention(
-                qg, kg, vg, lambda a, b, c: self.attention(a, b, c, heads, opts)))
-        return self._run(q, k, v, opts, ctx, lambda qg, kg, vg: reference_self_attention(qg, kg, vg, heads))
+            return self._run_fast(q, k, v, opts, ctx, fast_self_batch)
+        return self._run_reference(q, k, v, opts, ctx, lambda qg, kg, vg: reference_self_attention(qg, kg, vg, heads))
 
     def _record(self, q, k, heads: int, place: str, step: int, opts: dict) -> None:
         probs = folded_probs(attention_probs(q, k, heads), self.plan.edit.num_columns).mean(1)

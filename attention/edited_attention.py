@@ -16,6 +16,7 @@ common length); tiling does not change attention, and both paths handle it per t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -48,32 +49,75 @@ def _scaled_values(coef: torch.Tensor, v_edits: torch.Tensor) -> torch.Tensor:
     return (_per_tile(v_edits, n) * coef[:, None, :, None]).flatten(1, 2)
 
 
-def fast_cross_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CrossStep, attention: AttentionFn
-) -> torch.Tensor:
-    """Edited cross-attention of one group through the fused kernel (one call)."""
+@dataclass
+class FusedBatch:
+    """Inputs of one fused attention call, and how to fold its output back to the group's rows.
+
+    Building batches instead of calling the kernel lets the controller put every chunk of a UNet
+    call (unconditional rows and edited groups) into a single kernel launch.
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    fold: Callable[[torch.Tensor], torch.Tensor]
+
+    def run(self, attention: AttentionFn) -> torch.Tensor:
+        return self.fold(attention(self.q, self.k, self.v))
+
+
+def plain_batch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> FusedBatch:
+    return FusedBatch(q, k, v, lambda out: out)
+
+
+def fast_cross_batch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CrossStep) -> FusedBatch:
+    """Edited cross-attention of one group as one fused batch."""
     edits = q.shape[0] - 1
-    qs, ks = q[:1].expand(edits, -1, -1), k[:1].expand(edits, -1, -1)
     parts_q, parts_k, parts_v = [q[:1]], [k[:1]], [v[:1]]
     if step.use_src:
-        parts_q.append(qs)
-        parts_k.append(ks)
+        parts_q.append(q[:1].expand(edits, -1, -1))
+        parts_k.append(k[:1].expand(edits, -1, -1))
         parts_v.append(_mapped_values(step, v[1:]))
     if step.use_own:
         parts_q.append(q[1:])
         parts_k.append(k[1:])
         parts_v.append(_scaled_values(step.c_own, v[1:]))
-    out = attention(torch.cat(parts_q), torch.cat(parts_k), torch.cat(parts_v))
-    edited = out[1 : 1 + edits] if step.use_src else torch.zeros_like(out[:edits])
-    if step.use_own:
-        edited = edited + out[-edits:]
-    return torch.cat([out[:1], edited])
+
+    def fold(out: torch.Tensor) -> torch.Tensor:
+        edited = out[1 : 1 + edits] if step.use_src else torch.zeros_like(out[:edits])
+        if step.use_own:
+            edited = edited + out[-edits:]
+        return torch.cat([out[:1], edited])
+
+    return FusedBatch(torch.cat(parts_q), torch.cat(parts_k), torch.cat(parts_v), fold)
+
+
+def fast_self_batch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> FusedBatch:
+    """Self-attention injection: every item attends with the source's probabilities."""
+    b = q.shape[0]
+    return plain_batch(q[:1].expand(b, -1, -1), k[:1].expand(b, -1, -1), v)
+
+
+def fast_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CrossStep, attention: AttentionFn
+) -> torch.Tensor:
+    return fast_cross_batch(q, k, v, step).run(attention)
 
 
 def fast_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: AttentionFn) -> torch.Tensor:
-    """Self-attention injection: every item attends with the source's probabilities."""
-    b = q.shape[0]
-    return attention(q[:1].expand(b, -1, -1), k[:1].expand(b, -1, -1), v)
+    return fast_self_batch(q, k, v).run(attention)
+
+
+def run_fused(batches: list[FusedBatch], attention: AttentionFn) -> torch.Tensor:
+    """Run several batches through one kernel call and concatenate their folded outputs."""
+    if len(batches) == 1:
+        return batches[0].run(attention)
+    out = attention(torch.cat([b.q for b in batches]), torch.cat([b.k for b in batches]), torch.cat([b.v for b in batches]))
+    folded, start = [], 0
+    for b in batches:
+        folded.append(b.fold(out[start : start + b.q.shape[0]]))
+        start += b.q.shape[0]
+    return torch.cat(folded)
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, heads: int) -> torch.Tensor:

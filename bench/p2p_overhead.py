@@ -1,0 +1,370 @@
+"""Cost of Prompt-to-Prompt attention control over plain sampling of the same batch.
+
+One process samples the same 4-item batch (1 source + 3 edited prompts, one shared initial noise,
+same sampler, steps and cfg) with:
+
+* ``plain``:           the unpatched model;
+* ``p2p fast``:        'P2P Attention Control' with every edit kind on (a word replace, two chained
+                       'P2P Reweight's, 'P2P Local Blend', cross-attention injection 0-0.8,
+                       self-attention injection 0-0.4 on the coarse layers), fast attention path;
+* ``p2p reference``:   the same edit on the reference path (materialised attention maps);
+* ``p2p fast, self all``: the fast edit with self-attention injection on every layer.
+
+Time is the median of ``--repeats`` runs after one warm-up run per variant; the variants are
+interleaved (a, b, c, d, a, b, c, d, ...) so that drift of a shared machine hits all of them alike.
+Memory is measured in one extra run per variant after the timed rounds, as the peak of torch's
+tensor allocations during the call above what was allocated before it: on CUDA with
+``max_memory_allocated``, on the CPU from the profiler's allocation events (torch's CPU
+allocator reports every tensor to it; it slows the run, hence not in the timed rounds). Both
+count tensors exactly and ignore Python objects and allocator overhead. A 32 MiB probe tensor
+checks the meter before use. (The process's peak resident memory was tried for the CPU and
+dropped: glibc keeps and re-uses freed heap blocks, so it varied by +-30 % between runs.)
+
+The last line is machine readable: ``p2p_time_ratio=X p2p_mem_ratio=Y ref_time_ratio=Z``.
+
+Default: CPU, the test harness's tiny SD1.5-shaped model, 128² image (16² latent), 10 euler steps.
+``--full``: CUDA, a full SD1.5-shaped UNet (random fp16 weights) at 512², 50 euler steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Tiny models run thousands of small ops; spin-waiting OpenMP threads stall on a shared CPU
+# (see tests/conftest.py). Both must be set before torch loads its OpenMP and profiler runtimes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the CPU memory meter's profiler logs start/stop lines
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import comfy_harness as harness  # noqa: E402
+
+SEED = 0
+CFG = 7.5
+SAMPLER, SCHEDULER = "euler", "normal"
+SOURCE = "a photo of a cat riding a bicycle on a street"
+EDITS = (
+    "a photo of a dog riding a bicycle on a street",
+    "a photo of a teddy bear riding a bicycle on a street",
+    "a photo of a fox riding a bicycle on a street",
+)
+REWEIGHTS = (("bicycle", 2.0), ("street", 0.5))  # chained 'P2P Reweight' nodes
+BLEND = ("cat", "dog, teddy bear, fox", 0.3, 0.2)  # source words, target words, threshold, start
+CROSS_WINDOW = (0.0, 0.8)
+SELF_END = 0.4
+
+SD15_UNET_CONFIG: dict[str, Any] = {
+    # What model_detection.detect_unet_config reads off a real SD1.5 checkpoint; SD15 adds 8 heads.
+    "use_checkpoint": False,
+    "image_size": 32,
+    "use_spatial_transformer": True,
+    "legacy": False,
+    "adm_in_channels": None,
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 320,
+    "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "channel_mult": [1, 2, 4, 4],
+    "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False,
+    "context_dim": 768,
+    "use_temporal_resblock": False,
+    "use_temporal_attention": False,
+}
+FULL_CLIP_LAYERS = 2  # CLIP-L width (768) and tokenizer; depth does not matter for the benchmark
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    path: str | None  # attention_path of 'P2P Attention Control'; None = the unpatched model
+    self_layers: str = "coarse"
+
+
+PLAIN = Variant("plain", None)
+FAST = Variant("p2p fast", "fast")
+REFERENCE = Variant("p2p reference", "reference")
+FAST_ALL = Variant("p2p fast, self all", "fast", "all")
+VARIANTS = (PLAIN, FAST, REFERENCE, FAST_ALL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Setup
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="full SD1.5-shaped UNet (fp16 on CUDA), 512², 50 steps")
+    parser.add_argument("--steps", type=int, help="euler steps (default 10, --full 50)")
+    parser.add_argument("--size", type=int, help="image side in pixels, multiple of 8 (default 128, --full 512)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant after the warm-up (default 5)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default cpu, --full cuda")
+    args = parser.parse_args(argv)
+    args.steps = args.steps or (50 if args.full else 10)
+    args.size = args.size or (512 if args.full else 128)
+    args.device = args.device or ("cuda" if args.full else "cpu")
+    if args.size % 8 or args.size < 64:
+        parser.error("--size must be a multiple of 8 and at least 64")
+    if args.steps < 2 or args.repeats < 1:
+        parser.error("--steps must be at least 2 and --repeats at least 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device here")
+    return args
+
+
+def init_comfyui(device: str) -> Any:
+    """Initialise ComfyUI headless on ``device``; return its ``nodes`` module with the pack registered.
+
+    The harness's ensure_comfyui() sets ``args.cpu``, which ``comfy.model_management`` reads once,
+    at its import: importing that module first keeps the accelerator for a CUDA run.
+    """
+    root, reason = harness.find_comfyui()
+    if root is None:
+        raise SystemExit(f"p2p_overhead: {reason}")
+    if device != "cpu":
+        sys.path.insert(0, str(root))
+        import comfy.model_management  # noqa: F401
+    logging.disable(logging.WARNING)  # ComfyUI's import-time chatter (optional deps, CPU-mode notice)
+    try:
+        nodes = harness.ensure_comfyui()
+    finally:
+        logging.disable(logging.NOTSET)
+    if harness.pack_import_error() is not None:
+        raise SystemExit(f"p2p_overhead: the pack failed to import: {harness.pack_import_error()!r}")
+    import comfy.model_management as mm
+
+    if mm.get_torch_device().type != device:
+        raise SystemExit(f"p2p_overhead: ComfyUI runs on {mm.get_torch_device()}, not {device}")
+    return nodes
+
+
+def sd15_model(dtype: torch.dtype, seed: int) -> Any:
+    """Full SD1.5-shaped ModelPatcher (860 M parameters) with random weights, built through
+    ``supported_models.SD15`` as a loaded checkpoint would be."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model_config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({})
+    harness.fill_random_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def sd1_clip_768(seed: int) -> Any:
+    """``comfy.sd.CLIP`` with the real SD1 tokenizer and a shallow CLIP-L of full width (768)."""
+    import comfy.sd
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
+    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": {"num_hidden_layers": FULL_CLIP_LAYERS}})
+    harness.fill_random_(clip.cond_stage_model, seed)
+    return clip
+
+
+@dataclass
+class Workload:
+    """Everything one sampling call needs, shared by all variants."""
+
+    positive: list
+    negative: list
+    latent: torch.Tensor
+    noise: torch.Tensor
+    steps: int
+
+
+def build_workload(nodes: Any, model: Any, clip: Any, size: int, steps: int) -> tuple[Workload, dict[Variant, Any]]:
+    """Run the pack's nodes as a workflow would; return the batch and each variant's model."""
+    import comfy.sample
+
+    mapping = nodes.NODE_CLASS_MAPPINGS
+    empty = {"samples": torch.zeros(1, 4, size // 8, size // 8)}
+    positive, latent, edit = mapping["PromptEditP2PPrompts"]().build(clip, empty, SOURCE, "\n".join(EDITS))
+    for words, weight in REWEIGHTS:
+        (edit,) = mapping["PromptEditP2PReweight"]().reweight(edit, clip, words, weight)
+    (edit,) = mapping["PromptEditP2PLocalBlend"]().blend(edit, clip, *BLEND)
+    control = mapping["PromptEditP2PAttentionControl"]()
+    models = {
+        v: model if v.path is None else control.apply(
+            model, edit, "replace", *CROSS_WINDOW, SELF_END, v.self_layers, attention_path=v.path)[0]
+        for v in VARIANTS
+    }
+    noise = comfy.sample.prepare_noise(latent["samples"], SEED, latent["batch_index"])
+    workload = Workload(positive, harness.encode(clip, ""), latent["samples"], noise, steps)
+    return workload, models
+
+
+def sample(model: Any, work: Workload) -> torch.Tensor:
+    """One stock ``comfy.sample.sample`` call (what KSampler runs)."""
+    import comfy.sample
+
+    with torch.inference_mode():
+        return comfy.sample.sample(model, work.noise, work.steps, CFG, SAMPLER, SCHEDULER, work.positive,
+                                   work.negative, work.latent, seed=SEED, disable_pbar=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class CudaPeak:
+    """Peak CUDA memory allocated by torch inside the block, above what was allocated before it."""
+
+    def __enter__(self) -> CudaPeak:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self._base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.cuda.synchronize()
+        self.mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+
+
+class TensorPeak:
+    """Peak bytes of torch CPU tensors inside the block above those live at its start.
+
+    A running sum over the profiler's allocation and free events, which torch's CPU allocator
+    reports for every tensor: exact for tensors, like CUDA's ``max_memory_allocated``; Python
+    objects and malloc's own overhead are not counted. Frees of tensors allocated before the
+    block are not reported (torch warns once), so memory that a run releases from the run
+    before it (e.g. the P2P map store, reset at sampling start) is not subtracted.
+    """
+
+    def __enter__(self) -> TensorPeak:
+        gc.collect()
+        self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self._profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._profiler.__exit__(*exc)
+        events = sorted(
+            (e.start_ns(), e.nbytes())
+            for e in self._profiler.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+        )
+        total = peak = 0
+        for _, nbytes in events:
+            total += nbytes
+            peak = max(peak, total)
+        self.mib = peak / 2**20
+
+
+def check_meter(meter: TensorPeak | CudaPeak, device: str) -> str:
+    """Measure a 32 MiB tensor with ``meter``; return a one-line verdict."""
+    with meter:
+        probe = torch.ones(8 * 2**20, device=device)  # 8 Mi fp32 = 32 MiB
+        del probe
+    ok = abs(meter.mib - 32) <= 3.2
+    return f"{'ok' if ok else 'WRONG'}, a 32 MiB tensor measured {meter.mib:.1f} MiB"
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (fp32)."""
+    a, b = a.float(), b.float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@dataclass
+class Result:
+    times: list[float]
+    mib: float = float("nan")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def measure(
+    models: dict[Variant, Any], work: Workload, repeats: int, device: str
+) -> tuple[dict[Variant, Result], dict[Variant, torch.Tensor], str]:
+    """Warm-up, interleaved timed rounds, then one memory run per variant (outputs kept)."""
+    for variant in VARIANTS:
+        sample(models[variant], work)
+    results = {v: Result([]) for v in VARIANTS}
+    for _ in range(repeats):
+        for variant in VARIANTS:
+            synchronize(device)
+            start = time.perf_counter()
+            sample(models[variant], work)
+            synchronize(device)
+            results[variant].times.append(time.perf_counter() - start)
+    meter = CudaPeak() if device == "cuda" else TensorPeak()  # not while timing: the profiler slows
+    meter_note = check_meter(meter, device)
+    outputs = {}
+    for variant in VARIANTS:
+        with meter:
+            outputs[variant] = sample(models[variant], work)
+        results[variant].mib = meter.mib
+    method = "torch.cuda.max_memory_allocated" if device == "cuda" else "torch.profiler allocation events"
+    return results, outputs, f"peak tensor memory above the call's start, {method} ({meter_note})"
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def report(results: dict[Variant, Result], outputs: dict[Variant, torch.Tensor], unet_dtype: torch.dtype) -> None:
+    plain = results[PLAIN]
+    print(f"\n{'variant':<20} {'median s':>9} {'min s':>8} {'peak MiB':>9} {'time x':>7} {'mem x':>7}")
+    for variant, r in results.items():
+        print(f"{variant.name:<20} {r.median:>9.3f} {min(r.times):>8.3f} {r.mib:>9.1f} "
+              f"{r.median / plain.median:>7.2f} {r.mib / plain.mib:>7.2f}")
+    tolerance = 1e-3 if unet_dtype == torch.float32 else 5e-2  # as the pack's fast-vs-reference tests
+    fast_vs_ref = rel_diff(outputs[FAST], outputs[REFERENCE])
+    source_vs_plain = rel_diff(outputs[FAST][:1], outputs[PLAIN][:1])
+    edits_vs_plain = rel_diff(outputs[FAST][1:], outputs[PLAIN][1:])
+    print(f"\nfast vs reference output: max rel diff {fast_vs_ref:.2e} "
+          f"({'ok' if fast_vs_ref <= tolerance else f'MISMATCH, above {tolerance:g}'})")
+    print(f"source item vs plain: {source_vs_plain:.2e} (unedited); edited items vs plain: {edits_vs_plain:.2e} (edited)")
+    if not all(torch.isfinite(o).all() for o in outputs.values()):
+        print("WARNING: non-finite values in the sampled latents; the timings may not be representative")
+    print(f"p2p_time_ratio={results[FAST].median / plain.median:.2f} "
+          f"p2p_mem_ratio={results[FAST].mib / plain.mib:.2f} "
+          f"ref_time_ratio={results[REFERENCE].median / plain.median:.2f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    nodes = init_comfyui(args.device)
+    from comfy.ldm.modules.attention import optimized_attention
+
+    if args.full:
+        dtype = torch.float16 if args.device == "cuda" else torch.float32
+        model, clip = sd15_model(dtype, SEED), sd1_clip_768(SEED + 1)
+        shape = f"SD1.5 UNet (320 ch, 4 levels), {dtype}"
+    else:
+        model, clip = harness.tiny_sd15_model(SEED), harness.tiny_sd1_clip(SEED + 1)
+        shape = "tiny SD1.5-shaped UNet (32/64 ch), fp32"
+    work, models = build_workload(nodes, model, clip, args.size, args.steps)
+    threads = f", {torch.get_num_threads()} torch threads" if args.device == "cpu" else ""
+    print(f"device {args.device}{threads}; {shape}; attention {optimized_attention.__name__}")
+    print(f"batch 1 source + {len(EDITS)} edits, {args.size}² image ({args.size // 8}² latent), {SAMPLER} "
+          f"{args.steps} steps, cfg {CFG}; warm-up + median of {args.repeats} interleaved runs per variant")
+    results, outputs, memory_note = measure(models, work, args.repeats, args.device)
+    print(f"memory: {memory_note}")
+    report(results, outputs, model.model.get_dtype())
+
+
+if __name__ == "__main__":
+    main()
