@@ -1,5 +1,6 @@
 """ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
 
+from .inversion import ApplyInversion, InvertImage, LoadInversion, ReconstructionMetrics, SaveInversion
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
 from .p2p_maps import P2PAttentionMaps
@@ -11,6 +12,11 @@ NODE_CLASS_MAPPINGS = {
     "PromptEditP2PLocalBlend": P2PLocalBlend,
     "PromptEditP2PAttentionControl": P2PAttentionControl,
     "PromptEditP2PAttentionMaps": P2PAttentionMaps,
+    "PromptEditInvertImage": InvertImage,
+    "PromptEditApplyInversion": ApplyInversion,
+    "PromptEditSaveInversion": SaveInversion,
+    "PromptEditLoadInversion": LoadInversion,
+    "PromptEditReconstructionMetrics": ReconstructionMetrics,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -19,4 +25,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditP2PLocalBlend": "P2P Local Blend",
     "PromptEditP2PAttentionControl": "P2P Attention Control",
     "PromptEditP2PAttentionMaps": "P2P Attention Maps",
+    "PromptEditInvertImage": "Invert Image (Null-Text)",
+    "PromptEditApplyInversion": "Apply Inversion",
+    "PromptEditSaveInversion": "Save Inversion",
+    "PromptEditLoadInversion": "Load Inversion",
+    "PromptEditReconstructionMetrics": "Reconstruction Metrics",
 }

@@ -3,12 +3,21 @@ consistent UI-format graph, and runs through ComfyUI's real validator and execut
 
 The workflows are converted to API prompts as the frontend would queue them, pointed at the
 random-weight SD1.5 checkpoint and shrunk for the CPU (64x64, 3 steps) by class_type, never by
-node id, so a new or re-laid-out workflow is checked without touching this file.
+node id, so a new or re-laid-out workflow is checked without touching this file. LoadImage gets a
+deterministic 64x64 PNG written into ComfyUI's input directory under the name the workflow uses.
+
+Workflows that sample from an inversion are also checked, before shrinking, for the wiring that
+makes the inversion reconstruct (add_noise disabled, euler/ddim, the inversion's scheduler, steps
+and guidance, its negative prompt and noisy latent): shrunk to 3 steps everywhere, a 50-vs-30 step
+mismatch would otherwise go unnoticed.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +32,13 @@ FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 IMAGE_OUTPUTS = {"SaveImage", "PreviewImage"}
 MAPS_NODE = "PromptEditP2PAttentionMaps"
 SIZE, STEPS = 64, 3
+INNER_STEPS = 2  # null-text Adam steps per sampling step
+INVERT_NODE = "PromptEditInvertImage"
+APPLY_NODE = "PromptEditApplyInversion"
+METRICS_NODE = "PromptEditReconstructionMetrics"
+SAVE_INVERSION_NODE = "PromptEditSaveInversion"
+INVERSION_FOLDER = "inversions"
+EXACT_SAMPLERS = ("euler", "ddim")
 LABEL_HEIGHT = 20  # text strip under each attention-map tile
 
 
@@ -89,7 +105,8 @@ def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
 
 
 def shrink(prompt: dict, checkpoint: str) -> dict:
-    """Point every checkpoint loader at the test checkpoint; 64x64 latents, 3 sampler steps."""
+    """Point every checkpoint loader at the test checkpoint; 64x64 latents, 3 sampler steps, and
+    inversions of 3 steps (so their schedule stays the sampler's) with 2 inner steps."""
     for node in prompt.values():
         inputs = node["inputs"]
         if "ckpt_name" in inputs:
@@ -98,7 +115,88 @@ def shrink(prompt: dict, checkpoint: str) -> dict:
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
             inputs["steps"] = STEPS
+        if node["class_type"] == INVERT_NODE:
+            inputs["steps"] = STEPS
+            inputs["inner_steps"] = INNER_STEPS
     return prompt
+
+
+def write_input_images(workflow: dict) -> None:
+    """Write a deterministic 64x64 PNG (a smooth gradient with a square) into ComfyUI's input
+    directory for every LoadImage of the workflow, under the name it loads (validation checks it)."""
+    import folder_paths
+    from PIL import Image
+
+    y, x = np.mgrid[0:SIZE, 0:SIZE] / (SIZE - 1)
+    pixels = np.stack([x, y, 0.5 * (1 - x) + 0.25 * y], axis=-1)
+    pixels[SIZE // 4 : SIZE // 2 + 8, SIZE // 3 : 3 * SIZE // 4] = (0.9, 0.25, 0.1)
+    array = np.round(pixels * 255).astype(np.uint8)
+    directory = Path(folder_paths.get_input_directory())
+    for node in workflow["nodes"]:
+        if node["type"] == "LoadImage" and node.get("mode", 0) == 0:
+            path = directory / node["widgets_values"][0]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+
+
+def _upstream(prompt: dict, link: list, wanted: str, through: str = "model") -> tuple[str, dict] | None:
+    """Follow `link` and then each node's `through` input upstream to the first `wanted` node."""
+    while isinstance(link, list):
+        node_id = link[0]
+        node = prompt[node_id]
+        if node["class_type"] == wanted:
+            return node_id, node
+        link = node["inputs"].get(through)
+    return None
+
+
+def check_inversion_wiring(prompt: dict, name: str) -> int:
+    """Every sampler whose MODEL passes through Apply Inversion (made by Invert Image in this
+    workflow) samples the way the inversion reconstructs; returns how many samplers were checked."""
+    checked = 0
+    for node_id, node in prompt.items():
+        inputs = node["inputs"]
+        if "model" not in inputs or "latent_image" not in inputs:
+            continue
+        applied = _upstream(prompt, inputs["model"], APPLY_NODE)
+        if applied is None:
+            continue
+        inverted = _upstream(prompt, applied[1]["inputs"]["inversion"], INVERT_NODE)
+        if inverted is None:  # e.g. from Load Inversion: nothing in the workflow to compare with
+            continue
+        invert_id, invert = inverted[0], inverted[1]["inputs"]
+        where = f"{name}: {node['class_type']} {node_id} (inversion from node {invert_id})"
+        assert node["class_type"] == "KSamplerAdvanced", f"{where}: sample with KSamplerAdvanced"
+        assert inputs["add_noise"] == "disable", f"{where}: add_noise must be disabled"
+        assert inputs["sampler_name"] in EXACT_SAMPLERS, f"{where}: sampler {inputs['sampler_name']}"
+        assert inputs["scheduler"] == invert["scheduler"], f"{where}: scheduler differs from the inversion's"
+        assert inputs["steps"] == invert["steps"], f"{where}: steps differ from the inversion's"
+        assert inputs["cfg"] == invert["guidance"], f"{where}: cfg differs from the inversion's guidance"
+        assert inputs["start_at_step"] == 0 and inputs["end_at_step"] >= inputs["steps"], where
+        assert inputs["return_with_leftover_noise"] == "disable", where
+        assert inputs["negative"] == invert["negative"], f"{where}: negative is not the inversion's"
+        latent, positive = inputs["latent_image"], prompt[inputs["positive"][0]]
+        description = prompt[invert["positive"][0]]["inputs"].get("text")
+        if positive["class_type"] == "PromptEditP2PPrompts":  # the P2P batch repeats the inverted latent
+            assert inputs["positive"][0] == latent[0], f"{where}: positive and latent from different P2P Prompts"
+            assert positive["inputs"]["source"].strip() == description.strip(), f"{where}: P2P source is not the description"
+            latent = positive["inputs"]["latent"]
+        else:
+            assert inputs["positive"] == invert["positive"], f"{where}: positive is not the inversion's"
+        assert latent == [invert_id, 0], f"{where}: latent is not the inversion's noisy_latent"
+        checked += 1
+    return checked
+
+
+@pytest.fixture
+def inversion_dir(comfy_nodes, tmp_path, monkeypatch) -> Path:
+    """Save Inversion writes here: a tmp dir first among the "inversions" model folders (restored after)."""
+    import folder_paths
+
+    paths, extensions = folder_paths.folder_names_and_paths.get(INVERSION_FOLDER, ([], set()))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, INVERSION_FOLDER, (list(paths), extensions))
+    folder_paths.add_model_folder_path(INVERSION_FOLDER, str(tmp_path), is_default=True)
+    return tmp_path
 
 
 def _source_class(prompt: dict, value) -> str:
@@ -120,13 +218,18 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors):
+def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir):
     workflow = harness.load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
     assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
 
-    prompt = shrink(harness.ui_to_api(workflow, mappings), sd15_checkpoint)
+    write_input_images(workflow)
+    prompt = harness.ui_to_api(workflow, mappings)
+    inverted_samplers = check_inversion_wiring(prompt, path.name)
+    if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
+        assert inverted_samplers, f"{path.name}: Apply Inversion feeds no sampler that could be checked"
+    prompt = shrink(prompt, sd15_checkpoint)
     output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
     assert output_nodes, "the workflow saves no image"
 
@@ -159,3 +262,19 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
             if positive["class_type"] == "PromptEditP2PPrompts":
                 edits = [line for line in positive["inputs"]["edits"].splitlines() if line.strip()]
                 assert len(images) == 1 + len(edits), (path.name, node_id, len(images))
+
+    for node_id, node in prompt.items():
+        if node["class_type"] == METRICS_NODE:
+            texts = outputs.get(node_id, {}).get("text") or []
+            assert len(texts) == 1, f"{path.name}: {METRICS_NODE} {node_id} showed {texts!r}"
+            match = re.match(r"PSNR (\S+) dB, SSIM (\S+), latent MSE (\S+)$", texts[0])
+            assert match, f"{path.name}: unexpected summary {texts[0]!r}"
+            psnr_db, ssim, latent_mse = (float(value) for value in match.groups())
+            print(f"{path.name}: node {node_id}: {texts[0]}")
+            assert math.isfinite(psnr_db) and math.isfinite(ssim), texts[0]
+            assert math.isfinite(latent_mse) and latent_mse > 0, f"{path.name}: latents not compared: {texts[0]}"
+        if node["class_type"] == SAVE_INVERSION_NODE:
+            names = outputs.get(node_id, {}).get("text") or []
+            assert len(names) == 1, f"{path.name}: {SAVE_INVERSION_NODE} {node_id} showed {names!r}"
+            saved = inversion_dir / names[0]
+            assert saved.is_file() and saved.stat().st_size > 0, f"{path.name}: {saved} was not written"

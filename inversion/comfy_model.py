@@ -1,0 +1,64 @@
+"""ComfyUI side of the inversion: σ schedules, and the model as a differentiable ε function.
+
+Nodes run under ``torch.inference_mode()``; gradients through the UNet need
+``torch.inference_mode(False)`` and weights that are not inference tensors (contract §6): after
+the model is loaded, every inference-mode parameter and buffer is replaced by a normal clone
+(same values), which later inference-mode sampling uses as before.
+"""
+
+from __future__ import annotations
+
+import comfy.model_management
+import comfy.samplers
+import torch
+
+from .ddim import UncondEps
+
+
+def sampling_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
+    """The σ list the stock sampler walks for ``scheduler``/``steps`` (ddim_uniform may add one step)."""
+    return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).float().cpu()
+
+
+def _release_inference_tensors(module: torch.nn.Module) -> None:
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None and p.is_inference():
+                sub._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+        for name, b in list(sub._buffers.items()):
+            if b is not None and b.is_inference():
+                sub._buffers[name] = b.clone()
+
+
+def load_for_gradients(model) -> None:
+    """Load the model on its device, frozen, with weights usable in an autograd graph."""
+    comfy.model_management.load_models_gpu([model], memory_required=0, force_full_load=True)
+    model.model.requires_grad_(False)
+    with torch.inference_mode(False):
+        _release_inference_tensors(model.model)
+
+
+def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> UncondEps:
+    """``ε(x, σ, context)`` of a loaded ComfyUI model.
+
+    ``conditioning_extras`` is a CONDITIONING entry's dict (SDXL's pooled output, sizes, …); it is
+    turned into the model's extra inputs (e.g. SDXL's ``y``) once, as the sampler would.
+    """
+    base = model.model
+    device = model.load_device
+    params = dict(conditioning_extras)
+    params.update(device=device, noise=torch.zeros(latent_shape, device=device))
+    params.setdefault("width", latent_shape[-1] * 8)
+    params.setdefault("height", latent_shape[-2] * 8)
+    extras = {k: v.cond.to(device) for k, v in base.extra_conds(**params).items() if k != "c_crossattn"}
+    dtype = base.get_dtype()
+
+    def eps(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x, sigma = x.to(device), sigma.to(device)
+        batch = x.shape[0]
+        inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in extras.items()}
+        denoised = base.apply_model(x, sigma.expand(batch), c_crossattn=context.to(device, dtype).expand(batch, -1, -1),
+                                    transformer_options={}, **inputs)
+        return (x - denoised) / sigma.reshape(-1, *([1] * (x.dim() - 1)))
+
+    return eps

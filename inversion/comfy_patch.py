@@ -1,0 +1,112 @@
+"""Apply an :class:`~.result.Inversion` to a ComfyUI model: step ``k`` of the stock sampler gets the
+unconditional context ``unconds[k]``, and a sampler that would not reconstruct is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import comfy.patcher_extension
+import torch
+
+from .result import Inversion
+
+WRAPPER_KEY = "prompt_edit_null_text"
+EXACT_SAMPLERS = ("sample_euler",)  # ComfyUI's "euler" and "ddim" (= euler) are deterministic DDIM
+
+
+class InversionMismatchError(ValueError):
+    pass
+
+
+def model_fingerprint(model) -> str:
+    """A cheap identity of the UNet weights (an inversion only reconstructs with its own model).
+
+    Sums of a few weight tensors to 3 significant digits: the same checkpoint gives the same
+    fingerprint in fp16 and fp32.
+    """
+    params = list(model.model.diffusion_model.named_parameters())
+    h = hashlib.sha1(type(model.model).__name__.encode())
+    for name, p in params[:: max(1, len(params) // 8)]:
+        h.update(f"{name}{tuple(p.shape)}{float(p.detach().double().abs().sum()):.3g}".encode())
+    return h.hexdigest()[:16]
+
+
+class NullTextPatch:
+    """attn2 patch: replace the context rows of the unconditional chunk by the step's embedding."""
+
+    def __init__(self, inversion: Inversion):
+        self.inversion = inversion
+        self._cache: tuple[object, int] | None = None
+
+    def __deepcopy__(self, memo: dict) -> "NullTextPatch":
+        return self  # read-only state; ModelPatcher.clone() may share it
+
+    def _step(self, sigmas: torch.Tensor) -> int:
+        if self._cache is None or self._cache[0] is not sigmas:
+            self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
+        return self._cache[1]
+
+    def __call__(self, n, context, value, extra_options: dict):
+        chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
+        if not chunks or sigmas is None or 1 not in chunks:
+            return n, context, value
+        emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
+        tokens = context.shape[1]
+        if tokens % emb.shape[0]:
+            raise InversionMismatchError(
+                f"the negative conditioning has {tokens} token columns, the inversion {emb.shape[0]}; "
+                "use the negative prompt the inversion was made with"
+            )
+        emb = emb.repeat(tokens // emb.shape[0], 1)
+        size = context.shape[0] // len(chunks)
+        new_context = context.clone()
+        for i, chunk in enumerate(chunks):
+            if chunk == 1:
+                new_context[i * size : (i + 1) * size] = emb
+        return n, new_context, new_context if value is context else value
+
+
+def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> None:
+    function = getattr(getattr(sampler, "sampler_function", None), "__name__", "")
+    if function not in EXACT_SAMPLERS:
+        raise InversionMismatchError(
+            f"the inversion reconstructs only with the deterministic 'euler' or 'ddim' sampler, not "
+            f"'{function.removeprefix('sample_') or type(sampler).__name__}'; choose one of them in the sampler"
+        )
+    ours = inversion.sigmas.to(sigmas.device, sigmas.dtype)
+    start = inversion.step_at(float(sigmas[0]))
+    part = ours[start : start + len(sigmas)]
+    if len(part) != len(sigmas) or not torch.allclose(part, sigmas, rtol=1e-4, atol=1e-5):
+        raise InversionMismatchError(
+            f"the sampler walks {len(sigmas) - 1} steps that are not the inversion's schedule "
+            f"(scheduler '{inversion.scheduler}', {inversion.steps} steps); set the sampler's scheduler and "
+            "steps to those of the inversion"
+        )
+    if torch.count_nonzero(noise) > 0:
+        raise InversionMismatchError(
+            "the sampler adds noise to the inverted latent, which is already noisy; use KSamplerAdvanced with "
+            "add_noise 'disable' (or SamplerCustomAdvanced with DisableNoise)"
+        )
+    cfg = getattr(guider, "cfg", None)
+    if cfg is not None and abs(float(cfg) - inversion.guidance) > 1e-6:
+        logging.warning("null-text inversion was optimised for cfg %s but the sampler uses %s: the "
+                        "reconstruction will be less exact", inversion.guidance, cfg)
+
+
+def install(model, inversion: Inversion):
+    """A clone of ``model`` that samples with the inversion's per-step unconditional contexts."""
+    if model_fingerprint(model) != inversion.model_fingerprint:
+        raise InversionMismatchError(
+            "this inversion was made with another model; invert the image again with this model"
+        )
+    patched = model.clone()
+    patched.set_model_attn2_patch(NullTextPatch(inversion))
+
+    def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
+        _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
+        return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
+
+    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    return patched

@@ -1,0 +1,218 @@
+"""Real-image inversion nodes: invert, apply to a model, save/load, and check the reconstruction."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.samplers
+import comfy.utils
+import folder_paths
+import torch
+
+from ..inversion.comfy_model import eps_function, load_for_gradients, sampling_sigmas
+from ..inversion.comfy_patch import install, model_fingerprint
+from ..inversion.ddim import ddim_invert
+from ..inversion.metrics import latent_mse, psnr, ssim
+from ..inversion.null_text import NullTextSettings, null_text_invert
+from ..inversion.result import Inversion
+from .common import CATEGORY_INVERSION, INVERSION
+
+METHODS = {
+    "null-text": NullTextSettings(),  # the original recipe
+    "null-text fast": NullTextSettings(init="source", check_before_step=True),
+    "negative-prompt": None,  # no optimisation: the source prompt as the unconditional context
+    "ddim": None,  # plain DDIM inversion, the empty prompt as the unconditional context
+}
+INVERSION_FOLDER = "inversions"
+folder_paths.add_model_folder_path(INVERSION_FOLDER, os.path.join(folder_paths.models_dir, INVERSION_FOLDER), is_default=True)
+folder_paths.folder_names_and_paths[INVERSION_FOLDER] = (folder_paths.folder_names_and_paths[INVERSION_FOLDER][0], {".safetensors"})
+
+
+def _single(conditioning, name: str) -> tuple[torch.Tensor, dict]:
+    if not conditioning or conditioning[0][0].shape[0] != 1:
+        raise ValueError(f"{name}: give one prompt (a CONDITIONING with one item), as from CLIP Text Encode")
+    return conditioning[0][0], conditioning[0][1]
+
+
+class InvertImage:
+    DESCRIPTION = (
+        "Inverts a real image's latent with DDIM inversion along the exact σ schedule of the chosen "
+        "scheduler and steps, and (null-text) optimises one unconditional embedding per step so that "
+        "guided sampling reconstructs it. Sample the LATENT with KSamplerAdvanced (add_noise disable, "
+        "euler or ddim, same scheduler and steps) and the MODEL from 'Apply Inversion'."
+    )
+    CATEGORY = CATEGORY_INVERSION
+    FUNCTION = "invert"
+    RETURN_TYPES = ("LATENT", INVERSION)
+    RETURN_NAMES = ("noisy_latent", "inversion")
+    OUTPUT_TOOLTIPS = ("The inverted (noisy) latent to start sampling from; KSamplerAdvanced with add_noise disabled.",
+                       "Per-step unconditional embeddings and the schedule, for 'Apply Inversion' and 'Save Inversion'.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The SD1.x, SD2.x or SDXL model you will edit with."}),
+                "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
+                "negative": ("CONDITIONING", {"tooltip": "The null text: usually CLIP Text Encode of an empty prompt."}),
+                "latent": ("LATENT", {"tooltip": "The photo's latent from VAE Encode (one image)."}),
+                "method": (list(METHODS), {"default": "null-text fast", "tooltip": "null-text: the original recipe; null-text fast: starts from the source prompt and stops as soon as the step is reconstructed; negative-prompt: no optimisation; ddim: plain DDIM inversion (reconstructs only at cfg 1)."}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The scheduler the sampler will use."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "The sampler's steps (ddim_uniform adds one when 1000 is not a multiple of steps)."}),
+                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "The cfg you will sample with; null-text optimisation needs more than 1."}),
+                "inner_steps": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "Null-text: at most this many Adam steps per sampling step."}),
+                "early_stop": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "tooltip": "Null-text: a step is done when its loss is below this + step·2e-5."}),
+            }
+        }
+
+    def invert(self, model, positive, negative, latent, method: str, scheduler: str, steps: int, guidance: float,
+               inner_steps: int, early_stop: float):
+        if method not in METHODS:
+            raise ValueError(f"method: {method!r} is not one of {list(METHODS)}")
+        if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+            raise ValueError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
+        cond, cond_extras = _single(positive, "positive")
+        null, null_extras = _single(negative, "negative")
+        samples = latent["samples"]
+        if samples.shape[0] != 1:
+            raise ValueError(f"latent: invert one image at a time (the latent holds {samples.shape[0]})")
+        settings = METHODS[method]
+        if settings is not None:
+            try:
+                settings = NullTextSettings(guidance, inner_steps, early_stop, init=settings.init,
+                                            check_before_step=settings.check_before_step)
+            except ValueError as e:
+                raise ValueError(f"guidance: {e}") from None
+            if settings.init == "source" and cond.shape[1:] != null.shape[1:]:
+                raise ValueError(f"positive / negative: the prompts have {cond.shape[1]} and {null.shape[1]} token "
+                                 "columns; 'null-text fast' starts from the positive, so keep both under 75 tokens "
+                                 "or use 'null-text'")
+        sigmas = sampling_sigmas(model, scheduler, steps)
+        n = len(sigmas) - 1
+        total = n + (n * inner_steps if settings is not None else 0)
+        bar = comfy.utils.ProgressBar(total)
+        with torch.inference_mode(False):
+            load_for_gradients(model)
+            device = model.load_device
+            x0 = model.model.process_latent_in(samples[:1].clone().float().to(device))
+            cond, null = cond.clone().float().to(device), null.clone().float().to(device)
+            sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
+            eps_cond_ctx = eps_function(model, cond_extras, x0.shape)
+            eps_uncond = eps_function(model, null_extras, x0.shape)
+            pivots = ddim_invert(lambda x, s: eps_cond_ctx(x, s, cond), x0, sig,
+                                 progress=lambda d, t: bar.update_absolute(d, total))
+            if settings is None:
+                base = cond if method == "negative-prompt" else null
+                unconds = base[0].expand(n, -1, -1).clone()
+            else:
+                result = null_text_invert(
+                    lambda x, s: eps_cond_ctx(x, s, cond), eps_uncond, pivots, sig, cond, null, settings,
+                    progress=lambda d, t: bar.update_absolute(n + d, total),
+                    check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+                )
+                unconds = result.unconds
+        noisy = model.model.process_latent_out(pivots[0].detach()).cpu()
+        inversion = Inversion(unconds.detach().float().cpu(), sigmas, noisy, samples[:1].float().cpu(), float(guidance),
+                              method, scheduler, steps, model_fingerprint(model))
+        return {"samples": noisy}, inversion
+
+
+class ApplyInversion:
+    DESCRIPTION = "Patches the MODEL so that sampling step k uses the inversion's unconditional embedding k."
+    CATEGORY = CATEGORY_INVERSION
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The patched model, for KSamplerAdvanced (add_noise disable, euler/ddim, the inversion's scheduler and steps).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model the inversion was made with (may already carry P2P patches)."}),
+            "inversion": (INVERSION, {"tooltip": "From 'Invert Image' or 'Load Inversion'."}),
+        }}
+
+    def apply(self, model, inversion):
+        try:
+            return (install(model, inversion),)
+        except ValueError as e:
+            raise ValueError(f"inversion: {e}") from None
+
+
+class SaveInversion:
+    DESCRIPTION = "Saves an inversion (safetensors) to models/inversions, so a photo is inverted once and edited many times."
+    CATEGORY = CATEGORY_INVERSION
+    FUNCTION = "save"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "inversion": (INVERSION, {"tooltip": "The inversion to keep."}),
+            "filename_prefix": ("STRING", {"default": "inversion", "tooltip": "File name prefix; a counter is appended."}),
+        }}
+
+    def save(self, inversion, filename_prefix: str):
+        directory = folder_paths.get_folder_paths(INVERSION_FOLDER)[0]
+        os.makedirs(directory, exist_ok=True)
+        prefix = os.path.basename(filename_prefix.strip()) or "inversion"
+        existing = set(os.listdir(directory))
+        counter = next(i for i in range(1, 10**6) if f"{prefix}_{i:05d}.safetensors" not in existing)
+        name = f"{prefix}_{counter:05d}.safetensors"
+        inversion.save(os.path.join(directory, name))
+        return {"ui": {"text": [name]}}
+
+
+class LoadInversion:
+    DESCRIPTION = "Loads an inversion saved by 'Save Inversion' (safetensors only)."
+    CATEGORY = CATEGORY_INVERSION
+    FUNCTION = "load"
+    RETURN_TYPES = ("LATENT", INVERSION)
+    RETURN_NAMES = ("noisy_latent", "inversion")
+    OUTPUT_TOOLTIPS = ("The inverted latent to sample from.", "The loaded inversion.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"name": (folder_paths.get_filename_list(INVERSION_FOLDER), {"tooltip": "A file in models/inversions."})}}
+
+    def load(self, name: str):
+        inversion = Inversion.load(folder_paths.get_full_path_or_raise(INVERSION_FOLDER, name))
+        return {"samples": inversion.noisy}, inversion
+
+
+class ReconstructionMetrics:
+    DESCRIPTION = "PSNR and SSIM between the photo and its reconstruction (and MSE between latents when given)."
+    CATEGORY = CATEGORY_INVERSION
+    FUNCTION = "measure"
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT", "STRING")
+    RETURN_NAMES = ("psnr_db", "ssim", "latent_mse", "summary")
+    OUTPUT_TOOLTIPS = ("Mean PSNR in dB.", "Mean SSIM.", "Mean latent MSE (0 when no latents are given).", "A one-line summary.")
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "original": ("IMAGE", {"tooltip": "The photo (one image, or one per reconstruction)."}),
+                "reconstruction": ("IMAGE", {"tooltip": "The decoded reconstruction(s)."}),
+            },
+            "optional": {
+                "original_latent": ("LATENT", {"tooltip": "The photo's latent (VAE Encode)."}),
+                "reconstructed_latent": ("LATENT", {"tooltip": "The sampler's output latent."}),
+            },
+        }
+
+    def measure(self, original, reconstruction, original_latent=None, reconstructed_latent=None):
+        if original.shape[1:] != reconstruction.shape[1:]:
+            raise ValueError(f"original / reconstruction: sizes {tuple(original.shape[1:3])} and "
+                             f"{tuple(reconstruction.shape[1:3])} differ; compare images of the same size")
+        reference = original.expand(reconstruction.shape[0], -1, -1, -1) if original.shape[0] == 1 else original
+        p, s = psnr(reconstruction, reference).mean(), ssim(reconstruction, reference).mean()
+        mse = 0.0
+        if original_latent is not None and reconstructed_latent is not None:
+            a, b = original_latent["samples"], reconstructed_latent["samples"]
+            mse = float(latent_mse(b, a.expand(b.shape[0], *a.shape[1:]) if a.shape[0] == 1 else a).mean())
+        summary = f"PSNR {float(p):.2f} dB, SSIM {float(s):.4f}, latent MSE {mse:.6f}"
+        return {"ui": {"text": [summary]}, "result": (float(p), float(s), mse, summary)}

@@ -1,0 +1,146 @@
+"""Inversion core without ComfyUI: DDIM inversion, null-text optimisation, results, metrics."""
+
+import math
+
+import pytest
+import torch
+
+from comfyui_prompt_edit.inversion.ddim import ddim_invert, sample_guided
+from comfyui_prompt_edit.inversion.metrics import latent_mse, psnr, ssim
+from comfyui_prompt_edit.inversion.null_text import NullTextSettings, null_text_invert
+from comfyui_prompt_edit.inversion.result import Inversion, InversionFileError
+
+
+class TextOnlyEps(torch.nn.Module):
+    """ε depends on the text only, so it is constant along the sampling ODE: DDIM inversion is
+    exact, and any reconstruction error comes from guidance."""
+
+    def __init__(self, tokens: int = 4, width: int = 16):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.text = torch.nn.Linear(tokens * width, 4 * 64, bias=False)
+        with torch.no_grad():
+            self.text.weight.copy_(torch.randn(self.text.weight.shape, generator=g) * 0.5)
+        self.requires_grad_(False)
+
+    def forward(self, x, sigma, context):
+        return torch.tanh(self.text(context.flatten(1))).reshape(x.shape)
+
+
+def schedule(steps: int) -> torch.Tensor:
+    return torch.cat([torch.exp(torch.linspace(math.log(14.6), math.log(0.03), steps)), torch.zeros(1)])
+
+
+@pytest.fixture
+def toy():
+    torch.manual_seed(1)
+    model = TextOnlyEps()
+    cond = torch.randn(1, 4, 16)
+    null = cond + 0.05 * torch.randn(1, 4, 16)
+    return model, (lambda x, s: model(x, s, cond)), torch.randn(1, 4, 8, 8), cond, null
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def test_ddim_inversion_then_sampling_at_cfg_1_reconstructs_exactly_for_a_constant_ode(toy):
+    model, eps_cond, x0, cond, _ = toy
+    sigmas = schedule(10)
+    trajectory = ddim_invert(eps_cond, x0, sigmas)
+    assert len(trajectory) == 11 and torch.equal(trajectory[-1], x0)
+    unconds = cond.expand(10, -1, -1)
+    assert rel_err(sample_guided(eps_cond, model, trajectory[0], sigmas, unconds, 1.0), x0) < 1e-5
+
+
+def test_source_init_reconstructs_at_once_when_the_ode_is_constant(toy):
+    """Starting from the prompt's own context, the guided step equals the inversion's step."""
+    model, eps_cond, x0, cond, null = toy
+    sigmas = schedule(10)
+    pivots = ddim_invert(eps_cond, x0, sigmas)
+    fast = null_text_invert(eps_cond, model, pivots, sigmas, cond, null,
+                            NullTextSettings(init="source", check_before_step=True))
+    assert sum(fast.inner_steps) == 0
+    assert rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, fast.unconds, 7.5), x0) < 1e-5
+
+
+def test_guidance_must_exceed_one():
+    with pytest.raises(ValueError, match="guidance"):
+        NullTextSettings(guidance=1.0)
+
+
+def test_progress_and_prompt_interruption(toy):
+    model, eps_cond, x0, cond, null = toy
+    sigmas = schedule(5)
+    pivots = ddim_invert(eps_cond, x0, sigmas)
+    seen = []
+    null_text_invert(eps_cond, model, pivots, sigmas, cond, null, NullTextSettings(inner_steps=3, epsilon=0.0),
+                     progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (15, 15) and all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        null_text_invert(eps_cond, model, pivots, sigmas, cond, null, NullTextSettings(inner_steps=3, epsilon=0.0),
+                         check_interrupt=interrupt)
+    assert len(calls) == 2  # stopped within one inner step
+
+
+def make_inversion():
+    return Inversion(torch.randn(3, 77, 8), torch.tensor([3.0, 2.0, 1.0, 0.0]), torch.randn(1, 4, 8, 8),
+                     torch.randn(1, 4, 8, 8), 7.5, "null-text", "ddim_uniform", 3, "abc123")
+
+
+def test_inversion_save_load_round_trip_is_exact(tmp_path):
+    inv = make_inversion()
+    inv.save(tmp_path / "a.safetensors")
+    back = Inversion.load(tmp_path / "a.safetensors")
+    for name in ("unconds", "sigmas", "noisy", "source"):
+        assert torch.equal(getattr(back, name), getattr(inv, name))
+    assert (back.guidance, back.method, back.scheduler, back.steps, back.model_fingerprint) == (7.5, "null-text", "ddim_uniform", 3, "abc123")
+    assert [back.step_at(s) for s in (3.0, 2.0, 1.0)] == [0, 1, 2]
+
+
+def test_corrupt_or_foreign_files_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(InversionFileError, match="not a readable safetensors file"):
+        Inversion.load(bad)
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(InversionFileError, match="not an inversion saved by this pack"):
+        Inversion.load(tmp_path / "other.safetensors")
+
+
+def test_psnr_of_known_noise_and_identity():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 32, 32, 3, generator=g)
+    b = a + 0.1  # MSE 0.01 → 20 dB
+    torch.testing.assert_close(psnr(b, a), torch.full((2,), 20.0, dtype=torch.float64))
+    assert torch.isinf(psnr(a, a)).all()
+    torch.testing.assert_close(latent_mse(b, a), torch.full((2,), 0.01, dtype=torch.float64))
+
+
+def test_ssim_identity_and_degradation():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 32, 32, 3, generator=g)
+    torch.testing.assert_close(ssim(a, a), torch.ones(1, dtype=torch.float64))
+    slightly = ssim((a + 0.02 * torch.randn(a.shape, generator=g)).clamp(0, 1), a)
+    heavily = ssim((a + 0.3 * torch.randn(a.shape, generator=g)).clamp(0, 1), a)
+    assert 1.0 > float(slightly) > float(heavily)
+    # a constant shift leaves structure: SSIM stays high while PSNR drops
+    assert float(ssim((a * 0.5 + 0.25), a * 0.5 + 0.25)) == pytest.approx(1.0)
+
+
+def test_metric_inputs_must_match():
+    with pytest.raises(ValueError, match="differ"):
+        psnr(torch.zeros(1, 8, 8, 3), torch.zeros(1, 16, 16, 3))
