@@ -31,7 +31,7 @@ def guided_eps(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance: float
 
 @torch.no_grad()
 def ddim_invert(eps_cond: CondEps, x0: torch.Tensor, sigmas: torch.Tensor,
-                progress: Progress | None = None) -> list[torch.Tensor]:
+                progress: Progress | None = None, check_interrupt: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """The inversion trajectory ``[x at σ_0, …, x at σ_n]`` ending at ``x0`` (σ_n is usually 0).
 
     ``trajectory[0]`` is the noisy latent to sample from; ``trajectory[i]`` is the pivot the sampler
@@ -43,6 +43,8 @@ def ddim_invert(eps_cond: CondEps, x0: torch.Tensor, sigmas: torch.Tensor,
     for n, i in enumerate(reversed(range(steps))):
         x = euler_step(x, eps_cond(x, sigmas[i : i + 1]), sigmas[i + 1], sigmas[i])
         trajectory.append(x)
+        if check_interrupt is not None:
+            check_interrupt()
         if progress is not None:
             progress(n + 1, steps)
     return trajectory[::-1]

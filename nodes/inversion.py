@@ -100,8 +100,9 @@ class InvertImage:
             sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
             eps_cond_ctx = eps_function(model, cond_extras, x0.shape)
             eps_uncond = eps_function(model, null_extras, x0.shape)
+            interrupt = comfy.model_management.throw_exception_if_processing_interrupted
             pivots = ddim_invert(lambda x, s: eps_cond_ctx(x, s, cond), x0, sig,
-                                 progress=lambda d, t: bar.update_absolute(d, total))
+                                 progress=lambda d, t: bar.update_absolute(d, total), check_interrupt=interrupt)
             if settings is None:
                 base = cond if method == "negative-prompt" else null
                 unconds = base[0].expand(n, -1, -1).clone()
@@ -109,7 +110,7 @@ class InvertImage:
                 result = null_text_invert(
                     lambda x, s: eps_cond_ctx(x, s, cond), eps_uncond, pivots, sig, cond, null, settings,
                     progress=lambda d, t: bar.update_absolute(n + d, total),
-                    check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+                    check_interrupt=interrupt,
                 )
                 unconds = result.unconds
         noisy = model.model.process_latent_out(pivots[0].detach()).cpu()

@@ -1,0 +1,147 @@
+"""Real-image inversion through ComfyUI's nodes and stock samplers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy_harness as harness
+
+pytestmark = pytest.mark.comfy
+
+STEPS = 10
+
+
+def node(name):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[name]()
+
+
+def invert(model, clip, latent, method, steps=STEPS, guidance=7.5, inner_steps=10, prompt=None):
+    positive = harness.encode(clip, prompt or "a red square")
+    negative = harness.encode(clip, "")
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(model, positive, negative, {"samples": latent}, method,
+                                                               "ddim_uniform", steps, guidance, inner_steps, 1e-5)
+    return positive, negative, noisy, inversion
+
+
+def reconstruct(model, positive, negative, noisy, inversion, cfg=None, sampler="euler", steps=STEPS, add_noise="disable"):
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    with torch.inference_mode():
+        return node("KSamplerAdvanced").sample(patched, add_noise, 0, steps, inversion.guidance if cfg is None else cfg,
+                                               sampler, "ddim_uniform", positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture
+def random_photo(tiny_sd15, tiny_sd15_clip):
+    """A random-weight model: enough for plumbing, schedules and errors (not for quality)."""
+    return tiny_sd15, tiny_sd15_clip, torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)), "a red square"
+
+
+def test_step_k_gets_embedding_k(random_photo):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "null-text fast", prompt=caption, inner_steps=2)
+    inversion.unconds = torch.randn_like(inversion.unconds)  # distinct per step, to see which one arrives
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    seen = {}
+
+    def recorder(n, context, value, extra_options):
+        chunks = extra_options["cond_or_uncond"]
+        size = context.shape[0] // len(chunks)
+        step = len([s for s in extra_options["sample_sigmas"] if float(s) > float(extra_options["sigmas"][0]) * (1 + 1e-4)])
+        for i, chunk in enumerate(chunks):
+            if chunk == 1:
+                seen.setdefault(step, context[i * size].clone())
+        return n, context, value
+
+    patched.set_model_attn2_patch(recorder)  # runs after the inversion's patch
+    with torch.inference_mode():
+        node("KSamplerAdvanced").sample(patched, "disable", 0, STEPS, 7.5, "euler", "ddim_uniform", positive, negative,
+                                        noisy, 0, 10000, "disable")
+    assert sorted(seen) == list(range(STEPS))
+    for k, context in seen.items():
+        torch.testing.assert_close(context.float(), inversion.unconds[k])
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"sampler": "dpmpp_2m"}, "only with the deterministic 'euler' or 'ddim'"),
+    ({"steps": STEPS + 2}, "not the inversion's schedule"),
+    ({"add_noise": "enable"}, "add_noise 'disable'"),
+])
+def test_a_sampler_that_cannot_reconstruct_is_refused_before_sampling(random_photo, change, message):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "negative-prompt", prompt=caption)
+    with pytest.raises(ValueError, match=message):
+        reconstruct(model, positive, negative, noisy, inversion, **change)
+
+
+def test_save_load_round_trip_and_foreign_model(random_photo, tmp_path):
+    import folder_paths
+
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "null-text fast", prompt=caption, inner_steps=2)
+    folder_paths.add_model_folder_path("inversions", str(tmp_path), is_default=True)
+    saved = node("PromptEditSaveInversion").save(inversion, "photo")["ui"]["text"][0]
+    assert (tmp_path / saved).is_file()
+    loaded_latent, loaded = node("PromptEditLoadInversion").load(saved)
+    assert torch.equal(loaded.unconds, inversion.unconds) and torch.equal(loaded_latent["samples"], noisy["samples"])
+    torch.testing.assert_close(reconstruct(model, positive, negative, loaded_latent, loaded),
+                               reconstruct(model, positive, negative, noisy, inversion))
+    with pytest.raises(ValueError, match="made with another model"):
+        node("PromptEditApplyInversion").apply(harness.tiny_sd15_model(seed=1), loaded)
+
+
+def test_guidance_of_one_is_refused_for_null_text(random_photo):
+    model, clip, latent, caption = random_photo
+    with pytest.raises(ValueError, match="guidance"):
+        invert(model, clip, latent, "null-text", guidance=1.0, prompt=caption)
+
+
+def test_p2p_source_branch_reconstructs_the_photo(random_photo):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "null-text fast", prompt=caption)
+    alone = reconstruct(model, positive, negative, noisy, inversion)
+    words = caption.split()
+    edited = " ".join(words[:-1] + ["circle" if words[-1] != "circle" else "square"])
+    p2p_positive, p2p_latent, edit = node("PromptEditP2PPrompts").build(clip, noisy, caption, edited)
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    patched = node("PromptEditP2PAttentionControl").apply(patched, edit, "replace", 0.0, 0.8, 0.4, "coarse")[0]
+    with torch.inference_mode():
+        out = node("KSamplerAdvanced").sample(patched, "disable", 0, STEPS, 7.5, "euler", "ddim_uniform", p2p_positive,
+                                              negative, p2p_latent, 0, 10000, "disable")[0]["samples"]
+    # a random-weight model amplifies float rounding of the batched run; 1 % of the range still
+    # tells a reconstruction from an edit
+    torch.testing.assert_close(out[:1], alone, atol=1e-2 * float(alone.abs().max()), rtol=1e-2)
+    assert rel_err(out[1:], alone) > 1e-3
+
+
+@pytest.mark.parametrize("family", ["sd2v", "sdxl"])
+def test_other_model_families_invert_and_sample(family, request):
+    model = request.getfixturevalue(f"tiny_{family}")
+    clip = request.getfixturevalue("tiny_sd2_clip" if family == "sd2v" else "tiny_sdxl_clip")
+    latent = torch.randn(1, 4, 8, 8)
+    positive, negative, noisy, inversion = invert(model, clip, latent, "null-text fast", inner_steps=1, prompt="a photo")
+    out = reconstruct(model, positive, negative, noisy, inversion)
+    assert out.shape == latent.shape and torch.isfinite(out).all()
+
+
+def test_cancel_stops_the_inversion(tiny_sd15, tiny_sd15_clip):
+    import comfy.model_management as mm
+
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            invert(tiny_sd15, tiny_sd15_clip, torch.randn(1, 4, 8, 8), "null-text", inner_steps=5)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_latent_batch_must_be_one_image(tiny_sd15, tiny_sd15_clip):
+    with pytest.raises(ValueError, match="invert one image at a time"):
+        invert(tiny_sd15, tiny_sd15_clip, torch.randn(2, 4, 8, 8), "ddim")
