@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import comfy.model_management
@@ -20,10 +21,12 @@ from .common import CATEGORY_INVERSION, INVERSION
 
 METHODS = {
     "null-text": NullTextSettings(),  # the original recipe
-    "null-text fast": NullTextSettings(init="source", check_before_step=True),
+    # from the source prompt's embedding, secant line-search steps
+    "null-text fast": NullTextSettings(init="source", check_before_step=True, optimizer="secant"),
     "negative-prompt": None,  # no optimisation: the source prompt as the unconditional context
     "ddim": None,  # plain DDIM inversion, the empty prompt as the unconditional context
 }
+DEFAULT_INNER_STEPS = {"null-text": 10, "null-text fast": 2}
 INVERSION_FOLDER = "inversions"
 folder_paths.add_model_folder_path(INVERSION_FOLDER, os.path.join(folder_paths.models_dir, INVERSION_FOLDER), is_default=True)
 folder_paths.folder_names_and_paths[INVERSION_FOLDER] = (folder_paths.folder_names_and_paths[INVERSION_FOLDER][0], {".safetensors"})
@@ -33,6 +36,23 @@ def _single(conditioning, name: str) -> tuple[torch.Tensor, dict]:
     if not conditioning or conditioning[0][0].shape[0] != 1:
         raise ValueError(f"{name}: give one prompt (a CONDITIONING with one item), as from CLIP Text Encode")
     return conditioning[0][0], conditioning[0][1]
+
+
+def _photo_latent(latent, image, vae) -> torch.Tensor:
+    """The latent to invert: the LATENT input, or the IMAGE encoded with the VAE."""
+    if (latent is None) == (image is None):
+        raise ValueError("latent / image: connect either a latent (from VAE Encode) or an image and a vae, not "
+                         + ("both" if latent is not None else "neither"))
+    if latent is not None:
+        return latent["samples"]
+    if vae is None:
+        raise ValueError("vae: connect the VAE that encodes image (e.g. the checkpoint's VAE)")
+    ratio = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
+    height, width = image.shape[1:3]
+    if height % ratio or width % ratio:
+        raise ValueError(f"image: its size {width}x{height} is not a multiple of {ratio}; crop or scale it first "
+                         f"(e.g. 'Upscale Image' to {width // ratio * ratio}x{height // ratio * ratio})")
+    return vae.encode(image[:, :, :, :3])
 
 
 class InvertImage:
@@ -56,32 +76,36 @@ class InvertImage:
                 "model": ("MODEL", {"tooltip": "The SD1.x, SD2.x or SDXL model you will edit with."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text: usually CLIP Text Encode of an empty prompt."}),
-                "latent": ("LATENT", {"tooltip": "The photo's latent from VAE Encode (one image)."}),
                 "method": (list(METHODS), {"default": "null-text fast", "tooltip": "null-text: the original recipe; null-text fast: starts from the source prompt and stops as soon as the step is reconstructed; negative-prompt: no optimisation; ddim: plain DDIM inversion (reconstructs only at cfg 1)."}),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The scheduler the sampler will use."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "The sampler's steps (ddim_uniform adds one when 1000 is not a multiple of steps)."}),
                 "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "The cfg you will sample with; null-text optimisation needs more than 1."}),
-                "inner_steps": ("INT", {"default": 10, "min": 1, "max": 100, "tooltip": "Null-text: at most this many Adam steps per sampling step."}),
+                "inner_steps": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": "Null-text methods: at most this many updates per sampling step; 0: the method's default (null-text 10 as in the original recipe, null-text fast 2)."}),
                 "early_stop": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "tooltip": "Null-text: a step is done when its loss is below this + step·2e-5."}),
-            }
+            },
+            "optional": {
+                "latent": ("LATENT", {"tooltip": "The photo's latent from VAE Encode (one image); or give image and vae."}),
+                "image": ("IMAGE", {"tooltip": "The photo (one image, sides a multiple of 8), encoded with vae; instead of latent."}),
+                "vae": ("VAE", {"tooltip": "The VAE that encodes image."}),
+            },
         }
 
-    def invert(self, model, positive, negative, latent, method: str, scheduler: str, steps: int, guidance: float,
-               inner_steps: int, early_stop: float):
+    def invert(self, model, positive, negative, latent=None, method: str = "null-text fast", scheduler: str = "ddim_uniform",
+               steps: int = 50, guidance: float = 7.5, inner_steps: int = 0, early_stop: float = 1e-5, image=None, vae=None):
         if method not in METHODS:
             raise ValueError(f"method: {method!r} is not one of {list(METHODS)}")
         if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
             raise ValueError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
         cond, cond_extras = _single(positive, "positive")
         null, null_extras = _single(negative, "negative")
-        samples = latent["samples"]
+        samples = _photo_latent(latent, image, vae)
         if samples.shape[0] != 1:
             raise ValueError(f"latent: invert one image at a time (the latent holds {samples.shape[0]})")
         settings = METHODS[method]
         if settings is not None:
             try:
-                settings = NullTextSettings(guidance, inner_steps, early_stop, init=settings.init,
-                                            check_before_step=settings.check_before_step)
+                inner_steps = inner_steps or DEFAULT_INNER_STEPS[method]
+                settings = dataclasses.replace(settings, guidance=guidance, inner_steps=inner_steps, epsilon=early_stop)
             except ValueError as e:
                 raise ValueError(f"guidance: {e}") from None
             if settings.init == "source" and cond.shape[1:] != null.shape[1:]:

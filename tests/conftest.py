@@ -92,6 +92,16 @@ def sd15_checkpoint() -> str:
 # Code under test must still clone() a ModelPatcher before patching it, as ComfyUI nodes do.
 
 
+@pytest.fixture(scope="session")
+def trained_sd15() -> tuple[Any, Any]:
+    """(ModelPatcher, CLIP): the tiny SD1.5 trained into a real denoiser (harness.trained_tiny_sd15;
+    trains about a minute on first use, then cached across sessions), with the frozen tiny SD1
+    CLIP it was trained with. Shared by the session: clone() before patching, as nodes do, and
+    never modify the weights. In-distribution latents: harness.trained_dataset()."""
+    _require_comfyui()
+    return harness.trained_tiny_sd15()
+
+
 @pytest.fixture
 def tiny_sd15() -> Any:
     """SD1.5-shaped EPS ModelPatcher, context 32 (see harness.tiny_sd15_model)."""

@@ -18,7 +18,7 @@ def node(name):
     return nodes.NODE_CLASS_MAPPINGS[name]()
 
 
-def invert(model, clip, latent, method, steps=STEPS, guidance=7.5, inner_steps=10, prompt=None):
+def invert(model, clip, latent, method, steps=STEPS, guidance=7.5, inner_steps=0, prompt=None):
     positive = harness.encode(clip, prompt or "a red square")
     negative = harness.encode(clip, "")
     with torch.inference_mode():
@@ -145,3 +145,27 @@ def test_cancel_stops_the_inversion(tiny_sd15, tiny_sd15_clip):
 def test_latent_batch_must_be_one_image(tiny_sd15, tiny_sd15_clip):
     with pytest.raises(ValueError, match="invert one image at a time"):
         invert(tiny_sd15, tiny_sd15_clip, torch.randn(2, 4, 8, 8), "ddim")
+
+
+def test_an_image_is_encoded_with_the_vae(tiny_sd15, tiny_sd15_clip, tiny_vae):
+    image = torch.rand(1, 64, 48, 3, generator=torch.Generator().manual_seed(0))
+    positive, negative = harness.encode(tiny_sd15_clip, "a photo"), harness.encode(tiny_sd15_clip, "")
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(tiny_sd15, positive, negative, image=image, vae=tiny_vae,
+                                                               method="ddim", steps=3)
+        encoded = tiny_vae.encode(image)
+    assert noisy["samples"].shape == (1, 4, 8, 6)
+    torch.testing.assert_close(inversion.source, encoded.float())
+
+
+@pytest.mark.parametrize("inputs,message", [
+    ({"image": torch.rand(1, 60, 64, 3)}, "image: its size 64x60 is not a multiple of 8"),
+    ({"image": torch.rand(1, 64, 64, 3), "vae": None}, "vae: connect the VAE"),
+    ({}, "connect either a latent .* not neither"),
+    ({"image": torch.rand(1, 64, 64, 3), "latent": {"samples": torch.zeros(1, 4, 8, 8)}}, "not both"),
+])
+def test_bad_photo_inputs_are_named(tiny_sd15, tiny_sd15_clip, tiny_vae, inputs, message):
+    inputs = {"vae": tiny_vae, **inputs}
+    positive, negative = harness.encode(tiny_sd15_clip, "a photo"), harness.encode(tiny_sd15_clip, "")
+    with pytest.raises(ValueError, match=message), torch.inference_mode():
+        node("PromptEditInvertImage").invert(tiny_sd15, positive, negative, method="ddim", steps=3, **inputs)

@@ -64,6 +64,23 @@ def test_source_init_reconstructs_at_once_when_the_ode_is_constant(toy):
     assert rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, fast.unconds, 7.5), x0) < 1e-5
 
 
+@pytest.mark.parametrize("updates", [1, 2])
+def test_secant_line_search_reconstructs_better_than_adam_for_the_same_updates(toy, updates):
+    model, eps_cond, x0, cond, null = toy
+    sigmas = schedule(10)
+    pivots = ddim_invert(eps_cond, x0, sigmas)
+    drift = rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, null.expand(10, -1, -1), 7.5), x0)
+    errors = {}
+    for optimizer in ("adam", "secant"):
+        settings = NullTextSettings(inner_steps=updates, epsilon=0.0, optimizer=optimizer)
+        result = null_text_invert(eps_cond, model, pivots, sigmas, cond, null, settings)
+        assert result.inner_steps == [updates] * 10
+        errors[optimizer] = rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, result.unconds, 7.5), x0)
+    print(f"drift {drift:.4f}, {errors}")
+    assert errors["secant"] < errors["adam"] < drift
+    assert errors["secant"] * 3 < drift
+
+
 def test_guidance_must_exceed_one():
     with pytest.raises(ValueError, match="guidance"):
         NullTextSettings(guidance=1.0)

@@ -1,0 +1,102 @@
+"""Wall time and reconstruction quality of the inversions, measured in one process.
+
+For the same latent and prompt (an in-distribution latent of the harness's briefly trained tiny
+SD1.5 model, whose DDIM trajectory is well behaved, unlike a random-weight model's):
+
+* ``null-text (original)``: the original recipe — Adam, up to 10 inner steps per step, early stop;
+* ``null-text fast`` (ours): started from the source prompt's embedding, 2 steepest-descent steps
+  with a secant line search per step (inversion/null_text.py), stopped early once a step is
+  reconstructed;
+* ``negative-prompt``: no optimisation (the fast inversion);
+* ``ddim``: DDIM inversion alone, sampled at cfg 7.5.
+
+Each is inverted through the 'Invert Image' node and reconstructed by the stock KSamplerAdvanced
+with 'Apply Inversion'. PSNR is computed on latents (peak = the source latent's value range) and
+on pixels (both latents decoded by the same VAE). Times are medians of ``--repeats`` runs.
+
+Last line: ``nti_speedup=X nti_psnr_db=A fast_psnr_db=B ddim_cfg_psnr_db=C`` (X = original time /
+ours, A = ours' pixel PSNR, B = negative-prompt's, C = DDIM at cfg 7.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tests/conftest.py
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import comfy_harness as harness  # noqa: E402
+
+GUIDANCE, SCHEDULER = 7.5, "ddim_uniform"
+# (row label, method, inner steps; 0 = the method's default)
+METHODS = (("null-text", "null-text", 0), ("null-text fast", "null-text fast", 0),
+           ("null-text fast, 1 update", "null-text fast", 1), ("negative-prompt", "negative-prompt", 0),
+           ("ddim", "ddim", 0))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method (default 3)")
+    parser.add_argument("--item", type=int, default=0, help="which training latent to invert")
+    return parser.parse_args(argv)
+
+
+def latent_psnr(a: torch.Tensor, b: torch.Tensor, reference: torch.Tensor) -> float:
+    peak = float(reference.max() - reference.min())
+    return float(10 * torch.log10(peak**2 / (a.double() - b.double()).pow(2).mean()))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    root, reason = harness.find_comfyui()
+    if root is None:
+        sys.exit(f"bench/inversion.py needs ComfyUI: {reason}")
+    nodes = harness.ensure_comfyui()
+    from comfyui_prompt_edit.inversion.metrics import psnr
+
+    m = nodes.NODE_CLASS_MAPPINGS
+    model, clip = harness.trained_tiny_sd15()
+    vae = harness.tiny_vae()
+    latents, captions = harness.trained_dataset(clip)
+    latent, caption = latents[args.item : args.item + 1].clone(), captions[args.item]
+    positive, negative = harness.encode(clip, caption), harness.encode(clip, "")
+    with torch.inference_mode():
+        source_pixels = vae.decode(latent)
+
+    rows = {}
+    for label, method, inner_steps in METHODS:
+        times, result = [], None
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                result = m["PromptEditInvertImage"]().invert(model, positive, negative, {"samples": latent}, method,
+                                                             SCHEDULER, args.steps, GUIDANCE, inner_steps, 1e-5)
+            times.append(time.perf_counter() - start)
+        noisy, inversion = result
+        with torch.inference_mode():
+            patched = m["PromptEditApplyInversion"]().apply(model, inversion)[0]
+            out = m["KSamplerAdvanced"]().sample(patched, "disable", 0, args.steps, GUIDANCE, "euler", SCHEDULER,
+                                                 positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
+            pixels = vae.decode(out)
+        rows[label] = (statistics.median(times), latent_psnr(out, latent, latent), float(psnr(pixels, source_pixels).mean()))
+
+    print(f"trained tiny SD1.5, {args.steps} steps ({SCHEDULER}), cfg {GUIDANCE}, caption {caption!r}; "
+          f"median of {args.repeats} runs")
+    print(f"{'method':24}{'seconds':>10}{'latent PSNR':>14}{'pixel PSNR':>13}")
+    for method, (seconds, lat, pix) in rows.items():
+        print(f"{method:24}{seconds:10.3f}{lat:14.2f}{pix:13.2f}")
+    speedup = rows["null-text"][0] / rows["null-text fast"][0]
+    print(f"nti_speedup={speedup:.2f} nti_psnr_db={rows['null-text fast'][2]:.2f} "
+          f"fast_psnr_db={rows['negative-prompt'][2]:.2f} ddim_cfg_psnr_db={rows['ddim'][2]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
