@@ -1,10 +1,12 @@
 """ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
 
+from .embedding_vae import LoadEmbeddingVAE, TrainEmbeddingVAE
 from .inversion import ApplyInversion, InvertImage, LoadInversion, ReconstructionMetrics, SaveInversion
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
 from .p2p_maps import P2PAttentionMaps
 from .p2p_prompts import P2PPrompts
+from .variations import StochasticEmbeddings
 
 NODE_CLASS_MAPPINGS = {
     "PromptEditP2PPrompts": P2PPrompts,
@@ -17,6 +19,9 @@ NODE_CLASS_MAPPINGS = {
     "PromptEditSaveInversion": SaveInversion,
     "PromptEditLoadInversion": LoadInversion,
     "PromptEditReconstructionMetrics": ReconstructionMetrics,
+    "PromptEditStochasticEmbeddings": StochasticEmbeddings,
+    "PromptEditTrainEmbeddingVAE": TrainEmbeddingVAE,
+    "PromptEditLoadEmbeddingVAE": LoadEmbeddingVAE,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +35,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditSaveInversion": "Save Inversion",
     "PromptEditLoadInversion": "Load Inversion",
     "PromptEditReconstructionMetrics": "Reconstruction Metrics",
+    "PromptEditStochasticEmbeddings": "Stochastic Embeddings (Variations)",
+    "PromptEditTrainEmbeddingVAE": "Train Embedding VAE (Null-Text)",
+    "PromptEditLoadEmbeddingVAE": "Load Embedding VAE",
 }

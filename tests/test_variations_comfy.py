@@ -1,0 +1,161 @@
+"""Stochastic-embedding variations and the null-text embedding VAE through ComfyUI's stock samplers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy_harness as harness
+from test_inversion_comfy import invert, node, reconstruct, rel_err
+
+pytestmark = pytest.mark.comfy
+
+PROMPT = "a red square on a table"
+STEPS = 4
+
+
+def ksample(model, positive, negative, latent, seed=0):
+    with torch.inference_mode():
+        return node("KSampler").sample(model, seed, STEPS, 7.5, "euler", "normal", positive, negative, latent,
+                                       denoise=1.0)[0]["samples"]
+
+
+def vary(model, positive, latent, mode="token noise", count=3, seed=0, scale=0.5, words="", **optional):
+    return node("PromptEditStochasticEmbeddings").vary(model, positive, latent, mode, count, seed, scale, words, **optional)
+
+
+def perturbed_vae(target, dim=32, tokens=77, seed=0):
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    torch.manual_seed(seed)
+    vae = EmbeddingVAE(EmbeddingVAEConfig("token_mlp", tokens, dim, latent=4, hidden=16))
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return TrainedEmbeddingVAE(vae.requires_grad_(False), target)
+
+
+@pytest.fixture
+def setup(tiny_sd15, tiny_sd15_clip):
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    return tiny_sd15, tiny_sd15_clip, harness.encode(tiny_sd15_clip, PROMPT), harness.encode(tiny_sd15_clip, ""), latent
+
+
+def test_zero_noise_is_the_plain_run_and_noise_varies_items_reproducibly(setup):
+    model, clip, positive, negative, latent = setup
+    m0, p0, l0, _ = vary(model, positive, latent, scale=0.0)
+    assert l0["samples"].shape[0] == 3 and l0["batch_index"] == [0, 0, 0]
+    plain = ksample(model, [[positive[0][0].repeat(3, 1, 1), positive[0][1]]], negative,
+                    {"samples": torch.zeros(3, 4, 8, 8), "batch_index": [0, 0, 0]})
+    assert torch.equal(ksample(m0, p0, negative, l0), plain)
+    m1, p1, l1, _ = vary(model, positive, latent, words="red", clip=clip, prompt=PROMPT)
+    varied = ksample(m1, p1, negative, l1)
+    assert rel_err(varied[0], varied[1]) > 1e-3 and rel_err(varied[1], varied[2]) > 1e-3
+    again = ksample(*vary(model, positive, latent, words="red", clip=clip, prompt=PROMPT)[:2], negative, l1)
+    torch.testing.assert_close(again, varied)
+    # only the word's columns changed
+    changed = (p1[0][0][1] != positive[0][0][0]).any(dim=-1).nonzero().flatten().tolist()
+    assert changed == [2]  # <start> a red ...
+
+
+def test_p2p_variations_leave_the_source_branch_alone(setup):
+    model, clip, positive, negative, latent = setup
+    p2p_positive, p2p_latent, edit = node("PromptEditP2PPrompts").build(clip, latent, PROMPT, "a blue square on a table")
+    m, p, lat, expanded = vary(model, p2p_positive, p2p_latent, count=3, scale=0.8, p2p_edit=edit)
+    assert expanded.batch_size == 4 and lat["samples"].shape[0] == 4
+    assert torch.equal(p[0][0][0], p2p_positive[0][0][0])
+    rows = (p[0][0][1] != p2p_positive[0][0][1]).any(dim=-1).nonzero().flatten().tolist()
+    assert rows == [2]  # "blue" (after <start> and "a"), the word the source lacks
+    controlled = node("PromptEditP2PAttentionControl").apply(m, expanded, "replace", 0.0, 0.8, 0.4, "coarse")[0]
+    out = ksample(controlled, p, negative, lat)
+    plain = node("PromptEditP2PAttentionControl").apply(model, edit, "replace", 0.0, 0.8, 0.4, "coarse")[0]
+    reference = ksample(plain, p2p_positive, negative, p2p_latent)
+    torch.testing.assert_close(out[0], reference[0], rtol=1e-4, atol=1e-4)
+    assert rel_err(out[1], out[2]) > 1e-3
+
+
+def test_an_untrained_vae_is_the_identity_and_a_trained_one_redraws_per_step(setup):
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    model, clip, positive, negative, latent = setup
+    identity = TrainedEmbeddingVAE(EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 32)).requires_grad_(False), "conditional")
+    m, p, lat, _ = vary(model, positive, latent, mode="embedding VAE", embedding_vae=identity)
+    plain = ksample(model, p, negative, lat)
+    assert torch.equal(ksample(m, p, negative, lat), plain)
+
+    m, p, lat, _ = vary(model, positive, latent, mode="embedding VAE", embedding_vae=perturbed_vae("null-text"))
+    seen = {}
+
+    def recorder(n, context, value, extra_options):
+        chunks = extra_options["cond_or_uncond"]
+        size = context.shape[0] // len(chunks)
+        if 1 in chunks:
+            i = chunks.index(1)
+            seen.setdefault(float(extra_options["sigmas"][0]), context[i * size : (i + 1) * size].clone())
+        return n, context, value
+
+    m.set_model_attn2_patch(recorder)
+    out = ksample(m, p, negative, lat)
+    assert rel_err(out[0], out[1]) > 1e-3
+    contexts = list(seen.values())
+    assert len(contexts) == STEPS
+    assert not torch.allclose(contexts[0][0], contexts[0][1])  # items differ
+    assert not torch.allclose(contexts[0][0], contexts[1][0])  # redrawn per step
+
+
+def test_bad_inputs_are_named(setup):
+    model, clip, positive, negative, latent = setup
+    with pytest.raises(ValueError, match="embedding_vae: mode 'embedding VAE' needs one"):
+        vary(model, positive, latent, mode="embedding VAE")
+    with pytest.raises(ValueError, match="trained for 64-channel embeddings"):
+        vary(model, positive, latent, mode="embedding VAE", embedding_vae=perturbed_vae("conditional", dim=64))
+    with pytest.raises(ValueError, match="words: none of"):
+        vary(model, positive, latent, words="zebra", clip=clip, prompt=PROMPT)
+    with pytest.raises(ValueError, match="connect its clip"):
+        vary(model, positive, latent, words="red")
+    two = [[torch.cat([positive[0][0]] * 2), positive[0][1]]]
+    with pytest.raises(ValueError, match="holds 2 prompts"):
+        vary(model, two, latent)
+
+
+def test_sdxl_token_noise_keeps_the_pooled_output_batched(tiny_sdxl, tiny_sdxl_clip):
+    positive, negative = harness.encode(tiny_sdxl_clip, PROMPT), harness.encode(tiny_sdxl_clip, "")
+    m, p, lat, _ = vary(tiny_sdxl, positive, {"samples": torch.zeros(1, 4, 8, 8)}, count=2)
+    assert p[0][1]["pooled_output"].shape[0] == 2
+    out = ksample(m, p, negative, lat)
+    assert torch.isfinite(out).all() and rel_err(out[0], out[1]) > 1e-4
+
+
+def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tmp_path, monkeypatch):
+    import folder_paths
+
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+
+    model, clip = trained_sd15
+    latents, captions = harness.trained_dataset(clip)
+    positive, negative = harness.encode(clip, captions[0]), harness.encode(clip, "")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "embedding_vae", ([str(tmp_path)], {".safetensors"}))
+    losses = []
+    import comfyui_prompt_edit.nodes.embedding_vae as module
+
+    original = module.train_null_text_vae
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        losses.extend(result)
+        return result
+
+    monkeypatch.setattr(module, "train_null_text_vae", spy)
+    with torch.inference_mode():
+        (trained,) = node("PromptEditTrainEmbeddingVAE").train(
+            model, positive, negative, {"samples": latents[:2]}, "sequence_mlp", "ddim_uniform", 10, 7.5,
+            60, 3e-3, 1e-4, 0, "red square")
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    print(f"null-text VAE loss {first:.4g} -> {last:.4g}")
+    assert last < 0.7 * first
+    (loaded,) = node("PromptEditLoadEmbeddingVAE").load("red square.safetensors")
+    ours = trained.vae.state_dict()
+    assert all(torch.equal(v, ours[k]) for k, v in loaded.vae.state_dict().items())
+    assert loaded.target == "null-text" and isinstance(loaded, TrainedEmbeddingVAE)

@@ -1,0 +1,76 @@
+"""Embedding-VAE checkpoints: safetensors weights with the configuration in the metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .model import EmbeddingVAE, EmbeddingVAEConfig
+
+FORMAT = "comfyui-prompt-edit/embedding-vae/v1"
+TARGETS = ("null-text", "conditional")
+
+
+class EmbeddingVAEFileError(ValueError):
+    """A saved embedding VAE cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class TrainedEmbeddingVAE:
+    """An embedding VAE with what it was trained for: the embedding it perturbs (``target``) and
+    a fingerprint of the diffusion model (``model_fingerprint``), checked when it is applied."""
+
+    vae: EmbeddingVAE
+    target: str  # "null-text" or "conditional"
+    model_fingerprint: str = ""
+    steps_trained: int = 0
+
+    def save(self, path: str | Path) -> None:
+        """Write atomically (a half-written file never replaces a good one)."""
+        path = Path(path)
+        meta = {"format": FORMAT, "config": json.dumps(self.vae.config.to_dict()), "target": self.target,
+                "model_fingerprint": self.model_fingerprint, "steps_trained": str(self.steps_trained)}
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.vae.state_dict().items()}
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+        try:
+            save_file(tensors, str(partial), metadata=meta)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainedEmbeddingVAE":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise EmbeddingVAEFileError(f"{path}: not a readable safetensors file ({e}); train or copy it again") from None
+        if meta.get("format") != FORMAT:
+            raise EmbeddingVAEFileError(f"{path}: not an embedding VAE saved by this pack (format {meta.get('format')!r})")
+        try:
+            config = EmbeddingVAEConfig(**json.loads(meta["config"]))
+            target = meta["target"]
+            steps_trained = int(meta.get("steps_trained", "0"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise EmbeddingVAEFileError(f"{path}: damaged metadata ({e}); train or copy it again") from None
+        if target not in TARGETS:
+            raise EmbeddingVAEFileError(f"{path}: unknown target {target!r} (expected one of {TARGETS})")
+        vae = EmbeddingVAE(config)
+        expected = vae.state_dict()
+        wrong = sorted(k for k in expected if k in tensors and tensors[k].shape != expected[k].shape)
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        if wrong or missing or extra:
+            detail = "; ".join(part for part in (
+                wrong and f"wrong shape: {wrong[:3]}", missing and f"missing: {missing[:3]}", extra and f"unexpected: {extra[:3]}") if part)
+            raise EmbeddingVAEFileError(f"{path}: the weights do not match the saved configuration ({detail}); "
+                                        "the file is damaged or was edited, train it again")
+        vae.load_state_dict({k: v.float() for k, v in tensors.items()})
+        return cls(vae.eval().requires_grad_(False), target, meta.get("model_fingerprint", ""), steps_trained)

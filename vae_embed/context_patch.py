@@ -1,0 +1,57 @@
+"""A cross-attention context patch (ComfyUI's ``attn2_patch`` signature, no ComfyUI import) that
+replaces chosen batch items' text or null-text context by embedding-VAE draws at every step."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .sampling import VAEDraws
+
+COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values
+
+
+class SampledContextPatch:
+    """Replace the context rows of ``items`` in the ``chunk`` (COND or UNCOND) part of every UNet call.
+
+    A draw is computed once per UNet call and shared by all its attention layers. ``timestep_of``
+    maps σ to the model timestep (ComfyUI's ``model_sampling.timestep``).
+    """
+
+    def __init__(self, draws: VAEDraws, items: Sequence[int], chunk: int,
+                 timestep_of: Callable[[torch.Tensor], torch.Tensor]):
+        self.draws, self.items, self.chunk, self.timestep_of = draws, list(items), chunk, timestep_of
+        self._last: tuple[tuple, torch.Tensor] | None = None
+
+    def __deepcopy__(self, memo: dict) -> "SampledContextPatch":
+        return self  # read-only except the per-call cache; ModelPatcher.clone() may share it
+
+    def _step(self, sigma: torch.Tensor, sample_sigmas: torch.Tensor | None) -> int:
+        if sample_sigmas is None:
+            return 0
+        close = torch.isclose(sample_sigmas.float().cpu(), sigma.float().cpu(), rtol=1e-4)
+        return int(close.nonzero()[0]) if close.any() else 0
+
+    def __call__(self, n, context, value, extra_options: dict):
+        chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
+        if not chunks or sigmas is None or self.chunk not in chunks:
+            return n, context, value
+        key = (context.data_ptr(), tuple(context.shape), float(sigmas.reshape(-1)[0]), tuple(chunks))
+        if self._last is None or self._last[0] != key:
+            self._last = (key, self._replace(context, chunks, sigmas.reshape(-1)[:1], extra_options.get("sample_sigmas")))
+        new_context = self._last[1]
+        return n, new_context, new_context if value is context else value
+
+    def _replace(self, context: torch.Tensor, chunks: list[int], sigma: torch.Tensor, sample_sigmas) -> torch.Tensor:
+        size = context.shape[0] // len(chunks)
+        items = [i for i in self.items if i < size]
+        out = context.clone()
+        if not items:
+            return out
+        step, timestep = self._step(sigma, sample_sigmas), self.timestep_of(sigma)
+        for c, chunk in enumerate(chunks):
+            if chunk == self.chunk:
+                rows = [c * size + i for i in items]
+                out[rows] = self.draws.sample(context[rows], items, step, timestep)
+        return out
