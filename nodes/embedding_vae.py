@@ -52,7 +52,6 @@ class TrainEmbeddingVAE:
                 "model": ("MODEL", {}),
                 "positive": ("CONDITIONING", {"tooltip": "A description of the photo(s)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
-                "latent": ("LATENT", {"tooltip": "The photo(s) from VAE Encode; several photos of one class train one VAE."}),
                 "architecture": (ARCHITECTURES, {"default": "sequence_mlp"}),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 1000}),
@@ -64,26 +63,30 @@ class TrainEmbeddingVAE:
                 "save_as": ("STRING", {"default": "", "tooltip": "If set, saved as models/embedding_vae/<name>.safetensors."}),
             },
             "optional": {
-                "inversion": (INVERSION, {"tooltip": "A null-text inversion of the (single) photo: its schedule and optimised null texts are used."}),
+                "latent": ("LATENT", {"tooltip": "The photo(s) from VAE Encode; several photos of one class train one VAE. Not needed with an inversion."}),
+                "inversion": (INVERSION, {"tooltip": "A null-text inversion of one photo: its photo, schedule and optimised null texts are used."}),
             },
         }
 
-    def train(self, model, positive, negative, latent, architecture: str, scheduler: str, steps: int, guidance: float,
+    def train(self, model, positive, negative, architecture: str, scheduler: str, steps: int, guidance: float,
               iterations: int, learning_rate: float, kl_weight: float, seed: int, save_as: str,
-              inversion: Inversion | None = None):
+              latent: dict | None = None, inversion: Inversion | None = None):
         name = _check_name(save_as)
         settings = NullTextVAESettings(iterations, 2, learning_rate, 1.0, kl_weight, 4, guidance, seed)
         cond, cond_extras = positive[0]
         null, null_extras = negative[0]
-        samples = latent["samples"]
         if inversion is not None:
-            if samples.shape[0] != 1:
-                raise ValueError("inversion: it belongs to one photo; give that photo alone as latent")
+            if latent is not None:
+                raise ValueError("latent / inversion: connect one of them; the inversion already holds its photo")
+            samples = inversion.source
             if inversion.model_fingerprint != model_fingerprint(model):
                 raise ValueError("inversion: it was made with another model; invert the photo with this model")
             sigmas = inversion.sigmas.float()
-        else:
+        elif latent is not None:
+            samples = latent["samples"]
             sigmas = sampling_sigmas(model, scheduler, steps)
+        else:
+            raise ValueError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
         bar = comfy.utils.ProgressBar(iterations)
         with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
             vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, null.shape[1], null.shape[2]))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the environment and runs the benchmarks: Prompt-to-Prompt overhead (bench/p2p_overhead.py)
-# and inversion speed/quality (bench/inversion.py). No arguments: CPU, tiny models. --full: the P2P
+# inversion speed/quality (bench/inversion.py) and variations (bench/variations.py). No arguments: CPU, tiny models. --full: the P2P
 # benchmark on CUDA with an SD1.5-shaped UNet at 512², 50 steps. ComfyUI is looked up as for the
 # tests (COMFYUI_PATH, the ComfyUI holding this pack, ~/ComfyUI).
 set -euo pipefail
@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 python="${VENV:-.venv}/bin/python"
 "$python" bench/inversion.py
+"$python" bench/variations.py
 "$python" bench/p2p_overhead.py "$@"

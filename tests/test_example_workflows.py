@@ -38,6 +38,11 @@ APPLY_NODE = "PromptEditApplyInversion"
 METRICS_NODE = "PromptEditReconstructionMetrics"
 SAVE_INVERSION_NODE = "PromptEditSaveInversion"
 INVERSION_FOLDER = "inversions"
+VARIATIONS_NODE = "PromptEditStochasticEmbeddings"
+TRAIN_VAE_NODE = "PromptEditTrainEmbeddingVAE"
+LOAD_VAE_NODE = "PromptEditLoadEmbeddingVAE"
+EMBEDDING_VAE_FOLDER = "embedding_vae"
+TRAIN_ITERATIONS = 3
 EXACT_SAMPLERS = ("euler", "ddim")
 LABEL_HEIGHT = 20  # text strip under each attention-map tile
 
@@ -118,6 +123,9 @@ def shrink(prompt: dict, checkpoint: str) -> dict:
         if node["class_type"] == INVERT_NODE:
             inputs["steps"] = STEPS
             inputs["inner_steps"] = INNER_STEPS
+        if node["class_type"] == TRAIN_VAE_NODE:
+            inputs["steps"] = STEPS
+            inputs["iterations"] = TRAIN_ITERATIONS
     return prompt
 
 
@@ -137,6 +145,24 @@ def write_input_images(workflow: dict) -> None:
             path = directory / node["widgets_values"][0]
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path)
+
+
+def write_embedding_vaes(workflow: dict, directory: Path) -> None:
+    """Write a small null-text embedding VAE for the test checkpoint (77 x 768 embeddings) under the
+    name of every Load Embedding VAE of the workflow, as Train Embedding VAE would have saved it."""
+    import torch
+
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    for node in workflow["nodes"]:
+        if node["type"] == LOAD_VAE_NODE:
+            torch.manual_seed(0)
+            vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 768, latent=8, hidden=32))
+            with torch.no_grad():
+                for parameter in vae.parameters():
+                    parameter.add_(0.02 * torch.randn_like(parameter))
+            TrainedEmbeddingVAE(vae, "null-text").save(directory / node["widgets_values"][0])
 
 
 def _upstream(prompt: dict, link: list, wanted: str, through: str = "model") -> tuple[str, dict] | None:
@@ -175,14 +201,20 @@ def check_inversion_wiring(prompt: dict, name: str) -> int:
         assert inputs["start_at_step"] == 0 and inputs["end_at_step"] >= inputs["steps"], where
         assert inputs["return_with_leftover_noise"] == "disable", where
         assert inputs["negative"] == invert["negative"], f"{where}: negative is not the inversion's"
-        latent, positive = inputs["latent_image"], prompt[inputs["positive"][0]]
+        latent, positive_link = inputs["latent_image"], inputs["positive"]
         description = prompt[invert["positive"][0]]["inputs"].get("text")
-        if positive["class_type"] == "PromptEditP2PPrompts":  # the P2P batch repeats the inverted latent
-            assert inputs["positive"][0] == latent[0], f"{where}: positive and latent from different P2P Prompts"
-            assert positive["inputs"]["source"].strip() == description.strip(), f"{where}: P2P source is not the description"
-            latent = positive["inputs"]["latent"]
-        else:
-            assert inputs["positive"] == invert["positive"], f"{where}: positive is not the inversion's"
+        for batching in (VARIATIONS_NODE, "PromptEditP2PPrompts"):  # each repeats the latent it is given
+            if prompt[positive_link[0]]["class_type"] == batching:
+                assert positive_link[0] == latent[0], f"{where}: positive and latent from different {batching}"
+                batch_inputs = prompt[positive_link[0]]["inputs"]
+                latent = batch_inputs["latent"]
+                if batching == VARIATIONS_NODE:
+                    positive_link = batch_inputs["positive"]
+                else:
+                    assert batch_inputs["source"].strip() == description.strip(), f"{where}: P2P source is not the description"
+                    positive_link = None
+        if positive_link is not None:
+            assert positive_link == invert["positive"], f"{where}: positive is not the inversion's"
         assert latent == [invert_id, 0], f"{where}: latent is not the inversion's noisy_latent"
         checked += 1
     return checked
@@ -197,6 +229,16 @@ def inversion_dir(comfy_nodes, tmp_path, monkeypatch) -> Path:
     monkeypatch.setitem(folder_paths.folder_names_and_paths, INVERSION_FOLDER, (list(paths), extensions))
     folder_paths.add_model_folder_path(INVERSION_FOLDER, str(tmp_path), is_default=True)
     return tmp_path
+
+
+@pytest.fixture
+def embedding_vae_dir(comfy_nodes, tmp_path_factory, monkeypatch) -> Path:
+    """Train/Load Embedding VAE use this tmp dir as their "embedding_vae" model folder."""
+    import folder_paths
+
+    directory = tmp_path_factory.mktemp("embedding_vae")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, EMBEDDING_VAE_FOLDER, ([str(directory)], {".safetensors"}))
+    return directory
 
 
 def _source_class(prompt: dict, value) -> str:
@@ -218,13 +260,14 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir):
+def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir):
     workflow = harness.load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
     assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
 
     write_input_images(workflow)
+    write_embedding_vaes(workflow, embedding_vae_dir)
     prompt = harness.ui_to_api(workflow, mappings)
     inverted_samplers = check_inversion_wiring(prompt, path.name)
     if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
@@ -273,6 +316,9 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
             print(f"{path.name}: node {node_id}: {texts[0]}")
             assert math.isfinite(psnr_db) and math.isfinite(ssim), texts[0]
             assert math.isfinite(latent_mse) and latent_mse > 0, f"{path.name}: latents not compared: {texts[0]}"
+        if node["class_type"] == TRAIN_VAE_NODE and node["inputs"]["save_as"].strip():
+            saved = embedding_vae_dir / f"{node['inputs']['save_as'].strip()}.safetensors"
+            assert saved.is_file(), f"{path.name}: {saved} was not written"
         if node["class_type"] == SAVE_INVERSION_NODE:
             names = outputs.get(node_id, {}).get("text") or []
             assert len(names) == 1, f"{path.name}: {SAVE_INVERSION_NODE} {node_id} showed {names!r}"

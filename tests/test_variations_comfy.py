@@ -150,8 +150,8 @@ def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tm
     monkeypatch.setattr(module, "train_null_text_vae", spy)
     with torch.inference_mode():
         (trained,) = node("PromptEditTrainEmbeddingVAE").train(
-            model, positive, negative, {"samples": latents[:2]}, "sequence_mlp", "ddim_uniform", 10, 7.5,
-            60, 3e-3, 1e-4, 0, "red square")
+            model, positive, negative, "sequence_mlp", "ddim_uniform", 10, 7.5, 60, 3e-3, 1e-4, 0, "red square",
+            latent={"samples": latents[:2]})
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"null-text VAE loss {first:.4g} -> {last:.4g}")
     assert last < 0.7 * first
