@@ -51,13 +51,22 @@ def ddim_invert(eps_cond: CondEps, x0: torch.Tensor, sigmas: torch.Tensor,
 
 
 @torch.no_grad()
-def sample_guided(eps_cond: CondEps, eps_uncond: UncondEps, x: torch.Tensor, sigmas: torch.Tensor,
-                  unconds: torch.Tensor, guidance: float) -> torch.Tensor:
-    """Euler/DDIM sampling with classifier-free guidance and ``unconds[k]`` at step ``k``."""
+def guided_trajectory(eps_cond: CondEps, eps_uncond: UncondEps, x: torch.Tensor, sigmas: torch.Tensor,
+                      unconds: torch.Tensor, guidance: float) -> list[torch.Tensor]:
+    """Euler/DDIM sampling with classifier-free guidance and ``unconds[k]`` at step ``k``: the latent
+    at every σ, ``[x at σ_0, …, x at σ_n]``."""
+    trajectory = [x]
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i : i + 1]
         eps = eps_cond(x, sigma)
         if guidance != 1.0:
             eps = guided_eps(eps_uncond(x, sigma, unconds[i : i + 1]), eps, guidance)
         x = euler_step(x, eps, sigma, sigmas[i + 1 : i + 2])
-    return x
+        trajectory.append(x)
+    return trajectory
+
+
+def sample_guided(eps_cond: CondEps, eps_uncond: UncondEps, x: torch.Tensor, sigmas: torch.Tensor,
+                  unconds: torch.Tensor, guidance: float) -> torch.Tensor:
+    """The end of :func:`guided_trajectory`."""
+    return guided_trajectory(eps_cond, eps_uncond, x, sigmas, unconds, guidance)[-1]

@@ -1,6 +1,6 @@
 """ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
 
-from .embedding_vae import LoadEmbeddingVAE, TrainEmbeddingVAE
+from .embedding_vae import LoadEmbeddingVAE, TrainConditionalEmbeddingVAE, TrainEmbeddingVAE
 from .inversion import ApplyInversion, InvertImage, LoadInversion, ReconstructionMetrics, SaveInversion
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
@@ -21,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "PromptEditReconstructionMetrics": ReconstructionMetrics,
     "PromptEditStochasticEmbeddings": StochasticEmbeddings,
     "PromptEditTrainEmbeddingVAE": TrainEmbeddingVAE,
+    "PromptEditTrainConditionalEmbeddingVAE": TrainConditionalEmbeddingVAE,
     "PromptEditLoadEmbeddingVAE": LoadEmbeddingVAE,
 }
 
@@ -37,5 +38,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditReconstructionMetrics": "Reconstruction Metrics",
     "PromptEditStochasticEmbeddings": "Stochastic Embeddings (Variations)",
     "PromptEditTrainEmbeddingVAE": "Train Embedding VAE (Null-Text)",
+    "PromptEditTrainConditionalEmbeddingVAE": "Train Embedding VAE (Conditional)",
     "PromptEditLoadEmbeddingVAE": "Load Embedding VAE",
 }

@@ -1,9 +1,11 @@
-"""Embedding-VAE nodes: train a null-text VAE in the graph, save it, load it."""
+"""Embedding-VAE nodes: train a null-text or a conditional VAE in the graph, save it, load it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from typing import Callable
 
 import comfy.model_management
 import comfy.samplers
@@ -11,13 +13,15 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..attention.clip_tokens import _layout_key
 from ..inversion.comfy_model import eps_function, load_for_gradients, sampling_sigmas
 from ..inversion.comfy_patch import model_fingerprint
-from ..inversion.ddim import ddim_invert
+from ..inversion.ddim import ddim_invert, guided_trajectory
 from ..inversion.result import Inversion
 from ..vae_embed.checkpoint import EmbeddingVAEFileError, TrainedEmbeddingVAE
 from ..vae_embed.model import ARCHITECTURES, EmbeddingVAE, EmbeddingVAEConfig
-from ..vae_embed.training import NullTextVAESettings, Trajectory, train_null_text_vae
+from ..vae_embed.training import (ConditionalVAESettings, EditTrajectory, NullTextVAESettings, Trajectory,
+                                  train_conditional_vae, train_null_text_vae)
 from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, INVERSION
 
 FOLDER = "embedding_vae"
@@ -30,6 +34,69 @@ def _check_name(name: str) -> str:
     if name and not re.fullmatch(r"[\w.\- ]+", name):
         raise ValueError(f"save_as: {name!r} may hold only letters, digits, spaces, '.', '-' and '_'")
     return name
+
+
+def _save(trained: TrainedEmbeddingVAE, name: str) -> None:
+    directory = folder_paths.get_folder_paths(FOLDER)[0]
+    os.makedirs(directory, exist_ok=True)
+    trained.save(os.path.join(directory, f"{name}.safetensors"))
+
+
+def _run_training(train: Callable[[Callable, Callable], list[float]], vae: EmbeddingVAE, target: str, model,
+                  iterations: int, name: str) -> dict:
+    """Run ``train(progress, check_interrupt)`` with a progress bar; save (also when cancelled, so the
+    iterations done are kept) and return the node's result with a loss summary for the UI."""
+    bar = comfy.utils.ProgressBar(iterations)
+    done = [0]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        done[0] = step
+        bar.update_absolute(step, total)
+        if step == 1 or step % max(1, total // 10) == 0 or step == total:
+            logging.info("embedding VAE (%s): iteration %d/%d, loss %.5g", target, step, total, loss)
+
+    def finish() -> TrainedEmbeddingVAE:
+        trained = TrainedEmbeddingVAE(vae.cpu().eval().requires_grad_(False), target, model_fingerprint(model), done[0])
+        if name:
+            _save(trained, name)
+        return trained
+
+    try:
+        losses = train(progress, comfy.model_management.throw_exception_if_processing_interrupted)
+    except comfy.model_management.InterruptProcessingException:
+        if name and done[0]:
+            finish()
+        raise
+    trained = finish()
+    tenth = max(1, len(losses) // 10)
+    summary = (f"loss {sum(losses[:tenth]) / tenth:.4g} -> {sum(losses[-tenth:]) / tenth:.4g} "
+               f"(first / last tenth of {len(losses)} iterations)")
+    return {"ui": {"text": [summary]}, "result": (trained,)}
+
+
+def _photo_and_schedule(model, latent, inversion, scheduler: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if inversion is not None:
+        if latent is not None:
+            raise ValueError("latent / inversion: connect one of them; the inversion already holds its photo")
+        if inversion.model_fingerprint != model_fingerprint(model):
+            raise ValueError("inversion: it was made with another model; invert the photo with this model")
+        return inversion.source, inversion.sigmas.float()
+    if latent is None:
+        raise ValueError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
+    return latent["samples"], sampling_sigmas(model, scheduler, steps)
+
+
+_COMMON_INPUTS = {
+    "architecture": (ARCHITECTURES, {"default": "sequence_mlp", "tooltip": "token_mlp: per token (cheap, uniform textures); sequence_mlp: the whole sequence after a 1x1-conv channel reduction; transformer: a small transformer."}),
+    "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The schedule you will sample with (an inversion brings its own)."}),
+    "steps": ("INT", {"default": 50, "min": 1, "max": 1000}),
+    "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1}),
+    "iterations": ("INT", {"default": 500, "min": 1, "max": 100000}),
+    "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5}),
+    "kl_weight": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-5, "tooltip": "β, reached at the top of each cyclical annealing cycle."}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF}),
+    "save_as": ("STRING", {"default": "", "tooltip": "If set, saved as models/embedding_vae/<name>.safetensors (also when cancelled)."}),
+}
 
 
 class TrainEmbeddingVAE:
@@ -52,15 +119,7 @@ class TrainEmbeddingVAE:
                 "model": ("MODEL", {}),
                 "positive": ("CONDITIONING", {"tooltip": "A description of the photo(s)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
-                "architecture": (ARCHITECTURES, {"default": "sequence_mlp"}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform"}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000}),
-                "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1}),
-                "iterations": ("INT", {"default": 500, "min": 1, "max": 100000}),
-                "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5}),
-                "kl_weight": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-5, "tooltip": "β, reached at the top of each cyclical annealing cycle."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF}),
-                "save_as": ("STRING", {"default": "", "tooltip": "If set, saved as models/embedding_vae/<name>.safetensors."}),
+                **_COMMON_INPUTS,
             },
             "optional": {
                 "latent": ("LATENT", {"tooltip": "The photo(s) from VAE Encode; several photos of one class train one VAE. Not needed with an inversion."}),
@@ -75,47 +134,160 @@ class TrainEmbeddingVAE:
         settings = NullTextVAESettings(iterations, 2, learning_rate, 1.0, kl_weight, 4, guidance, seed)
         cond, cond_extras = positive[0]
         null, null_extras = negative[0]
-        if inversion is not None:
-            if latent is not None:
-                raise ValueError("latent / inversion: connect one of them; the inversion already holds its photo")
-            samples = inversion.source
-            if inversion.model_fingerprint != model_fingerprint(model):
-                raise ValueError("inversion: it was made with another model; invert the photo with this model")
-            sigmas = inversion.sigmas.float()
-        elif latent is not None:
-            samples = latent["samples"]
-            sigmas = sampling_sigmas(model, scheduler, steps)
-        else:
-            raise ValueError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
-        bar = comfy.utils.ProgressBar(iterations)
+        samples, sigmas = _photo_and_schedule(model, latent, inversion, scheduler, steps)
         with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
             vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, null.shape[1], null.shape[2]))
             load_for_gradients(model)
             device = model.load_device
-            model_sampling = model.get_model_object("model_sampling")
             sig = sigmas.clone().to(device)
             cond_t, null_t = cond[:1].clone().float().to(device), null[:1].clone().float().to(device)
             eps_c = eps_function(model, cond_extras, samples[:1].shape)
             eps_u = eps_function(model, null_extras, samples[:1].shape)
-            timesteps = model_sampling.timestep(sig[:-1]).float()
+            timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
             n = len(sigmas) - 1
-            nulls = (inversion.unconds.clone().to(device) if inversion is not None else null_t.expand(n, -1, -1).clone())
+            nulls = inversion.unconds.clone().to(device) if inversion is not None else null_t.expand(n, -1, -1).clone()
+
+            def eps_cond(x, s):
+                return eps_c(x, s, cond_t)
+
             trajectories = []
             for k in range(samples.shape[0]):
                 x0 = model.model.process_latent_in(samples[k : k + 1].clone().float().to(device))
-                pivots = ddim_invert(lambda x, s: eps_c(x, s, cond_t), x0, sig,
-                                     check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-                trajectories.append(Trajectory(pivots, sig, timesteps, nulls, lambda x, s: eps_c(x, s, cond_t)))
+                pivots = ddim_invert(eps_cond, x0, sig, check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+                trajectories.append(Trajectory(pivots, sig, timesteps, nulls, eps_cond))
             vae.to(device)
-            train_null_text_vae(vae, eps_u, trajectories, settings,
-                                progress=lambda done, total, loss: bar.update_absolute(done, total),
-                                check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-        trained = TrainedEmbeddingVAE(vae.cpu().requires_grad_(False), "null-text", model_fingerprint(model), iterations)
-        if name:
-            directory = folder_paths.get_folder_paths(FOLDER)[0]
-            os.makedirs(directory, exist_ok=True)
-            trained.save(os.path.join(directory, f"{name}.safetensors"))
-        return (trained,)
+            return _run_training(lambda progress, interrupt: train_null_text_vae(vae, eps_u, trajectories, settings, progress, interrupt),
+                                 vae, "null-text", model, iterations, name)
+
+
+def _text_features(clip, prompt: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], list]:
+    """(CLIP joint-space text features of an embedding, the prompt's CONDITIONING). The features are
+    the end token's state through the text encoder's projection: what CLIP compares with images
+    (exact for SD1.x, whose conditioning is the last layer; SD2.x/SDXL condition on the penultimate
+    layer, so there it is an approximation)."""
+    tokens = clip.tokenize(prompt)
+    key = _layout_key(tokens)
+    if key == "l" and "g" in tokens:
+        key = "g"  # SDXL: CLIP-G's projection, over its 1280 channels after CLIP-L's 768
+    ids = [t[0] for t in tokens[key][0]]
+    end = getattr(getattr(clip.tokenizer, f"clip_{key}"), "end_token")
+    column = ids.index(end) if end in ids else len(ids) - 1
+    encoder = getattr(clip.cond_stage_model, f"clip_{key}")
+    projection = encoder.transformer.text_projection
+    channels = projection.weight.shape[1]
+    conditioning = clip.encode_from_tokens_scheduled(tokens)
+    start = conditioning[0][0].shape[-1] - channels
+
+    def features(embedding: torch.Tensor) -> torch.Tensor:
+        state = embedding[:, column, start : start + channels]
+        return torch.nn.functional.linear(state.to(projection.weight.dtype), projection.weight).float()
+
+    return features, conditioning
+
+
+def _image_features(model, vae, clip_vision) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Differentiable (CLIP image features, perceptual features) of model-space latents: decoded by the
+    VAE, resized and normalised as CLIP expects (ComfyUI's clip_preprocess rounds to 8 bits, which
+    would stop the gradient), through the CLIP vision model; the perceptual features are its
+    penultimate hidden states."""
+    size, mean, std = clip_vision.image_size, clip_vision.image_mean, clip_vision.image_std
+
+    def features(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        decoder = vae.first_stage_model
+        z = model.model.process_latent_out(latents).to(vae.device, vae.vae_dtype)
+        pixels = ((decoder.decode(z).float() + 1.0) / 2.0).clamp(0.0, 1.0)
+        pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
+        m = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
+        s = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
+        device = clip_vision.load_device
+        # ComfyUI's CLIP layers add residuals in place; saving copies keeps autograd's inputs intact
+        with torch.autograd.graph.saved_tensors_hooks(torch.clone, lambda saved: saved):
+            out = clip_vision.model(pixel_values=((pixels - m) / s).to(device), intermediate_output=-2)
+        return out[2].float().to(latents.device), out[1].float().flatten(1).to(latents.device)
+
+    return features
+
+
+class TrainConditionalEmbeddingVAE:
+    DESCRIPTION = (
+        "Trains a conditional embedding VAE (the stochastic-embedding paper, eq. 4): draws of the edit "
+        "prompt's embedding whose images stay close to the prompt in CLIP space (cross-matched CLIP loss, "
+        "eq. 2) while differing from each other (diversity loss, eq. 3, γ < 0), plus KL with cyclical "
+        "annealing. As in the paper, the edit is sampled once and kept; each iteration runs one UNet step "
+        "from a kept latent at a random step and decodes its x0 prediction. Needs a CLIP vision model "
+        "that matches the checkpoint's text encoder (e.g. ViT-L/14 for SD1.x), loaded locally."
+    )
+    CATEGORY = CATEGORY_VARIATIONS
+    FUNCTION = "train"
+    RETURN_TYPES = (EMBEDDING_VAE,)
+    RETURN_NAMES = ("embedding_vae",)
+    OUTPUT_TOOLTIPS = ("The trained VAE, for Stochastic Embeddings (mode 'embedding VAE').",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {}),
+                "clip": ("CLIP", {}),
+                "vae": ("VAE", {"tooltip": "The checkpoint's VAE: decodes the predicted images."}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision; its image features are compared with the text, its hidden states feed the diversity loss."}),
+                "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edited prompt C' whose embedding the VAE varies."}),
+                "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
+                "latent": ("LATENT", {"tooltip": "Start latent: an empty latent (noise is added with seed), or the noisy latent of an inversion (connect the inversion too)."}),
+                **_COMMON_INPUTS,
+                "variations": ("INT", {"default": 2, "min": 2, "max": 16, "tooltip": "Draws per iteration (the diversity loss compares them)."}),
+                "clip_lambda": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "λ of eq. 2: weight of D(E_I(I''), C') against D(E_I(I'), C'')."}),
+                "diversity_weight": ("FLOAT", {"default": -0.1, "min": -10.0, "max": 0.0, "step": 0.01, "tooltip": "γ of eq. 4 (≤ 0)."}),
+            },
+            "optional": {
+                "inversion": (INVERSION, {"tooltip": "With the inversion's noisy latent as latent: its schedule and null texts are used."}),
+            },
+        }
+
+    def train(self, model, clip, vae, clip_vision, edit_prompt: str, negative, latent, architecture: str,
+              scheduler: str, steps: int, guidance: float, iterations: int, learning_rate: float, kl_weight: float,
+              seed: int, save_as: str, variations: int, clip_lambda: float, diversity_weight: float,
+              inversion: Inversion | None = None):
+        name = _check_name(save_as)
+        if not edit_prompt.strip():
+            raise ValueError("edit_prompt: write the edited prompt whose embedding the VAE should vary")
+        settings = ConditionalVAESettings(iterations, variations, learning_rate, 1.0, kl_weight, diversity_weight,
+                                          clip_lambda, 4, guidance, seed)
+        null, null_extras = negative[0]
+        samples = latent["samples"][:1]
+        sigmas = inversion.sigmas.float() if inversion is not None else sampling_sigmas(model, scheduler, steps)
+        if inversion is not None and inversion.model_fingerprint != model_fingerprint(model):
+            raise ValueError("inversion: it was made with another model; invert the photo with this model")
+        with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
+            for patcher in (model, vae.patcher, clip_vision.patcher, clip.patcher):
+                load_for_gradients(patcher)
+            text_features, conditioning = _text_features(clip, edit_prompt)
+            edit, edit_extras = conditioning[0]
+            if edit.shape[1:] != null.shape[1:]:
+                raise ValueError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "
+                                 "prompt under 75 tokens")
+            device = model.load_device
+            sig = sigmas.clone().to(device)
+            edit_t, null_t = edit[:1].clone().float().to(device), null[:1].clone().float().to(device)
+            eps = eps_function(model, edit_extras, samples.shape)
+            eps_u = eps_function(model, null_extras, samples.shape)
+            n = len(sigmas) - 1
+            nulls = inversion.unconds.clone().to(device) if inversion is not None else null_t.expand(n, -1, -1).clone()
+            start = model.model.process_latent_in(samples.clone().float().to(device))
+            if inversion is None:
+                noise = torch.randn(samples.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+                start = model.get_model_object("model_sampling").noise_scaling(sig[:1], noise, start)
+            latents = guided_trajectory(lambda x, s: eps(x, s, edit_t), eps_u, start, sig, nulls, guidance)
+            image_features = _image_features(model, vae, clip_vision)
+            with torch.no_grad():
+                edit_image = image_features(latents[-1])[0]
+            timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
+            path = EditTrajectory(latents, sig, timesteps, nulls, edit_image)
+            embedding_vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, edit.shape[1], edit.shape[2])).to(device)
+            return _run_training(
+                lambda progress, interrupt: train_conditional_vae(embedding_vae, eps, edit_t, text_features, image_features,
+                                                                  [path], settings, progress, interrupt),
+                embedding_vae, "conditional", model, iterations, name)
 
 
 class LoadEmbeddingVAE:

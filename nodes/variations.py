@@ -15,7 +15,6 @@ from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, P2P_EDIT
 from .p2p_prompts import repeat_latent
 
 MODES = ("token noise", "embedding VAE")
-SDXL_PARTS = {2048: (768, 1280)}  # SDXL's context: CLIP-L channels, then CLIP-G
 
 
 def _repeat_rows(conditioning, rows: list[int]):
@@ -27,6 +26,16 @@ def _repeat_rows(conditioning, rows: list[int]):
                       for k, v in extras.items()}
         out.append([cond[rows], new_extras])
     return out
+
+
+def _encoder_parts(cond: torch.Tensor, extras: dict) -> tuple[int, int] | None:
+    """SDXL's context is CLIP-L's channels then CLIP-G's, whose width the pooled output has; the
+    two are scaled separately. None where one encoder fills the context (SD1.x, SD2.x)."""
+    pooled = extras.get("pooled_output")
+    width = cond.shape[-1]
+    if isinstance(pooled, torch.Tensor) and pooled.shape[-1] < width:
+        return (width - pooled.shape[-1], pooled.shape[-1])
+    return None
 
 
 def _edited_columns(edit: P2PEdit, target: PromptTokens, words: list[str], tokenize_words) -> list[int]:
@@ -126,7 +135,7 @@ class StochasticEmbeddings:
         out = []
         for cond, extras in positive:
             cond = cond.clone()
-            parts = SDXL_PARTS.get(cond.shape[-1])
+            parts = _encoder_parts(cond, extras)
             for i in varied:
                 noise = item_noise(cond.shape[1:], seed, i)
                 cond[i] = token_noise(cond[i], [c for c in columns[i] if c < cond.shape[1]], scale, noise, parts)

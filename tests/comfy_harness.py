@@ -358,6 +358,24 @@ def tiny_sd1_clip(seed: int = 0) -> comfy.sd.CLIP:
     return _tiny_clip(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel, options, seed)
 
 
+def tiny_clip_vision(projection_dim: int = TINY_SD15_CONTEXT_DIM, seed: int = 0) -> Any:
+    """comfy.clip_vision.ClipVisionModel built from a tiny config (2 layers, 32 wide, 64² images in
+    16² patches) whose projection matches a tiny CLIP's text projection (`projection_dim`)."""
+    ensure_comfyui()
+    import comfy.clip_vision
+
+    config = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu", "hidden_size": 32, "image_size": 64, "intermediate_size": 64,
+              "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 2, "patch_size": 16,
+              "projection_dim": projection_dim, "layer_norm_eps": 1e-5}
+    path = cache_dir() / f"tiny_clip_vision_{projection_dim}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    with torch.inference_mode(False):
+        model = comfy.clip_vision.ClipVisionModel(str(path))
+        fill_random_(model.model, seed)
+    return model
+
+
 def tiny_sd2_clip(seed: int = 0) -> comfy.sd.CLIP:
     """comfy.sd.CLIP with the real SD2 ("h", pad 0) tokenizer and a 3-layer, 48-wide CLIP-H
     (cond [1, 77k, 48], pooled [1, 48])."""

@@ -148,8 +148,9 @@ def write_input_images(workflow: dict) -> None:
 
 
 def write_embedding_vaes(workflow: dict, directory: Path) -> None:
-    """Write a small null-text embedding VAE for the test checkpoint (77 x 768 embeddings) under the
-    name of every Load Embedding VAE of the workflow, as Train Embedding VAE would have saved it."""
+    """Write a small embedding VAE for the test checkpoint (77 x 768 embeddings) under the name of
+    every Load Embedding VAE of the workflow, as a trainer would have saved it (conditional if the
+    name says so, else null-text)."""
     import torch
 
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
@@ -162,7 +163,8 @@ def write_embedding_vaes(workflow: dict, directory: Path) -> None:
             with torch.no_grad():
                 for parameter in vae.parameters():
                     parameter.add_(0.02 * torch.randn_like(parameter))
-            TrainedEmbeddingVAE(vae, "null-text").save(directory / node["widgets_values"][0])
+            name = node["widgets_values"][0]
+            TrainedEmbeddingVAE(vae, "conditional" if "conditional" in name else "null-text").save(directory / name)
 
 
 def _upstream(prompt: dict, link: list, wanted: str, through: str = "model") -> tuple[str, dict] | None:

@@ -193,3 +193,62 @@ def test_null_text_vae_training_lowers_the_loss():
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     print(f"loss {first:.4g} -> {last:.4g}")
     assert last < 0.5 * first
+
+
+def conditional_setup():
+    from comfyui_prompt_edit.vae_embed.training import EditTrajectory
+
+    torch.manual_seed(0)
+    model = ContextEps()
+    g = torch.Generator().manual_seed(1)
+    image_map, text_map = torch.randn(64, 8, generator=g), torch.randn(DIM, 8, generator=g)
+
+    def image_features(x0):  # (CLIP-like features, perceptual features)
+        flat = x0.flatten(1)
+        return flat @ image_map, torch.tanh(flat)
+
+    def text_features(embedding):
+        return embedding.float().mean(dim=1) @ text_map
+
+    edit, null = torch.randn(1, TOKENS, DIM), torch.randn(1, TOKENS, DIM)
+    sigmas = torch.cat([torch.exp(torch.linspace(math.log(14.6), math.log(0.03), 6)), torch.zeros(1)])
+    latents = ddim_invert(lambda x, s: model(x, s, edit), torch.randn(1, 4, 4, 4), sigmas)
+    path = EditTrajectory(latents, sigmas, torch.linspace(999, 0, 7), null.expand(6, -1, -1),
+                          image_features(latents[-1])[0])
+    return model, edit, text_features, image_features, path
+
+
+def draw_spread(vae, model, edit, path, settings):
+    """Mean distance between the one-step predictions of 4 draws at the first kept latent."""
+    from comfyui_prompt_edit.inversion.ddim import guided_eps
+
+    with torch.no_grad():
+        varied, _, _ = vae(edit.expand(4, -1, -1), path.timesteps[:1], torch.randn(vae.latent_shape(4), generator=torch.Generator().manual_seed(9)))
+        x, sigma = path.latents[0].expand(4, -1, -1, -1), path.sigmas[:1]
+        x0 = x - sigma * guided_eps(model(x, sigma, path.nulls[:1].expand(4, -1, -1)), model(x, sigma, varied), settings.guidance)
+        return float(torch.pdist(x0.flatten(1)).mean())
+
+
+def test_conditional_vae_training_follows_eq_4():
+    from comfyui_prompt_edit.vae_embed.training import ConditionalVAESettings, train_conditional_vae
+
+    model, edit, text_features, image_features, path = conditional_setup()
+    spreads, losses = {}, {}
+    for gamma in (0.0, -1.0):
+        vae = make_vae("token_mlp")
+        settings = ConditionalVAESettings(iterations=60, variations=3, learning_rate=3e-3, diversity_weight=gamma, kl_weight=1e-3)
+        losses[gamma] = train_conditional_vae(vae, model, edit, text_features, image_features, [path], settings)
+        spreads[gamma] = draw_spread(vae, model, edit, path, settings)
+    print(f"spread without / with diversity loss: {spreads}")
+    clip_only = losses[0.0]
+    assert sum(clip_only[-10:]) < sum(clip_only[:10])  # the CLIP + KL objective goes down
+    assert spreads[-1.0] > 1.5 * spreads[0.0]  # γ < 0 spreads the draws' images apart
+
+
+def test_conditional_settings_refuse_what_the_paper_rules_out():
+    from comfyui_prompt_edit.vae_embed.training import ConditionalVAESettings
+
+    with pytest.raises(ValueError, match="γ ≤ 0"):
+        ConditionalVAESettings(diversity_weight=0.5)
+    with pytest.raises(ValueError, match="at least 2 draws"):
+        ConditionalVAESettings(variations=1)

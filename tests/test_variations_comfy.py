@@ -149,9 +149,11 @@ def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tm
 
     monkeypatch.setattr(module, "train_null_text_vae", spy)
     with torch.inference_mode():
-        (trained,) = node("PromptEditTrainEmbeddingVAE").train(
+        output = node("PromptEditTrainEmbeddingVAE").train(
             model, positive, negative, "sequence_mlp", "ddim_uniform", 10, 7.5, 60, 3e-3, 1e-4, 0, "red square",
             latent={"samples": latents[:2]})
+    (trained,) = output["result"]
+    assert output["ui"]["text"][0].startswith("loss ")
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"null-text VAE loss {first:.4g} -> {last:.4g}")
     assert last < 0.7 * first
@@ -159,3 +161,29 @@ def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tm
     ours = trained.vae.state_dict()
     assert all(torch.equal(v, ours[k]) for k, v in loaded.vae.state_dict().items())
     assert loaded.target == "null-text" and isinstance(loaded, TrainedEmbeddingVAE)
+
+
+def test_conditional_vae_trains_in_graph_and_varies_the_edit(trained_sd15, tiny_vae):
+    model, clip = trained_sd15
+    clip_vision = harness.tiny_clip_vision()
+    negative = harness.encode(clip, "")
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    with torch.inference_mode():
+        output = node("PromptEditTrainConditionalEmbeddingVAE").train(
+            model, clip, tiny_vae, clip_vision, "a blue circle", negative, latent, "token_mlp", "ddim_uniform", 6, 7.5,
+            12, 3e-3, 1e-4, 0, "", 2, 0.5, -0.1)
+    (trained,) = output["result"]
+    assert trained.target == "conditional" and trained.steps_trained == 12
+    assert any(p.abs().sum() > 0 for p in trained.vae._last_layer().parameters())  # it learnt something
+    positive = harness.encode(clip, "a blue circle")
+    m, p, lat, _ = vary(model, positive, latent, mode="embedding VAE", count=2, embedding_vae=trained)
+    out = ksample(m, p, negative, lat)
+    assert torch.isfinite(out).all() and rel_err(out[0], out[1]) > 1e-5
+
+
+def test_conditional_vae_training_refuses_a_positive_diversity_weight(trained_sd15, tiny_vae):
+    model, clip = trained_sd15
+    with pytest.raises(ValueError, match="γ ≤ 0"), torch.inference_mode():
+        node("PromptEditTrainConditionalEmbeddingVAE").train(
+            model, clip, tiny_vae, harness.tiny_clip_vision(), "a blue circle", harness.encode(clip, ""),
+            {"samples": torch.zeros(1, 4, 8, 8)}, "token_mlp", "ddim_uniform", 6, 7.5, 2, 3e-3, 1e-4, 0, "", 2, 0.5, 0.5)
