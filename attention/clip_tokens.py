@@ -18,7 +18,8 @@ from .tokens import PromptTokens, prompt_tokens_from_chunks
 _LAYOUT_KEYS = ("l", "h", "g")
 
 
-def _layout_key(tokens: dict) -> str:
+def layout_key(tokens: dict) -> str:
+    """The encoder whose token layout defines the columns (see _LAYOUT_KEYS)."""
     for key in _LAYOUT_KEYS:
         if key in tokens:
             return key
@@ -28,8 +29,9 @@ def _layout_key(tokens: dict) -> str:
     )
 
 
-def _prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
-    key = _layout_key(tokens)
+def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
+    """The columns and words of `text` as `clip` tokenised it (`tokens` = clip.tokenize(text))."""
+    key = layout_key(tokens)
     sub = getattr(clip.tokenizer, f"clip_{key}", None)
     if sub is None or not hasattr(sub, "inv_vocab"):
         raise P2PInputError(f"this CLIP's tokenizer has no CLIP-{key.upper()} vocabulary; use an SD1.x, SD2.x or SDXL CLIP")
@@ -42,14 +44,14 @@ def _prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
 def clip_words(clip, text: str) -> tuple[str, ...]:
     """The CLIP words of ``text`` ("Teddy-bear" → ``("teddy", "-", "bear")``)."""
     tokens = clip.tokenize(text)
-    return tuple(w.text for w in _prompt_tokens(clip, text, tokens).words)
+    return tuple(w.text for w in prompt_tokens(clip, text, tokens).words)
 
 
 def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens]]:
     """CONDITIONING with one batch item per prompt, and each prompt's :class:`PromptTokens`."""
     tokenized = [clip.tokenize(p) for p in prompts]
     empty = clip.tokenize("")
-    width = max(len(t[_layout_key(t)]) for t in tokenized)
+    width = max(len(t[layout_key(t)]) for t in tokenized)
     for t in tokenized:
         for key, chunks in t.items():
             chunks.extend(empty[key][0] for _ in range(width - len(chunks)))
@@ -63,4 +65,4 @@ def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptToken
             extras[key] = torch.cat([e[key] for e in encoded])
         else:
             extras[key] = value
-    return [[cond, extras]], [_prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]
+    return [[cond, extras]], [prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]

@@ -25,7 +25,6 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import p2p_overhead as common  # noqa: E402  (shared model builders and ComfyUI start-up)
-
 import torch  # noqa: E402
 
 harness = common.harness
@@ -51,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     nodes = common.init_comfyui(args.device)
     import comfy.sample
-
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
     from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
 

@@ -1,7 +1,17 @@
 """ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
 
-from .embedding_vae import LoadEmbeddingVAE, TrainConditionalEmbeddingVAE, TrainEmbeddingVAE
-from .inversion import ApplyInversion, InvertImage, LoadInversion, ReconstructionMetrics, SaveInversion
+from .embedding_vae import (
+    LoadEmbeddingVAE,
+    TrainConditionalEmbeddingVAE,
+    TrainEmbeddingVAE,
+)
+from .inversion import (
+    ApplyInversion,
+    InvertImage,
+    LoadInversion,
+    ReconstructionMetrics,
+    SaveInversion,
+)
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
 from .p2p_maps import P2PAttentionMaps

@@ -13,15 +13,21 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..attention.clip_tokens import _layout_key
+from ..attention.clip_tokens import layout_key
 from ..inversion.comfy_model import eps_function, load_for_gradients, sampling_sigmas
 from ..inversion.comfy_patch import model_fingerprint
 from ..inversion.ddim import ddim_invert, guided_trajectory
 from ..inversion.result import Inversion
 from ..vae_embed.checkpoint import EmbeddingVAEFileError, TrainedEmbeddingVAE
 from ..vae_embed.model import ARCHITECTURES, EmbeddingVAE, EmbeddingVAEConfig
-from ..vae_embed.training import (ConditionalVAESettings, EditTrajectory, NullTextVAESettings, Trajectory,
-                                  train_conditional_vae, train_null_text_vae)
+from ..vae_embed.training import (
+    ConditionalVAESettings,
+    EditTrajectory,
+    NullTextVAESettings,
+    Trajectory,
+    train_conditional_vae,
+    train_null_text_vae,
+)
 from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, INVERSION
 
 FOLDER = "embedding_vae"
@@ -89,34 +95,39 @@ def _photo_and_schedule(model, latent, inversion, scheduler: str, steps: int) ->
 _COMMON_INPUTS = {
     "architecture": (ARCHITECTURES, {"default": "sequence_mlp", "tooltip": "token_mlp: per token (cheap, uniform textures); sequence_mlp: the whole sequence after a 1x1-conv channel reduction; transformer: a small transformer."}),
     "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The schedule you will sample with (an inversion brings its own)."}),
-    "steps": ("INT", {"default": 50, "min": 1, "max": 1000}),
-    "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1}),
-    "iterations": ("INT", {"default": 500, "min": 1, "max": 100000}),
-    "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5}),
+    "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "The sampler's steps (an inversion brings its own)."}),
+    "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1, "tooltip": "The cfg you will sample with."}),
+    "iterations": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Training iterations (each: one UNet step, forward and backward)."}),
+    "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5, "tooltip": "AdamW's learning rate."}),
     "kl_weight": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-5, "tooltip": "β, reached at the top of each cyclical annealing cycle."}),
-    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Seeds the draws and the choice of steps."}),
     "save_as": ("STRING", {"default": "", "tooltip": "If set, saved as models/embedding_vae/<name>.safetensors (also when cancelled)."}),
 }
 
 
-class TrainEmbeddingVAE:
-    DESCRIPTION = (
-        "Trains a null-text embedding VAE (the stochastic-embedding paper, eq. 1): its draws of the null "
-        "text must still reconstruct the photo(s) through one guided DDIM step (α·reconstruction + β·KL, "
-        "cyclical KL annealing). Give one photo, or a batch of photos of one class with one prompt. With "
-        "an inversion of the photo, the VAE varies its optimised null texts."
-    )
+class _Trainer:
+    """What the two training nodes share: their place in the menu and their output."""
+
     CATEGORY = CATEGORY_VARIATIONS
     FUNCTION = "train"
     RETURN_TYPES = (EMBEDDING_VAE,)
     RETURN_NAMES = ("embedding_vae",)
     OUTPUT_TOOLTIPS = ("The trained VAE, for Stochastic Embeddings (mode 'embedding VAE').",)
 
+
+class TrainEmbeddingVAE(_Trainer):
+    DESCRIPTION = (
+        "Trains a null-text embedding VAE (the stochastic-embedding paper, eq. 1): its draws of the null "
+        "text must still reconstruct the photo(s) through one guided DDIM step (α·reconstruction + β·KL, "
+        "cyclical KL annealing). Give one photo, or a batch of photos of one class with one prompt. With "
+        "an inversion of the photo, the VAE varies its optimised null texts."
+    )
+
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {}),
+                "model": ("MODEL", {"tooltip": "The model the VAE is for (its fingerprint is stored with the VAE)."}),
                 "positive": ("CONDITIONING", {"tooltip": "A description of the photo(s)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
                 **_COMMON_INPUTS,
@@ -166,11 +177,11 @@ def _text_features(clip, prompt: str) -> tuple[Callable[[torch.Tensor], torch.Te
     (exact for SD1.x, whose conditioning is the last layer; SD2.x/SDXL condition on the penultimate
     layer, so there it is an approximation)."""
     tokens = clip.tokenize(prompt)
-    key = _layout_key(tokens)
+    key = layout_key(tokens)
     if key == "l" and "g" in tokens:
         key = "g"  # SDXL: CLIP-G's projection, over its 1280 channels after CLIP-L's 768
     ids = [t[0] for t in tokens[key][0]]
-    end = getattr(getattr(clip.tokenizer, f"clip_{key}"), "end_token")
+    end = getattr(clip.tokenizer, f"clip_{key}").end_token
     column = ids.index(end) if end in ids else len(ids) - 1
     encoder = getattr(clip.cond_stage_model, f"clip_{key}")
     projection = encoder.transformer.text_projection
@@ -208,7 +219,7 @@ def _image_features(model, vae, clip_vision) -> Callable[[torch.Tensor], tuple[t
     return features
 
 
-class TrainConditionalEmbeddingVAE:
+class TrainConditionalEmbeddingVAE(_Trainer):
     DESCRIPTION = (
         "Trains a conditional embedding VAE (the stochastic-embedding paper, eq. 4): draws of the edit "
         "prompt's embedding whose images stay close to the prompt in CLIP space (cross-matched CLIP loss, "
@@ -217,18 +228,13 @@ class TrainConditionalEmbeddingVAE:
         "from a kept latent at a random step and decodes its x0 prediction. Needs a CLIP vision model "
         "that matches the checkpoint's text encoder (e.g. ViT-L/14 for SD1.x), loaded locally."
     )
-    CATEGORY = CATEGORY_VARIATIONS
-    FUNCTION = "train"
-    RETURN_TYPES = (EMBEDDING_VAE,)
-    RETURN_NAMES = ("embedding_vae",)
-    OUTPUT_TOOLTIPS = ("The trained VAE, for Stochastic Embeddings (mode 'embedding VAE').",)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {}),
-                "clip": ("CLIP", {}),
+                "model": ("MODEL", {"tooltip": "The model the VAE is for (its fingerprint is stored with the VAE)."}),
+                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP: encodes edit_prompt and projects embeddings into CLIP space."}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE: decodes the predicted images."}),
                 "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision; its image features are compared with the text, its hidden states feed the diversity loss."}),
                 "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edited prompt C' whose embedding the VAE varies."}),
@@ -296,10 +302,11 @@ class LoadEmbeddingVAE:
     FUNCTION = "load"
     RETURN_TYPES = (EMBEDDING_VAE,)
     RETURN_NAMES = ("embedding_vae",)
+    OUTPUT_TOOLTIPS = ("For Stochastic Embeddings (mode 'embedding VAE').",)
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae_name": (folder_paths.get_filename_list(FOLDER), {})}}
+        return {"required": {"vae_name": (folder_paths.get_filename_list(FOLDER), {"tooltip": "A file in models/embedding_vae/."})}}
 
     def load(self, vae_name: str):
         path = folder_paths.get_full_path(FOLDER, vae_name)

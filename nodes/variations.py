@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attention.clip_tokens import _prompt_tokens, clip_words
+from ..attention.clip_tokens import prompt_tokens, clip_words
 from ..attention.edit_spec import P2PEdit, P2PInputError
 from ..attention.tokens import PromptTokens, split_word_list
 from ..vae_embed.checkpoint import TrainedEmbeddingVAE
@@ -69,17 +69,17 @@ class StochasticEmbeddings:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {}),
+                "model": ("MODEL", {"tooltip": "The model to sample with (after Apply Inversion when varying an inversion's null texts)."}),
                 "positive": ("CONDITIONING", {"tooltip": "One prompt, or the batch from P2P Prompts (then connect p2p_edit)."}),
                 "latent": ("LATENT", {"tooltip": "Its first item is used for every variation (e.g. the inverted latent)."}),
-                "mode": (MODES, {"default": "token noise"}),
+                "mode": (MODES, {"default": "token noise", "tooltip": "token noise: Gaussian noise on chosen tokens, one draw per item; embedding VAE: a draw from the VAE per item and step."}),
                 "count": ("INT", {"default": 4, "min": 1, "max": 256, "tooltip": "Variations (per edited prompt with a p2p_edit)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True, "tooltip": "Item i draws from seed and i: the same seed gives the same variations."}),
                 "scale": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Token noise: noise norm relative to each token's norm. Embedding VAE: temperature of the latent noise (0: the mean)."}),
                 "words": ("STRING", {"default": "", "tooltip": "Token noise: the words to perturb, comma-separated. Empty: the edited words of a p2p_edit, or every column of a plain prompt."}),
             },
             "optional": {
-                "p2p_edit": (P2P_EDIT, {}),
+                "p2p_edit": (P2P_EDIT, {"tooltip": "From P2P Prompts (or P2P Reweight / Local Blend) when positive is a P2P batch: the edits are varied, the source is kept."}),
                 "embedding_vae": (EMBEDDING_VAE, {"tooltip": "For mode 'embedding VAE', from Load Embedding VAE or Train Embedding VAE."}),
                 "clip": ("CLIP", {"tooltip": "Token noise on words of a plain prompt: the CLIP that encoded it."}),
                 "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Token noise on words of a plain prompt: its text."}),
@@ -125,7 +125,7 @@ class StochasticEmbeddings:
         elif word_list:
             if clip is None or not prompt.strip():
                 raise ValueError("words: to perturb words of a plain prompt, connect its clip and write it in prompt")
-            tokens = _prompt_tokens(clip, prompt, clip.tokenize(prompt))
+            tokens = prompt_tokens(clip, prompt, clip.tokenize(prompt))
             found = [c for w in word_list for hit in tokens.find(clip_words(clip, w)) for c in hit]
             if not found:
                 raise P2PInputError(f"words: none of {word_list} is in the prompt {prompt!r}")

@@ -4,14 +4,29 @@ import math
 
 import pytest
 import torch
-
 from comfyui_prompt_edit.inversion.ddim import ddim_invert
-from comfyui_prompt_edit.vae_embed.checkpoint import EmbeddingVAEFileError, TrainedEmbeddingVAE
-from comfyui_prompt_edit.vae_embed.losses import (cross_matched_clip_loss, cyclical_beta, derangement,
-                                                   diversity_loss)
-from comfyui_prompt_edit.vae_embed.model import ARCHITECTURES, EmbeddingVAE, EmbeddingVAEConfig, kl_divergence
+from comfyui_prompt_edit.vae_embed.checkpoint import (
+    EmbeddingVAEFileError,
+    TrainedEmbeddingVAE,
+)
+from comfyui_prompt_edit.vae_embed.losses import (
+    cross_matched_clip_loss,
+    cyclical_beta,
+    derangement,
+    diversity_loss,
+)
+from comfyui_prompt_edit.vae_embed.model import (
+    ARCHITECTURES,
+    EmbeddingVAE,
+    EmbeddingVAEConfig,
+    kl_divergence,
+)
 from comfyui_prompt_edit.vae_embed.sampling import VAEDraws, item_noise, token_noise
-from comfyui_prompt_edit.vae_embed.training import NullTextVAESettings, Trajectory, train_null_text_vae
+from comfyui_prompt_edit.vae_embed.training import (
+    NullTextVAESettings,
+    Trajectory,
+    train_null_text_vae,
+)
 
 TOKENS, DIM = 6, 16
 
@@ -108,8 +123,8 @@ def test_corrupt_or_mismatched_files_give_clear_errors(tmp_path):
     bad.write_bytes(b"\x00" * 40)
     with pytest.raises(EmbeddingVAEFileError, match="not a readable safetensors file"):
         TrainedEmbeddingVAE.load(bad)
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     TrainedEmbeddingVAE(make_vae("token_mlp"), "conditional").save(tmp_path / "v.safetensors")
     with safe_open(str(tmp_path / "v.safetensors"), framework="pt") as f:
@@ -230,7 +245,10 @@ def draw_spread(vae, model, edit, path, settings):
 
 
 def test_conditional_vae_training_follows_eq_4():
-    from comfyui_prompt_edit.vae_embed.training import ConditionalVAESettings, train_conditional_vae
+    from comfyui_prompt_edit.vae_embed.training import (
+        ConditionalVAESettings,
+        train_conditional_vae,
+    )
 
     model, edit, text_features, image_features, path = conditional_setup()
     spreads, losses = {}, {}

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import comfy_harness as harness
 import pytest
 import torch
-
-import comfy_harness as harness
-from test_inversion_comfy import invert, node, reconstruct, rel_err
+from test_inversion_comfy import node, rel_err
 
 pytestmark = pytest.mark.comfy
 
@@ -130,7 +129,6 @@ def test_sdxl_token_noise_keeps_the_pooled_output_batched(tiny_sdxl, tiny_sdxl_c
 
 def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tmp_path, monkeypatch):
     import folder_paths
-
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
 
     model, clip = trained_sd15
@@ -187,3 +185,59 @@ def test_conditional_vae_training_refuses_a_positive_diversity_weight(trained_sd
         node("PromptEditTrainConditionalEmbeddingVAE").train(
             model, clip, tiny_vae, harness.tiny_clip_vision(), "a blue circle", harness.encode(clip, ""),
             {"samples": torch.zeros(1, 4, 8, 8)}, "token_mlp", "ddim_uniform", 6, 7.5, 2, 3e-3, 1e-4, 0, "", 2, 0.5, 0.5)
+
+
+def test_command_line_training_writes_a_loadable_vae(sd15_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from PIL import Image
+
+    for i in range(2):
+        pixels = np.full((64, 64, 3), 40 + 100 * i, dtype=np.uint8)
+        pixels[16:40, 20:44] = (200, 60, 30)
+        Image.fromarray(pixels).save(tmp_path / f"photo{i}.png")
+    checkpoint = harness.sd15_checkpoint_path()
+    out = tmp_path / "cli.safetensors"
+    root, _ = harness.find_comfyui()
+    result = subprocess.run(
+        [sys.executable, str(harness.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint", str(checkpoint),
+         "--images", str(tmp_path), "--prompt", "a red square", "--out", str(out), "--steps", "3", "--iterations", "4",
+         "--cpu", "--comfyui", str(root)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "wrote" in result.stdout
+    loaded = TrainedEmbeddingVAE.load(out)
+    assert loaded.target == "null-text" and loaded.steps_trained == 4 and loaded.vae.config.dim == 768
+
+    bad = subprocess.run([sys.executable, str(harness.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint",
+                          str(checkpoint), "--images", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(out),
+                          "--comfyui", str(root)], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "cannot read" in bad.stderr
+
+
+def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15, tmp_path, monkeypatch):
+    import comfy.model_management as mm
+    import folder_paths
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+
+    model, clip = trained_sd15
+    latents, captions = harness.trained_dataset(clip)
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "embedding_vae", ([str(tmp_path)], {".safetensors"}))
+    checks = []
+
+    def interrupt_on_the_fifth_check():
+        checks.append(1)
+        if len(checks) == 5 + 3:  # 3 checks during the DDIM inversion of the 3-step schedule
+            raise mm.InterruptProcessingException()
+
+    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", interrupt_on_the_fifth_check)
+    with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+        node("PromptEditTrainEmbeddingVAE").train(
+            model, harness.encode(clip, captions[0]), harness.encode(clip, ""), "token_mlp", "ddim_uniform", 3, 7.5,
+            1000, 1e-3, 1e-4, 0, "partial", latent={"samples": latents[:1]})
+    assert len(checks) == 8  # no iteration ran after the cancel
+    saved = TrainedEmbeddingVAE.load(tmp_path / "partial.safetensors")
+    assert saved.steps_trained == 5

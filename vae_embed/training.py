@@ -64,11 +64,9 @@ def train_null_text_vae(
     loss)`` after each; ``check_interrupt`` may raise to stop (the VAE keeps what it learnt)."""
     pick = random.Random(settings.seed)
     noise_generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
     conds: dict[tuple[int, int], torch.Tensor] = {}  # ε_c per (image, step): the UNet is frozen
-    vae.train()
-    losses = []
-    for iteration in range(settings.iterations):
+
+    def iteration_loss(iteration: int) -> torch.Tensor:
         image = pick.randrange(len(trajectories))
         path = trajectories[image]
         i = pick.randrange(len(path.sigmas) - 1)
@@ -84,18 +82,36 @@ def train_null_text_vae(
         eps = guided_eps(eps_uncond(batch_x, sigma, sampled), conds[(image, i)].expand_as(batch_x), settings.guidance)
         reached = euler_step(batch_x, eps, sigma, sigma_next)
         reconstruction = (reached.float() - path.pivots[i + 1].float()).pow(2).mean() / (1.0 + float(sigma_next) ** 2)
-        beta = settings.kl_weight * (cyclical_beta(iteration, settings.iterations, settings.kl_cycles)
-                                     if settings.kl_cycles else 1.0)
-        loss = settings.reconstruction_weight * reconstruction + beta * kl_divergence(mean, log_variance)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(iteration + 1, settings.iterations, losses[-1])
-        if check_interrupt is not None:
-            check_interrupt()
-    vae.eval()
+        beta = _kl_weight(settings.kl_weight, settings.kl_cycles, iteration, settings.iterations)
+        return settings.reconstruction_weight * reconstruction + beta * kl_divergence(mean, log_variance)
+
+    return _optimise(vae, settings.iterations, settings.learning_rate, iteration_loss, progress, check_interrupt)
+
+
+def _kl_weight(weight: float, cycles: int, iteration: int, iterations: int) -> float:
+    return weight * (cyclical_beta(iteration, iterations, cycles) if cycles else 1.0)
+
+
+def _optimise(vae: EmbeddingVAE, iterations: int, learning_rate: float, iteration_loss: Callable[[int], torch.Tensor],
+              progress: Callable[[int, int, float], None] | None,
+              check_interrupt: Callable[[], None] | None) -> list[float]:
+    """AdamW on the VAE's parameters over ``iteration_loss(i)``; the loss of every iteration."""
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=learning_rate)
+    vae.train()
+    losses = []
+    try:
+        for iteration in range(iterations):
+            loss = iteration_loss(iteration)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            if progress is not None:
+                progress(iteration + 1, iterations, losses[-1])
+            if check_interrupt is not None:
+                check_interrupt()
+    finally:
+        vae.eval()
     return losses
 
 
@@ -161,13 +177,11 @@ def train_conditional_vae(
     """
     pick = random.Random(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.learning_rate)
     n = settings.variations
     with torch.no_grad():
         edit_text = text_features(edit).expand(n, -1)
-    vae.train()
-    losses = []
-    for iteration in range(settings.iterations):
+
+    def iteration_loss(iteration: int) -> torch.Tensor:
         path = trajectories[pick.randrange(len(trajectories))]
         i = pick.randrange(len(path.sigmas) - 1)
         x = path.latents[i].expand(n, *path.latents[i].shape[1:])
@@ -181,17 +195,8 @@ def train_conditional_vae(
         clip_features, perceptual = image_features(predicted)
         clip_loss = cross_matched_clip_loss(clip_features, edit_text, path.edit_image_features.expand(n, -1),
                                             text_features(varied), settings.clip_lambda)
-        beta = settings.kl_weight * (cyclical_beta(iteration, settings.iterations, settings.kl_cycles)
-                                     if settings.kl_cycles else 1.0)
-        loss = (settings.clip_weight * clip_loss + beta * kl_divergence(mean, log_variance)
+        beta = _kl_weight(settings.kl_weight, settings.kl_cycles, iteration, settings.iterations)
+        return (settings.clip_weight * clip_loss + beta * kl_divergence(mean, log_variance)
                 + settings.diversity_weight * diversity_loss(perceptual, generator))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(iteration + 1, settings.iterations, losses[-1])
-        if check_interrupt is not None:
-            check_interrupt()
-    vae.eval()
-    return losses
+
+    return _optimise(vae, settings.iterations, settings.learning_rate, iteration_loss, progress, check_interrupt)

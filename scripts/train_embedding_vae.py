@@ -1,0 +1,153 @@
+"""Train an embedding VAE from the command line, with the same code as the 'Train Embedding VAE'
+nodes, against a local ComfyUI install and checkpoint.
+
+Null-text VAE (several images of one class, same size, train one VAE):
+
+    python scripts/train_embedding_vae.py --checkpoint models/checkpoints/v1-5.safetensors \\
+        --prompt "a photo of a cat" --images cat1.png cat2.png --out cat_null_text.safetensors
+
+Conditional VAE of an edit of one photo (the photo is inverted with 'null-text fast' first; the
+CLIP vision model must match the checkpoint's text encoder, e.g. ViT-L/14 for SD1.x):
+
+    python scripts/train_embedding_vae.py --checkpoint ... --images cat.png --prompt "a photo of a cat" \\
+        --edit-prompt "a photo of a dog" --clip-vision models/clip_vision/vit-l-14.safetensors --out dog.safetensors
+ ComfyUI is found through --comfyui,
+$COMFYUI_PATH, the ComfyUI holding this pack (custom_nodes/), or ~/ComfyUI. Copy the result into
+ComfyUI's models/embedding_vae/ to use it with 'Load Embedding VAE'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+
+PACK_ROOT = Path(__file__).resolve().parents[1]
+PACK = "comfyui_prompt_edit"
+
+
+def find_comfyui(explicit: str | None) -> Path:
+    candidates = [Path(explicit).expanduser()] if explicit else []
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(Path(os.environ["COMFYUI_PATH"]).expanduser())
+    if PACK_ROOT.parent.name == "custom_nodes":
+        candidates.append(PACK_ROOT.parent.parent)
+    candidates.append(Path.home() / "ComfyUI")
+    for path in candidates:
+        if (path / "nodes.py").is_file() and (path / "comfy").is_dir():
+            return path.resolve()
+    sys.exit(f"ComfyUI not found (tried {', '.join(map(str, candidates))}); pass --comfyui or set COMFYUI_PATH")
+
+
+def start_comfyui(root: Path, cpu: bool):
+    """Import ComfyUI headless and this pack as ``comfyui_prompt_edit``; return the pack's nodes."""
+    sys.path.insert(0, str(root))
+    from comfy.cli_args import args
+
+    args.cpu = cpu  # read by comfy.model_management at import
+    spec = importlib.util.spec_from_file_location(PACK, PACK_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(PACK_ROOT)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = package
+    spec.loader.exec_module(package)
+    return package.NODE_CLASS_MAPPINGS
+
+
+def load_images(paths: list[str]):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    files = []
+    for name in paths:
+        path = Path(name)
+        files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}) if path.is_dir() else [path]
+    if not files:
+        sys.exit("--images: no image files found")
+    images = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                images.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
+        except OSError as error:
+            sys.exit(f"--images: cannot read {file}: {error}")
+    sizes = {tuple(image.shape[:2]) for image in images}
+    if len(sizes) > 1:
+        sys.exit(f"--images: the images have different sizes {sorted(sizes)}; resize them to one size")
+    height, width = sizes.pop()
+    if height % 8 or width % 8:
+        sys.exit(f"--images: size {width}x{height} is not a multiple of 8; crop or resize the images")
+    return torch.stack(images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="an SD1.x, SD2.x or SDXL checkpoint (.safetensors)")
+    parser.add_argument("--images", nargs="+", required=True, help="image files or folders (one class, one size)")
+    parser.add_argument("--prompt", required=True, help="a description of the images")
+    parser.add_argument("--negative", default="", help="the null text (default: empty)")
+    parser.add_argument("--out", required=True, help="where to write the VAE (.safetensors)")
+    parser.add_argument("--architecture", default="sequence_mlp", choices=("token_mlp", "sequence_mlp", "transformer"))
+    parser.add_argument("--scheduler", default="ddim_uniform")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--kl-weight", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--edit-prompt", help="conditional VAE: the edited prompt whose embedding it varies")
+    parser.add_argument("--clip-vision", help="conditional VAE: a CLIP vision model (.safetensors)")
+    parser.add_argument("--variations", type=int, default=2, help="conditional VAE: draws per iteration")
+    parser.add_argument("--clip-lambda", type=float, default=0.5, help="conditional VAE: λ of eq. 2")
+    parser.add_argument("--diversity-weight", type=float, default=-0.1, help="conditional VAE: γ of eq. 4 (≤ 0)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is there (the default without one)")
+    parser.add_argument("--comfyui", help="the ComfyUI install to use")
+    args = parser.parse_args(argv)
+    if not args.out.endswith(".safetensors"):
+        parser.error("--out must end in .safetensors")
+    if not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint: {args.checkpoint} does not exist")
+    if (args.edit_prompt is None) != (args.clip_vision is None):
+        parser.error("a conditional VAE needs both --edit-prompt and --clip-vision")
+    if args.clip_vision and not Path(args.clip_vision).is_file():
+        parser.error(f"--clip-vision: {args.clip_vision} does not exist")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    images = load_images(args.images)
+    if args.clip_vision and images.shape[0] != 1:
+        sys.exit("--images: a conditional VAE is trained on the edit of one photo; give one image")
+    import torch
+
+    accelerated = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
+    mappings = start_comfyui(find_comfyui(args.comfyui), args.cpu or not accelerated)
+    import comfy.clip_vision
+    import comfy.sd
+
+    with torch.inference_mode():
+        model, clip, vae = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=True, output_clip=True)[:3]
+        latent = {"samples": vae.encode(images)}
+        positive = clip.encode_from_tokens_scheduled(clip.tokenize(args.prompt))
+        negative = clip.encode_from_tokens_scheduled(clip.tokenize(args.negative))
+        common = (args.architecture, args.scheduler, args.steps, args.guidance, args.iterations, args.learning_rate,
+                  args.kl_weight, args.seed, "")
+        if args.clip_vision is None:
+            output = mappings["PromptEditTrainEmbeddingVAE"]().train(model, positive, negative, *common, latent=latent)
+        else:
+            clip_vision = comfy.clip_vision.load(args.clip_vision)
+            if clip_vision is None:
+                sys.exit(f"--clip-vision: {args.clip_vision} is not a CLIP vision model ComfyUI recognises")
+            noisy, inversion = mappings["PromptEditInvertImage"]().invert(
+                model, positive, negative, latent=latent, method="null-text fast", scheduler=args.scheduler,
+                steps=args.steps, guidance=args.guidance)
+            output = mappings["PromptEditTrainConditionalEmbeddingVAE"]().train(
+                model, clip, vae, clip_vision, args.edit_prompt, negative, noisy, *common, args.variations,
+                args.clip_lambda, args.diversity_weight, inversion=inversion)
+    (trained,) = output["result"]
+    trained.save(args.out)
+    print(f"{output['ui']['text'][0]}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
