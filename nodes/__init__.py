@@ -5,6 +5,7 @@ from .embedding_vae import (
     TrainConditionalEmbeddingVAE,
     TrainEmbeddingVAE,
 )
+from .evaluation import EditMetrics
 from .inversion import (
     ApplyInversion,
     InvertImage,
@@ -33,6 +34,7 @@ NODE_CLASS_MAPPINGS = {
     "PromptEditTrainEmbeddingVAE": TrainEmbeddingVAE,
     "PromptEditTrainConditionalEmbeddingVAE": TrainConditionalEmbeddingVAE,
     "PromptEditLoadEmbeddingVAE": LoadEmbeddingVAE,
+    "PromptEditEditMetrics": EditMetrics,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -50,4 +52,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditTrainEmbeddingVAE": "Train Embedding VAE (Null-Text)",
     "PromptEditTrainConditionalEmbeddingVAE": "Train Embedding VAE (Conditional)",
     "PromptEditLoadEmbeddingVAE": "Load Embedding VAE",
+    "PromptEditEditMetrics": "Edit Metrics (PSNR, SSIM, CLIP, LPIPS)",
 }

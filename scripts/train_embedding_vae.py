@@ -19,68 +19,13 @@ ComfyUI's models/embedding_vae/ to use it with 'Load Embedding VAE'.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
-import os
 import sys
 from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
-PACK = "comfyui_prompt_edit"
-
-
-def find_comfyui(explicit: str | None) -> Path:
-    candidates = [Path(explicit).expanduser()] if explicit else []
-    if os.environ.get("COMFYUI_PATH"):
-        candidates.append(Path(os.environ["COMFYUI_PATH"]).expanduser())
-    if PACK_ROOT.parent.name == "custom_nodes":
-        candidates.append(PACK_ROOT.parent.parent)
-    candidates.append(Path.home() / "ComfyUI")
-    for path in candidates:
-        if (path / "nodes.py").is_file() and (path / "comfy").is_dir():
-            return path.resolve()
-    sys.exit(f"ComfyUI not found (tried {', '.join(map(str, candidates))}); pass --comfyui or set COMFYUI_PATH")
-
-
-def start_comfyui(root: Path, cpu: bool):
-    """Import ComfyUI headless and this pack as ``comfyui_prompt_edit``; return the pack's nodes."""
-    sys.path.insert(0, str(root))
-    from comfy.cli_args import args
-
-    args.cpu = cpu  # read by comfy.model_management at import
-    spec = importlib.util.spec_from_file_location(PACK, PACK_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(PACK_ROOT)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = package
-    spec.loader.exec_module(package)
-    return package.NODE_CLASS_MAPPINGS
-
-
-def load_images(paths: list[str]):
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    files = []
-    for name in paths:
-        path = Path(name)
-        files += sorted(p for p in path.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}) if path.is_dir() else [path]
-    if not files:
-        sys.exit("--images: no image files found")
-    images = []
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                images.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
-        except OSError as error:
-            sys.exit(f"--images: cannot read {file}: {error}")
-    sizes = {tuple(image.shape[:2]) for image in images}
-    if len(sizes) > 1:
-        sys.exit(f"--images: the images have different sizes {sorted(sizes)}; resize them to one size")
-    height, width = sizes.pop()
-    if height % 8 or width % 8:
-        sys.exit(f"--images: size {width}x{height} is not a multiple of 8; crop or resize the images")
-    return torch.stack(images)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_cli import find_comfyui, has_accelerator, start_comfyui  # noqa: E402
+from image_files import load_images  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,13 +60,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.clip_vision and not Path(args.clip_vision).is_file():
         parser.error(f"--clip-vision: {args.clip_vision} does not exist")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    images = load_images(args.images)
+    images = load_images(args.images, "--images")
     if args.clip_vision and images.shape[0] != 1:
         sys.exit("--images: a conditional VAE is trained on the edit of one photo; give one image")
     import torch
 
-    accelerated = torch.cuda.is_available() or (hasattr(torch.backends, "mps") and torch.backends.mps.is_available())
-    mappings = start_comfyui(find_comfyui(args.comfyui), args.cpu or not accelerated)
+    mappings = start_comfyui(find_comfyui(args.comfyui), args.cpu or not has_accelerator(), extra_nodes=False).NODE_CLASS_MAPPINGS
     import comfy.clip_vision
     import comfy.sd
 

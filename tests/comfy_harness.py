@@ -58,10 +58,6 @@ CHECKPOINT_NAME = "tiny_sd15.safetensors"
 _CHECKPOINT_RECIPE = "comfyui_prompt_edit tiny_sd15 v2"
 """Stored in the checkpoint's metadata; change it when the recipe changes to force regeneration."""
 
-_FRONTEND_ONLY_NODES = frozenset({"Note", "MarkdownNote", "Reroute", "PrimitiveNode"})
-_MODE_MUTED, _MODE_BYPASSED = 2, 4
-_WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
-_UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 
 _state: dict[str, Any] = {"nodes": None, "executor": None, "server": None, "pack_error": None}
 
@@ -70,29 +66,18 @@ _state: dict[str, Any] = {"nodes": None, "executor": None, "server": None, "pack
 # Locating and initialising ComfyUI
 
 
-def _is_comfyui_root(path: Path) -> bool:
-    return (path / "nodes.py").is_file() and (path / "comfy").is_dir()
-
-
 def find_comfyui() -> tuple[Path | None, str]:
     """Return (ComfyUI root, "") or (None, why not).
 
-    Order: $COMFYUI_PATH, the ComfyUI whose custom_nodes/ holds this checkout, ~/ComfyUI.
-    A candidate that is not a ComfyUI root (nodes.py + comfy/) is passed over.
+    Order: $COMFYUI_PATH, the ComfyUI whose custom_nodes/ holds this checkout, ~/ComfyUI
+    (scripts/comfy_cli.py, as the command-line tools look). A candidate that is not a ComfyUI
+    root (nodes.py + comfy/) is passed over.
     """
-    tried = []
-    env = os.environ.get("COMFYUI_PATH")
-    candidates = []
-    if env:
-        candidates.append(("COMFYUI_PATH", Path(env).expanduser()))
-    if ROOT.parent.name == "custom_nodes":
-        candidates.append(("host of custom_nodes", ROOT.parent.parent))
-    candidates.append(("home", Path.home() / "ComfyUI"))
-    for label, path in candidates:
-        if _is_comfyui_root(path):
+    candidates = comfy_cli.comfyui_candidates()
+    for _, path in candidates:
+        if comfy_cli.is_comfyui_root(path):
             return path.resolve(), ""
-        tried.append(f"{label}: {path}")
-    return None, f"{SKIP_REASON} (tried {'; '.join(tried)})"
+    return None, f"{SKIP_REASON} (tried {'; '.join(f'{label}: {path}' for label, path in candidates)})"
 
 
 def ensure_comfyui() -> types.ModuleType:
@@ -830,143 +815,25 @@ def _train_tiny_sd15(
 
 
 # ------------------------------------------------------------------------------------------------
-# Workflows
+# Workflows and executing API prompts (scripts/workflow_api.py and scripts/comfy_cli.py, shared with
+# the pack's command-line tools)
 
 
-def load_workflow(path: Path | str) -> dict:
-    """Read a workflow (UI or API format) from a JSON file."""
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _script_module(name: str) -> types.ModuleType:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-def _widget_slots(name: str, spec: tuple | list) -> int:
-    """How many widgets_values entries an input occupies in the frontend's UI format (0: socket).
-
-    Widgets are the primitive types and combos, unless forceInput. An INT gets a control widget
-    ("randomize", ...) when control_after_generate is set or, if it is unset, when it is named
-    seed/noise_seed (frontend useIntWidget). A combo with control_after_generate gets the control
-    and a filter-list widget (addValueControlWidgets). Upload combos (LoadImage) add their button,
-    whose value ("image") is saved too.
-    """
-    input_type = spec[0]
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    is_combo = isinstance(input_type, (list, tuple)) or input_type == "COMBO"
-    if options.get("forceInput") or not (is_combo or input_type in _WIDGET_TYPES):
-        return 0
-    control = options.get("control_after_generate")
-    if input_type == "INT":
-        return 2 if (name in ("seed", "noise_seed") if control is None else control) else 1
-    if is_combo:
-        return 1 + (2 if control else 0) + (1 if any(options.get(f) for f in _UPLOAD_FLAGS) else 0)
-    return 1
-
-
-def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
-    """Convert a UI-format workflow (schema 0.4 or 1) into the API prompt the frontend would queue.
-
-    - widgets_values are assigned positionally to the widget inputs of INPUT_TYPES (required, then
-      optional; V1 and V3 classes alike), skipping control/filter/upload entries (_widget_slots).
-      A count mismatch raises ValueError rather than shifting values silently.
-    - A link on an input (also on a widget converted to a socket) wins over the widget value.
-    - Muted nodes (mode 2) are dropped with their links. Bypassed nodes (mode 4) pass through
-      the input of the output's type, preferring the same slot index, like the frontend.
-    - Note/MarkdownNote are dropped, Reroutes followed, PrimitiveNode values copied into targets.
-    - Not done: `_meta` titles, dynamic-prompt expansion of `{a|b}` text, subgraphs, group nodes.
-    """
-    if (workflow.get("definitions") or {}).get("subgraphs"):
-        raise NotImplementedError("ui_to_api: workflows with subgraphs are not supported")
-    nodes_by_id = {node["id"]: node for node in workflow["nodes"]}
-    links = {}
-    for link in workflow.get("links") or []:
-        if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"])
-        else:
-            links[link[0]] = (link[1], link[2])
-
-    def source(link_id: int) -> tuple[str, int] | tuple[None, Any] | None:
-        """(node id, slot) feeding the link, (None, value) for a PrimitiveNode, None if cut."""
-        origin_id, origin_slot = links[link_id]
-        origin = nodes_by_id[origin_id]
-        if origin["type"] == "Reroute":
-            upstream = (origin.get("inputs") or [{}])[0].get("link")
-            return None if upstream is None else source(upstream)
-        if origin["type"] == "PrimitiveNode":
-            return None, origin["widgets_values"][0]
-        if origin.get("mode") == _MODE_MUTED:
-            return None
-        if origin.get("mode") == _MODE_BYPASSED:
-            wanted = origin["outputs"][origin_slot]["type"]
-            inputs = origin.get("inputs") or []
-            for index in [origin_slot, *range(len(inputs))]:
-                if index < len(inputs) and inputs[index].get("type") == wanted:
-                    upstream = inputs[index].get("link")
-                    return None if upstream is None else source(upstream)
-            return None
-        return str(origin_id), origin_slot
-
-    prompt = {}
-    for node in workflow["nodes"]:
-        class_type = node["type"]
-        if class_type in _FRONTEND_ONLY_NODES or node.get("mode") in (_MODE_MUTED, _MODE_BYPASSED):
-            continue
-        if class_type not in node_class_mappings:
-            raise KeyError(f"node {node['id']}: unknown node type {class_type!r}")
-        values = node.get("widgets_values") or []
-        if not isinstance(values, list):
-            raise NotImplementedError(f"node {node['id']} ({class_type}): widgets_values is not a list")
-        input_types = node_class_mappings[class_type].INPUT_TYPES()
-        inputs: dict[str, Any] = {}
-        position = 0
-        for section in ("required", "optional"):
-            for name, spec in (input_types.get(section) or {}).items():
-                slots = _widget_slots(name, spec)
-                if slots and position < len(values):
-                    inputs[name] = values[position]
-                position += slots
-        if position != len(values):
-            raise ValueError(
-                f"node {node['id']} ({class_type}): widgets_values has {len(values)} entries but its "
-                f"widgets take {position}: {values!r}"
-            )
-        for slot in node.get("inputs") or []:
-            if slot.get("link") is None:
-                continue
-            origin = source(slot["link"])
-            if origin is None:
-                continue
-            inputs[slot["name"]] = origin[1] if origin[0] is None else [origin[0], origin[1]]
-        prompt[str(node["id"])] = {"class_type": class_type, "inputs": inputs}
-    return prompt
-
-
-# ------------------------------------------------------------------------------------------------
-# Executing API prompts
-
-
-class StubServer:
-    """What PromptExecutor needs of PromptServer; records every message it is sent."""
-
-    def __init__(self) -> None:
-        self.client_id: str | None = None
-        self.last_node_id: str | None = None
-        self.last_prompt_id: str | None = None
-        self.sockets_metadata: dict = {}
-        self.messages: list[tuple[str, Any]] = []
-
-    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
-        self.messages.append((event, data))
-
-    def queue_updated(self) -> None:
-        pass
-
-
-def _format_node_errors(node_errors: dict) -> str:
-    lines = []
-    for node_id, entry in node_errors.items():
-        lines.append(f"node {node_id} ({entry.get('class_type')}):")
-        for error in entry.get("errors", []):
-            lines.append(f"  - {error.get('message')}: {error.get('details')}")
-    return "\n".join(lines)
+workflow_api = _script_module("workflow_api")
+comfy_cli = _script_module("comfy_cli")
+load_workflow = workflow_api.load_workflow
+ui_to_api = workflow_api.ui_to_api
+_widget_slots = workflow_api._widget_slots
+StubServer = comfy_cli.StubServer
 
 
 def run_api_prompt(prompt: dict, fresh_executor: bool = False, extra_data: dict | None = None) -> dict:
@@ -975,37 +842,18 @@ def run_api_prompt(prompt: dict, fresh_executor: bool = False, extra_data: dict 
     One executor (CLASSIC cache) is kept per session, so an unchanged node is served from the
     cache on a later run just as in the server; fresh_executor=True runs on an empty cache.
     Raises AssertionError with the validation errors or with the failing node's exception.
-    The executor enters torch.inference_mode itself.
     """
     ensure_comfyui()
-    import execution
-
-    prompt_id = uuid.uuid4().hex
-    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-    if not valid or node_errors:
-        summary = f"{error['message']}: {error['details']}\n" if error else ""
-        raise AssertionError(f"prompt failed validation\n{summary}{_format_node_errors(node_errors)}")
     if fresh_executor or _state["executor"] is None:
-        server = StubServer()
-        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC)
+        executor, server = comfy_cli.new_executor()
         if not fresh_executor:
             _state["executor"], _state["server"] = executor, server
     else:
         executor, server = _state["executor"], _state["server"]
-    server.messages.clear()
-    server.last_prompt_id = prompt_id
-    # A client id makes the executor send its execution_* messages to the stub.
-    executor.execute(prompt, prompt_id, {"client_id": "comfy_harness", **(extra_data or {})}, outputs)
-    events = dict(server.messages)
-    if "execution_error" in events:
-        e = events["execution_error"]
-        raise AssertionError(
-            f"{e['node_type']} (node {e['node_id']}) raised {e['exception_type']}: {e['exception_message']}\n"
-            + "".join(e.get("traceback") or [])
-        )
-    if "execution_interrupted" in events or "execution_success" not in events or not executor.success:
-        raise AssertionError(f"prompt did not finish: {[event for event, _ in server.messages]}")
-    return executor.history_result["outputs"]
+    try:
+        return comfy_cli.execute_prompt(prompt, executor, server, {"client_id": "comfy_harness", **(extra_data or {})})
+    except comfy_cli.WorkflowError as error:
+        raise AssertionError(str(error)) from None
 
 
 def output_images(outputs: dict, node_id: str | None = None) -> list[np.ndarray]:

@@ -1,0 +1,1 @@
+"""Evaluation of edits and variations (plain torch): the paper's metrics and LPIPS."""

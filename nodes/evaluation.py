@@ -1,0 +1,79 @@
+"""Evaluation node: the paper's metrics for edits and variations, as numbers and a table image."""
+
+from __future__ import annotations
+
+import os
+
+import folder_paths
+import torch
+
+from ..evaluation.lpips import LPIPS
+from ..evaluation.metrics import evaluate, markdown_table, table_image
+from .common import CATEGORY_ROOT
+
+LPIPS_FOLDER = "lpips"
+NONE = "none"
+folder_paths.add_model_folder_path(LPIPS_FOLDER, os.path.join(folder_paths.models_dir, LPIPS_FOLDER), is_default=True)
+folder_paths.folder_names_and_paths[LPIPS_FOLDER] = (folder_paths.folder_names_and_paths[LPIPS_FOLDER][0], {".safetensors"})
+_LOADED: dict[str, LPIPS] = {}
+
+
+def load_lpips(name: str) -> LPIPS:
+    path = folder_paths.get_full_path(LPIPS_FOLDER, name)
+    if path is None:
+        raise ValueError(f"lpips_model: {name!r} is not in models/{LPIPS_FOLDER}/; put VGG-16 weights (and LPIPS's "
+                         "lin heads) there as safetensors, or choose 'none'")
+    if path not in _LOADED:
+        _LOADED[path] = LPIPS.load(path)
+    return _LOADED[path]
+
+
+def clip_text_features(clip, prompt: str) -> torch.Tensor:
+    """The prompt's projected pooled CLIP text embedding (what CLIP compares with images)."""
+    return clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)[1].float()
+
+
+def clip_image_features(clip_vision):
+    return lambda images: clip_vision.encode_image(images)["image_embeds"].float()
+
+
+class EditMetrics:
+    DESCRIPTION = (
+        "The stochastic-embedding paper's metrics for edits or variations against the source image: PSNR "
+        "and SSIM; CLIP-I (to the source) and CLIP-T (to the prompt) with a local CLIP vision model; LPIPS "
+        "to the source, the mean pairwise LPIPS among the variations (diversity) and, with the plain edit, "
+        "eq. 5's upper bound LPIPS(source, edit). Nothing is downloaded: give the models you have."
+    )
+    CATEGORY = f"{CATEGORY_ROOT}/evaluation"
+    FUNCTION = "measure"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING", "IMAGE")
+    RETURN_NAMES = ("table", "table_image")
+    OUTPUT_TOOLTIPS = ("The metrics as a markdown table.", "The metrics as a small image.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The edits or variations (I'')."}),
+                "reference": ("IMAGE", {"tooltip": "The source image (I), same size."}),
+                "lpips_model": ([NONE] + folder_paths.get_filename_list(LPIPS_FOLDER), {"tooltip": "VGG-16 (+ LPIPS heads) weights in models/lpips/, or none."}),
+                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "For CLIP-T: the edit prompt (needs clip and clip_vision)."}),
+            },
+            "optional": {
+                "edit": ("IMAGE", {"tooltip": "The plain edit (I') without variation: adds eq. 5's bound LPIPS(I, I')."}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: CLIP-I and CLIP-T."}),
+                "clip": ("CLIP", {"tooltip": "The text encoder matching clip_vision, for CLIP-T."}),
+            },
+        }
+
+    def measure(self, images, reference, lpips_model: str, prompt: str, edit=None, clip_vision=None, clip=None):
+        if prompt.strip() and (clip is None or clip_vision is None):
+            raise ValueError("prompt: CLIP-T needs both clip and clip_vision connected (or clear the prompt)")
+        lpips = None if lpips_model == NONE else load_lpips(lpips_model)
+        text = clip_text_features(clip, prompt) if prompt.strip() else None
+        with torch.inference_mode():
+            rows = evaluate(images, reference, edit, lpips,
+                            clip_image_features(clip_vision) if clip_vision is not None else None, text)
+        table = markdown_table(rows)
+        return {"ui": {"text": [table]}, "result": (table, table_image(rows))}

@@ -1,0 +1,117 @@
+"""Evaluation metrics against independently computed values (no ComfyUI)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
+from comfyui_prompt_edit.evaluation.metrics import (check_same_size, class_score, cosine, lpips_report,
+                                                    markdown_table, mean_pairwise, table_image)
+
+VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision vgg16().features conv indices
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    """Random VGG-16 weights in torchvision's layout, with LPIPS heads."""
+    g = torch.Generator().manual_seed(0)
+    tensors, channels = {}, 3
+    widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+    for index, width in zip(VGG_CONVS, widths):
+        tensors[f"features.{index}.weight"] = torch.randn(width, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5
+        tensors[f"features.{index}.bias"] = torch.randn(width, generator=g) * 0.01
+        channels = width
+    for i, width in enumerate((64, 128, 256, 512, 512)):
+        tensors[f"lin{i}.weight"] = torch.rand(1, width, 1, 1, generator=g)
+    path = tmp_path_factory.mktemp("lpips") / "vgg16_lpips.safetensors"
+    save_file(tensors, str(path))
+    return path, tensors
+
+
+def reference_lpips(tensors, a, b):
+    """LPIPS written out from its definition, layer by layer with functional ops."""
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    plan = [(0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28)]  # convs per block, tap after the last
+
+    def taps(x):
+        x = ((x.movedim(-1, 1) * 2 - 1) - shift) / scale
+        out = []
+        for block, convs in enumerate(plan):
+            if block:
+                x = F.max_pool2d(x, 2)
+            for c in convs:
+                x = F.relu(F.conv2d(x, tensors[f"features.{c}.weight"], tensors[f"features.{c}.bias"], padding=1))
+            out.append(x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10))
+        return out
+
+    return sum(((fa - fb).pow(2) * tensors[f"lin{i}.weight"]).sum(1).mean((1, 2))
+               for i, (fa, fb) in enumerate(zip(taps(a), taps(b))))
+
+
+def test_lpips_matches_its_definition_and_behaves_like_a_distance(vgg_file):
+    path, tensors = vgg_file
+    lpips = LPIPS.load(path)
+    assert lpips.calibrated
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 32, 32, 3, generator=g)
+    noise = torch.randn(a.shape, generator=g)
+    slightly, heavily = (a + 0.05 * noise).clamp(0, 1), (a + 0.3 * noise).clamp(0, 1)
+    torch.testing.assert_close(lpips(a, heavily), reference_lpips(tensors, a, heavily), rtol=1e-4, atol=1e-6)
+    assert torch.equal(lpips(a, a), torch.zeros(2))
+    torch.testing.assert_close(lpips(a, heavily), lpips(heavily, a))
+    assert (lpips(a, slightly) < lpips(a, heavily)).all()
+
+
+def test_lpips_without_heads_weighs_channels_equally(vgg_file, tmp_path):
+    path, tensors = vgg_file
+    save_file({k: v for k, v in tensors.items() if k.startswith("features.")}, str(tmp_path / "plain.safetensors"))
+    plain = LPIPS.load(tmp_path / "plain.safetensors")
+    assert not plain.calibrated
+    ones = {**tensors, **{f"lin{i}.weight": torch.ones_like(tensors[f"lin{i}.weight"]) for i in range(5)}}
+    a, b = torch.rand(1, 16, 16, 3), torch.rand(1, 16, 16, 3)
+    torch.testing.assert_close(plain(a, b), reference_lpips(ones, a, b), rtol=1e-4, atol=1e-6)
+
+
+def test_bad_lpips_files_are_refused_with_the_fix(tmp_path):
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(LPIPSFileError, match="not a readable safetensors file"):
+        LPIPS.load(tmp_path / "junk.safetensors")
+    save_file({"features.0.weight": torch.zeros(3, 3)}, str(tmp_path / "wrong.safetensors"))
+    with pytest.raises(LPIPSFileError, match="torchvision's layout"):
+        LPIPS.load(tmp_path / "wrong.safetensors")
+
+
+def absolute_difference(a, b):
+    return (a - b).abs().flatten(1).mean(1)
+
+
+def test_pairwise_diversity_and_the_eq5_report_against_hand_values():
+    levels = torch.tensor([0.0, 0.2, 0.6]).view(3, 1, 1, 1).expand(3, 4, 4, 3)
+    # pairs: |0-0.2| + |0-0.6| + |0.2-0.6| = 1.2 over 3 pairs
+    assert mean_pairwise(absolute_difference, levels) == pytest.approx(0.4)
+    source, edit = torch.full((1, 4, 4, 3), 1.0), torch.full((1, 4, 4, 3), 0.1)
+    report = lpips_report(absolute_difference, source, levels, edit)
+    assert report == pytest.approx({"lpips_to_source": (1.0 + 0.8 + 0.4) / 3, "lpips_diversity": 0.4,
+                                    "lpips_to_edit": (0.1 + 0.1 + 0.5) / 3, "lpips_bound": 0.9})
+    with pytest.raises(ValueError, match="at least 2 images"):
+        mean_pairwise(absolute_difference, levels[:1])
+
+
+def test_clip_cosines_class_scores_and_tables():
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    torch.testing.assert_close(cosine(a, torch.tensor([[1.0, 0.0]])), torch.tensor([1.0, 2**-0.5]))
+    logits = torch.tensor([[0.0, 0.0], [10.0, -10.0]])
+    assert class_score(logits, 0) == pytest.approx((0.5 + 1.0) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="class_index 2"):
+        class_score(logits, 2)
+    rows = {"psnr": 31.5, "lpips_diversity": 0.25}
+    assert "| psnr | 31.5000 |" in markdown_table(rows)
+    image = table_image(rows)
+    assert image.shape[0] == 1 and image.shape[-1] == 3 and image.min() < 0.5 < image.max()
+
+
+def test_images_of_different_sizes_are_named():
+    with pytest.raises(ValueError, match="images / reference: the images are 16x8 and 8x8"):
+        check_same_size(torch.zeros(1, 8, 16, 3), torch.zeros(1, 8, 8, 3), ("images", "reference"))
