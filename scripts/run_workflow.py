@@ -20,31 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from comfy_cli import WorkflowError, execute_prompt, find_comfyui, has_accelerator, start_comfyui  # noqa: E402
-from workflow_api import load_workflow, to_api  # noqa: E402
-
-
-def parse_value(text: str):
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def apply_overrides(prompt: dict, overrides: list[str]) -> None:
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            sys.exit(f"--set {item!r}: write NAME=VALUE")
-        hits = [node for node in prompt.values() if name in node["inputs"] and not isinstance(node["inputs"][name], list)]
-        if not hits:
-            sys.exit(f"--set {item!r}: no node of the workflow has a widget input named {name!r}")
-        for node in hits:
-            node["inputs"][name] = parse_value(value)
+from workflow_api import OverrideError, apply_overrides, load_workflow, to_api  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         prompt = to_api(workflow, nodes.NODE_CLASS_MAPPINGS)
     except KeyError as error:
         sys.exit(f"{args.workflow}: {error.args[0]}; install the custom nodes it uses")
-    apply_overrides(prompt, args.set)
+    try:
+        apply_overrides(prompt, args.set)
+    except OverrideError as error:
+        sys.exit(str(error))
     try:
         outputs = execute_prompt(prompt)
     except WorkflowError as error:

@@ -130,3 +130,32 @@ def is_api_format(workflow: dict) -> bool:
 def to_api(workflow: dict, node_class_mappings: dict) -> dict:
     """The API prompt of a workflow in either format."""
     return workflow if is_api_format(workflow) else ui_to_api(workflow, node_class_mappings)
+
+
+def parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+class OverrideError(ValueError):
+    pass
+
+
+def apply_overrides(prompt: dict, overrides: list[str]) -> None:
+    """Apply ``NAME=VALUE`` overrides to every node of an API prompt with that widget input."""
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise OverrideError(f"--set {item!r}: write NAME=VALUE")
+        hits = [node for node in prompt.values() if name in node["inputs"] and not isinstance(node["inputs"][name], list)]
+        if not hits:
+            raise OverrideError(f"--set {item!r}: no node of the workflow has a widget input named {name!r}")
+        for node in hits:
+            node["inputs"][name] = parse_value(value)

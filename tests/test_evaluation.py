@@ -115,3 +115,41 @@ def test_clip_cosines_class_scores_and_tables():
 def test_images_of_different_sizes_are_named():
     with pytest.raises(ValueError, match="images / reference: the images are 16x8 and 8x8"):
         check_same_size(torch.zeros(1, 8, 16, 3), torch.zeros(1, 8, 8, 3), ("images", "reference"))
+
+
+def test_the_command_line_evaluator_needs_no_comfyui(vgg_file, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from comfyui_prompt_edit.evaluation.lpips import LPIPS
+    from comfyui_prompt_edit.evaluation.metrics import evaluate
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    g = np.random.default_rng(0)
+    source = g.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(source).save(tmp_path / "source.png")
+    (tmp_path / "variations").mkdir()
+    arrays = []
+    for i in range(3):
+        noisy = np.clip(source.astype(int) + g.integers(-40, 40, source.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(tmp_path / "variations" / f"v{i}.png")
+        arrays.append(noisy)
+    command = [sys.executable, str(root / "scripts" / "evaluate.py"), "--reference", str(tmp_path / "source.png"),
+               "--images", str(tmp_path / "variations"), "--lpips", str(vgg_file[0]), "--json", str(tmp_path / "m.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})  # no ComfyUI reachable
+    assert result.returncode == 0, result.stderr[-2000:]
+    numbers = json.loads((tmp_path / "m.json").read_text())
+    to_tensor = lambda a: torch.from_numpy(a.astype(np.float32) / 255)[None]  # noqa: E731
+    expected = evaluate(torch.cat([to_tensor(a) for a in arrays]), to_tensor(source), lpips=LPIPS.load(vgg_file[0]))
+    assert numbers == pytest.approx(expected, rel=1e-5)
+    assert "| lpips_diversity |" in result.stdout
+
+    Image.fromarray(source[:16]).save(tmp_path / "small.png")
+    bad = subprocess.run(command[:3] + [str(tmp_path / "small.png")] + command[4:6], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert bad.returncode != 0 and "images / reference: the images are 32x32 and 32x16" in bad.stderr

@@ -1,0 +1,76 @@
+"""Evaluate edits or variations against a source image with the paper's metrics, from the command
+line, with the same code as the 'Edit Metrics' node.
+
+    python scripts/evaluate.py --reference source.png --images variations/ --edit plain_edit.png \\
+        --lpips models/lpips/vgg16_lpips.safetensors --json metrics.json
+
+PSNR, SSIM and LPIPS need no ComfyUI. CLIP-I and CLIP-T use ComfyUI's loaders: --clip-vision (a
+CLIP vision model) and, for CLIP-T, --checkpoint (its text encoder) and --prompt. Nothing is
+downloaded. Prints a markdown table; --json writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_cli import find_comfyui, has_accelerator, import_pack, start_comfyui  # noqa: E402
+from image_files import load_images  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reference", required=True, help="the source image (I)")
+    parser.add_argument("--images", nargs="+", required=True, help="the edits or variations (I''): files or folders")
+    parser.add_argument("--edit", help="the plain edit (I'), for eq. 5's bound")
+    parser.add_argument("--lpips", help="VGG-16 (+ LPIPS heads) weights as safetensors")
+    parser.add_argument("--clip-vision", help="a CLIP vision model (.safetensors), for CLIP-I and CLIP-T")
+    parser.add_argument("--checkpoint", help="a checkpoint whose text encoder matches --clip-vision, for CLIP-T")
+    parser.add_argument("--prompt", help="the edit prompt, for CLIP-T")
+    parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument("--comfyui", help="the ComfyUI install (only for CLIP metrics)")
+    args = parser.parse_args(argv)
+    for option in ("lpips", "clip_vision", "checkpoint"):
+        value = getattr(args, option)
+        if value and not Path(value).is_file():
+            parser.error(f"--{option.replace('_', '-')}: {value} does not exist")
+    if args.prompt and not (args.clip_vision and args.checkpoint):
+        parser.error("--prompt (CLIP-T) needs --clip-vision and --checkpoint")
+
+    images = load_images(args.images, "--images", multiple_of=1)
+    reference = load_images([args.reference], "--reference", multiple_of=1)
+    edit = load_images([args.edit], "--edit", multiple_of=1) if args.edit else None
+    image_features = text_features = None
+    if args.clip_vision:
+        start_comfyui(find_comfyui(args.comfyui), not has_accelerator(), extra_nodes=False)
+        import comfy.clip_vision
+        import comfy.sd
+
+        clip_vision = comfy.clip_vision.load(args.clip_vision)
+        if clip_vision is None:
+            sys.exit(f"--clip-vision: {args.clip_vision} is not a CLIP vision model ComfyUI recognises")
+        from comfyui_prompt_edit.nodes.evaluation import clip_image_features, clip_text_features
+
+        image_features = clip_image_features(clip_vision)
+        if args.prompt:
+            clip = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=False, output_clip=True)[1]
+            text_features = clip_text_features(clip, args.prompt)
+    import_pack()  # the pack's core imports without ComfyUI
+    from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
+    from comfyui_prompt_edit.evaluation.metrics import evaluate, markdown_table
+
+    try:
+        lpips = LPIPS.load(args.lpips) if args.lpips else None
+        rows = evaluate(images, reference, edit, lpips, image_features, text_features)
+    except (LPIPSFileError, ValueError) as error:
+        sys.exit(str(error))
+    print(markdown_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
