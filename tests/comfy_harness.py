@@ -874,3 +874,12 @@ def read_output_image(entry: dict) -> np.ndarray:
         raise ValueError(f"unknown image type {entry.get('type')!r}")
     with Image.open(Path(directory) / entry.get("subfolder", "") / entry["filename"]) as image:
         return np.asarray(image).copy()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

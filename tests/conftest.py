@@ -15,7 +15,12 @@ import os
 # that. It must be set before torch loads its OpenMP runtime, i.e. before the imports below.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
 import comfy_harness as harness  # noqa: E402
@@ -169,3 +174,75 @@ def tiny_sd2_clip(_sd2_clip: Any) -> Any:
 def tiny_sdxl_clip(_sdxl_clip: Any) -> Any:
     """comfy.sd.CLIP matching tiny_sdxl: real SDXL tokenizers, CLIP-L 32 + CLIP-G 64."""
     return _sdxl_clip.clone()
+
+
+SERVER_STARTUP_SECONDS = 180
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """ComfyUI's own main.py on 127.0.0.1 (CPU), with a base directory whose custom_nodes/ holds
+    this pack and which has the files the example workflows name (see _server_files). Yields
+    (url, test checkpoint name, base directory); stopped at the end of the session."""
+    root, reason = harness.find_comfyui()
+    if root is None:
+        pytest.skip(reason)
+    if importlib.util.find_spec("comfyui_frontend_package") is None:
+        pytest.skip("the ComfyUI server needs comfyui-frontend-package (pip install -r requirements-test.txt)")
+    checkpoint = harness.make_sd15_checkpoint(harness.sd15_checkpoint_path())
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / "comfyui_prompt_edit").symlink_to(harness.ROOT, target_is_directory=True)
+    _server_files(base, checkpoint)
+    port = harness.free_port()
+    log = open(base / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--cpu",
+                                "--base-directory", str(base), "--disable-auto-launch"],
+                               cwd=root, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_STARTUP_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/object_info/PromptEditStochasticEmbeddings", timeout=5) as r:
+                    if json.loads(r.read()):
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the ComfyUI server did not start:\n{(base / 'server.log').read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield url, checkpoint.name, base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _server_files(base, checkpoint) -> None:
+    """The test checkpoint under its own name and under every name the example workflows load,
+    their input photo, and embedding VAEs for the checkpoint's 768-wide text under their names."""
+    from PIL import Image
+
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    workflows = [harness.load_workflow(p) for p in sorted((harness.ROOT / "example_workflows").glob("*.json"))]
+    widgets = [(n["type"], n["widgets_values"]) for w in workflows for n in w["nodes"]]
+    checkpoints = base / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    for name in {checkpoint.name} | {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple"}:
+        (checkpoints / name).symlink_to(checkpoint.resolve())
+    (base / "input").mkdir()
+    for name in {values[0] for kind, values in widgets if kind == "LoadImage"}:
+        pixels = torch.zeros(64, 64, 3, dtype=torch.uint8)
+        pixels[16:40, 20:44] = torch.tensor([200, 80, 40], dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(base / "input" / name)
+    vaes = base / "models" / "embedding_vae"
+    vaes.mkdir(parents=True)
+    for name in {values[0] for kind, values in widgets if kind == "PromptEditLoadEmbeddingVAE"}:
+        vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 768, latent=8, hidden=32)).requires_grad_(False)
+        TrainedEmbeddingVAE(vae, "conditional" if "conditional" in name else "null-text").save(vaes / name)
