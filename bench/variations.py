@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         "separate calls": lambda: [run(model, row, one) for row in rows],
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for name, fn in variants.items():
+    for fn in variants.values():
         fn()  # warm-up
     for _ in range(args.repeats):
         for name, fn in variants.items():

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
+
+from ..inversion.safetensors_file import read_safetensors
 
 # torchvision's vgg16().features: conv widths, "M" = max pool; LPIPS taps relu1_2 … relu5_3
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -75,11 +76,7 @@ class LPIPS(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> "LPIPS":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise LPIPSFileError(f"{path}: not a readable safetensors file ({e})") from None
+        _, tensors = read_safetensors(path, LPIPSFileError, "copy the VGG-16 weights again")
         model = cls()
         expected = {k: v.shape for k, v in model.features.state_dict().items()}
         given = {k.removeprefix("features."): v for k, v in tensors.items() if k.startswith("features.")}

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..inversion.metrics import psnr, ssim
 
 __all__ = ["psnr", "ssim", "cosine", "check_same_size", "mean_pairwise", "lpips_report", "class_score",
-           "markdown_table", "table_image"]
+           "zero_shot_classifier", "evaluate", "markdown_table", "table_image"]
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # [N,H,W,3] x2 -> [N]
 
@@ -93,11 +93,12 @@ Features = Callable[[torch.Tensor], torch.Tensor]  # IMAGE batch -> feature rows
 
 def evaluate(images: torch.Tensor, reference: torch.Tensor, edit: torch.Tensor | None = None,
              lpips: Distance | None = None, image_features: Features | None = None,
-             text_features: torch.Tensor | None = None) -> dict[str, float]:
+             text_features: torch.Tensor | None = None, classifier: Features | None = None,
+             class_index: int = 0) -> dict[str, float]:
     """Every metric the given models allow, averaged over ``images`` (the edits or variations I''):
     PSNR/SSIM to ``reference`` (the source I), CLIP-I to it and CLIP-T to the prompt's
-    ``text_features`` (with ``image_features``), and the LPIPS report (with ``lpips``; ``edit`` I'
-    adds eq. 5's bound)."""
+    ``text_features`` (with ``image_features``), the LPIPS report (with ``lpips``; ``edit`` I'
+    adds eq. 5's bound), and the classifier's score of ``class_index`` (``classifier`` gives logits)."""
     check_same_size(images, reference, ("images", "reference"))
     if edit is not None:
         check_same_size(edit, reference, ("edit", "reference"))
@@ -111,4 +112,13 @@ def evaluate(images: torch.Tensor, reference: torch.Tensor, edit: torch.Tensor |
             rows["clip_t"] = float(cosine(features, text_features).mean())
     if lpips is not None:
         rows.update(lpips_report(lpips, reference[:1], images, None if edit is None else edit[:1]))
+    if classifier is not None:
+        rows["class_score"] = class_score(classifier(images), class_index)
     return rows
+
+
+def zero_shot_classifier(image_features: Features, class_text_features: torch.Tensor) -> Features:
+    """CLIP as a classifier: logits ``100 · cos(image, class prompt)`` over the class prompts' text
+    features ``[classes, D]`` (CLIP's own logit scale)."""
+    classes = torch.nn.functional.normalize(class_text_features.float(), dim=-1)
+    return lambda images: 100.0 * torch.nn.functional.normalize(image_features(images), dim=-1) @ classes.T

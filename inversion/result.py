@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
+
+from .safetensors_file import read_safetensors
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
 
@@ -53,12 +54,7 @@ class Inversion:
 
     @classmethod
     def load(cls, path: str | Path) -> "Inversion":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise InversionFileError(f"{path}: not a readable safetensors file ({e}); save the inversion again") from None
+        meta, tensors = read_safetensors(path, InversionFileError, "save the inversion again")
         if meta.get("format") != FORMAT:
             raise InversionFileError(f"{path}: not an inversion saved by this pack (format {meta.get('format')!r})")
         missing = {"unconds", "sigmas", "noisy", "source"} - set(tensors)

@@ -8,7 +8,8 @@ import folder_paths
 import torch
 
 from ..evaluation.lpips import LPIPS
-from ..evaluation.metrics import evaluate, markdown_table, table_image
+from ..attention.tokens import split_word_list
+from ..evaluation.metrics import evaluate, markdown_table, table_image, zero_shot_classifier
 from .common import CATEGORY_ROOT
 
 LPIPS_FOLDER = "lpips"
@@ -42,7 +43,8 @@ class EditMetrics:
         "The stochastic-embedding paper's metrics for edits or variations against the source image: PSNR "
         "and SSIM; CLIP-I (to the source) and CLIP-T (to the prompt) with a local CLIP vision model; LPIPS "
         "to the source, the mean pairwise LPIPS among the variations (diversity) and, with the plain edit, "
-        "eq. 5's upper bound LPIPS(source, edit). Nothing is downloaded: give the models you have."
+        "eq. 5's upper bound LPIPS(source, edit); a class score (CLIP zero-shot over class prompts). Nothing "
+        "is downloaded: give the models you have."
     )
     CATEGORY = f"{CATEGORY_ROOT}/evaluation"
     FUNCTION = "measure"
@@ -63,17 +65,25 @@ class EditMetrics:
             "optional": {
                 "edit": ("IMAGE", {"tooltip": "The plain edit (I') without variation: adds eq. 5's bound LPIPS(I, I')."}),
                 "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: CLIP-I and CLIP-T."}),
-                "clip": ("CLIP", {"tooltip": "The text encoder matching clip_vision, for CLIP-T."}),
+                "clip": ("CLIP", {"tooltip": "The text encoder matching clip_vision, for CLIP-T and the class score."}),
+                "classes": ("STRING", {"default": "", "tooltip": "Class score: comma-separated class prompts, the target first (e.g. 'a dog, a cat, a fox'); CLIP zero-shot over them."}),
             },
         }
 
-    def measure(self, images, reference, lpips_model: str, prompt: str, edit=None, clip_vision=None, clip=None):
-        if prompt.strip() and (clip is None or clip_vision is None):
-            raise ValueError("prompt: CLIP-T needs both clip and clip_vision connected (or clear the prompt)")
+    def measure(self, images, reference, lpips_model: str, prompt: str, edit=None, clip_vision=None, clip=None,
+                classes: str = ""):
+        class_names = split_word_list(classes)
+        for name, wanted in (("prompt", prompt.strip()), ("classes", class_names)):
+            if wanted and (clip is None or clip_vision is None):
+                raise ValueError(f"{name}: needs both clip and clip_vision connected (or clear {name})")
+        if len(class_names) == 1:
+            raise ValueError("classes: give the target class and at least one other, comma-separated")
         lpips = None if lpips_model == NONE else load_lpips(lpips_model)
-        text = clip_text_features(clip, prompt) if prompt.strip() else None
+        image_features = clip_image_features(clip_vision) if clip_vision is not None else None
         with torch.inference_mode():
-            rows = evaluate(images, reference, edit, lpips,
-                            clip_image_features(clip_vision) if clip_vision is not None else None, text)
+            text = clip_text_features(clip, prompt) if prompt.strip() else None
+            classifier = (zero_shot_classifier(image_features, torch.cat([clip_text_features(clip, c) for c in class_names]))
+                          if class_names else None)
+            rows = evaluate(images, reference, edit, lpips, image_features, text, classifier)
         table = markdown_table(rows)
         return {"ui": {"text": [table]}, "result": (table, table_image(rows))}

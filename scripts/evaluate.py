@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip-vision", help="a CLIP vision model (.safetensors), for CLIP-I and CLIP-T")
     parser.add_argument("--checkpoint", help="a checkpoint whose text encoder matches --clip-vision, for CLIP-T")
     parser.add_argument("--prompt", help="the edit prompt, for CLIP-T")
+    parser.add_argument("--classes", help="class score: comma-separated class prompts, the target first (CLIP zero-shot)")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     parser.add_argument("--comfyui", help="the ComfyUI install (only for CLIP metrics)")
     args = parser.parse_args(argv)
@@ -37,13 +38,16 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, option)
         if value and not Path(value).is_file():
             parser.error(f"--{option.replace('_', '-')}: {value} does not exist")
-    if args.prompt and not (args.clip_vision and args.checkpoint):
-        parser.error("--prompt (CLIP-T) needs --clip-vision and --checkpoint")
+    for option in ("prompt", "classes"):
+        if getattr(args, option) and not (args.clip_vision and args.checkpoint):
+            parser.error(f"--{option} needs --clip-vision and --checkpoint")
+
+    import torch
 
     images = load_images(args.images, "--images", multiple_of=1)
     reference = load_images([args.reference], "--reference", multiple_of=1)
     edit = load_images([args.edit], "--edit", multiple_of=1) if args.edit else None
-    image_features = text_features = None
+    image_features = text_features = classifier = None
     if args.clip_vision:
         start_comfyui(find_comfyui(args.comfyui), not has_accelerator(), extra_nodes=False)
         import comfy.clip_vision
@@ -54,17 +58,24 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"--clip-vision: {args.clip_vision} is not a CLIP vision model ComfyUI recognises")
         from comfyui_prompt_edit.nodes.evaluation import clip_image_features, clip_text_features
 
+        from comfyui_prompt_edit.evaluation.metrics import zero_shot_classifier
+
         image_features = clip_image_features(clip_vision)
-        if args.prompt:
+        if args.prompt or args.classes:
             clip = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=False, output_clip=True)[1]
-            text_features = clip_text_features(clip, args.prompt)
+            text_features = clip_text_features(clip, args.prompt) if args.prompt else None
+            if args.classes:
+                names = [c.strip() for c in args.classes.split(",") if c.strip()]
+                if len(names) < 2:
+                    parser.error("--classes: give the target class and at least one other")
+                classifier = zero_shot_classifier(image_features, torch.cat([clip_text_features(clip, c) for c in names]))
     import_pack()  # the pack's core imports without ComfyUI
     from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
     from comfyui_prompt_edit.evaluation.metrics import evaluate, markdown_table
 
     try:
         lpips = LPIPS.load(args.lpips) if args.lpips else None
-        rows = evaluate(images, reference, edit, lpips, image_features, text_features)
+        rows = evaluate(images, reference, edit, lpips, image_features, text_features, classifier)
     except (LPIPSFileError, ValueError) as error:
         sys.exit(str(error))
     print(markdown_table(rows))

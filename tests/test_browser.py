@@ -46,11 +46,13 @@ def browser_page(comfy_server):
     url, _, _ = comfy_server
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page = browser.new_page(viewport={"width": 2000, "height": 1150})
         page.console_errors = []
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.goto(url)
         page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120000)
+        # full detail at the zoom that fits a whole workflow, for readable screenshots
+        page.evaluate("() => window.app.extensionManager.setting.set('LiteGraph.Canvas.LowQualityRenderingZoomThreshold', 0.1)")
         yield page, url
         browser.close()
 
@@ -96,7 +98,7 @@ def test_each_example_opens_from_the_templates_browser_without_errors(browser_pa
     problems = page.evaluate(WIDGET_PROBLEMS)
     assert not problems, f"{name}: widget errors: {problems}"
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(500)
     directory = screenshot_dir(tmp_path_factory)
     directory.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(directory / f"{name}.png"))

@@ -112,6 +112,19 @@ def test_clip_cosines_class_scores_and_tables():
     assert image.shape[0] == 1 and image.shape[-1] == 3 and image.min() < 0.5 < image.max()
 
 
+def test_zero_shot_classifier_scores_the_nearest_class_prompt():
+    from comfyui_prompt_edit.evaluation.metrics import evaluate, zero_shot_classifier
+
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    features = lambda images: images.mean(dim=(1, 2))[:, :2]  # noqa: E731  (red and green means)
+    reddish = torch.zeros(2, 16, 16, 3)
+    reddish[..., 0] = 1.0
+    logits = zero_shot_classifier(features, classes)(reddish)
+    torch.testing.assert_close(logits, torch.tensor([[100.0, 0.0], [100.0, 0.0]]))
+    rows = evaluate(reddish, reddish[:1], classifier=zero_shot_classifier(features, classes), class_index=0)
+    assert rows["class_score"] == pytest.approx(1.0)
+
+
 def test_images_of_different_sizes_are_named():
     with pytest.raises(ValueError, match="images / reference: the images are 16x8 and 8x8"):
         check_same_size(torch.zeros(1, 8, 16, 3), torch.zeros(1, 8, 8, 3), ("images", "reference"))

@@ -41,6 +41,11 @@ def test_identical_images_score_perfectly_and_variations_do_not(comfy_nodes, lpi
     assert -1.0 <= values["clip_t"] <= 1.0
     assert image.shape[0] == 1 and image.shape[-1] == 3
 
+    classified = node().measure(source, source, "none", "", clip_vision=clip_vision, clip=tiny_sd15_clip,
+                                classes="a red square, a blue circle, a green stripe")["result"][0]
+    score = float(classified.split("| class_score | ")[1].split(" |")[0])
+    assert 0.0 < score < 1.0
+
     varied = (source + 0.2 * torch.randn(3, 64, 64, 3, generator=g)).clamp(0, 1)
     edit = (source + 0.4 * torch.randn(1, 64, 64, 3, generator=g)).clamp(0, 1)
     table = node().measure(varied, source, lpips_name, "", edit=edit)["result"][0]
@@ -51,8 +56,10 @@ def test_identical_images_score_perfectly_and_variations_do_not(comfy_nodes, lpi
 
 def test_missing_models_and_mismatched_sizes_are_named(comfy_nodes, lpips_name):
     image = torch.rand(1, 64, 64, 3)
-    with pytest.raises(ValueError, match="CLIP-T needs both clip and clip_vision"):
+    with pytest.raises(ValueError, match="prompt: needs both clip and clip_vision"):
         node().measure(image, image, "none", "a prompt")
+    with pytest.raises(ValueError, match="classes: needs both clip and clip_vision"):
+        node().measure(image, image, "none", "", classes="a dog, a cat")
     with pytest.raises(ValueError, match="lpips_model: 'absent.safetensors' is not in models/lpips/"):
         node().measure(image, image, "absent.safetensors", "")
     with pytest.raises(ValueError, match="images / reference: the images are 32x64 and 64x64"):

@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..inversion.safetensors_file import read_safetensors
 from .model import EmbeddingVAE, EmbeddingVAEConfig
 
 FORMAT = "comfyui-prompt-edit/embedding-vae/v1"
@@ -46,12 +46,7 @@ class TrainedEmbeddingVAE:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedEmbeddingVAE":
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises several types for a damaged file
-            raise EmbeddingVAEFileError(f"{path}: not a readable safetensors file ({e}); train or copy it again") from None
+        meta, tensors = read_safetensors(path, EmbeddingVAEFileError, "train or copy it again")
         if meta.get("format") != FORMAT:
             raise EmbeddingVAEFileError(f"{path}: not an embedding VAE saved by this pack (format {meta.get('format')!r})")
         try:
