@@ -27,7 +27,8 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_api import OverrideError, apply_overrides, is_api_format, load_workflow, ui_to_api  # noqa: E402
+from workflow_api import (FRONTEND_ONLY_NODES, OverrideError, apply_overrides, is_api_format,  # noqa: E402
+                          load_workflow, ui_to_api)
 
 VARIATIONS_NODE = "PromptEditStochasticEmbeddings"
 SEED_INPUTS = ("seed", "noise_seed")
@@ -90,8 +91,6 @@ def api_prompt(workflow: dict, object_info: dict) -> dict:
     """The workflow as an API prompt, checked against the node types the server knows."""
     types = ({node["class_type"] for node in workflow.values()} if is_api_format(workflow)
              else {node["type"] for node in workflow["nodes"]})
-    from workflow_api import FRONTEND_ONLY_NODES
-
     unknown = sorted(types - set(object_info) - FRONTEND_ONLY_NODES)
     if unknown:
         raise ServerError(f"the server does not know the node types {unknown}; install the custom nodes that provide them")

@@ -21,7 +21,7 @@ import comfy_harness as harness
 pytestmark = pytest.mark.comfy
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 WORKFLOWS = sorted(p.stem for p in (harness.ROOT / "example_workflows").glob("*.json"))
-FRONTEND_ONLY = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
+FRONTEND_ONLY = harness.workflow_api.FRONTEND_ONLY_NODES
 QUEUED = "p2p_replace"
 SMALL = {"steps": 2, "width": 64, "height": 64}
 

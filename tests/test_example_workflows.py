@@ -28,7 +28,7 @@ pytestmark = pytest.mark.comfy
 
 WORKFLOW_DIR = harness.ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+FRONTEND_ONLY = harness.workflow_api.FRONTEND_ONLY_NODES
 IMAGE_OUTPUTS = {"SaveImage", "PreviewImage"}
 MAPS_NODE = "PromptEditP2PAttentionMaps"
 SIZE, STEPS = 64, 3
