@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .edit_spec import CrossStep, EditPlan, blend_word_selectors, step_of
+from .edit_spec import CrossStep, EditPlan, blend_word_selectors, sampling_step, step_of
 from .edited_attention import (
     attention_probs,
     fast_cross_batch,
@@ -98,10 +98,8 @@ class P2PController:
         cached = self._sigma_cache
         if cached is not None and cached[0] is sigmas and cached[1] is schedule:
             return cached[2]
-        sigma = float(sigmas.reshape(-1)[0])
-        schedule_cpu = schedule.detach().float().cpu()
-        num_steps = len(schedule_cpu) - 1
-        step = min(int((schedule_cpu > sigma * (1 + 1e-4)).sum()), num_steps - 1)
+        num_steps = len(schedule) - 1
+        step = sampling_step(float(sigmas.reshape(-1)[0]), schedule)
         self._sigma_cache = (sigmas, schedule, (step, num_steps))
         self.store.num_steps = num_steps
         return step, num_steps

@@ -49,11 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def latent_psnr(a: torch.Tensor, b: torch.Tensor, reference: torch.Tensor) -> float:
-    peak = float(reference.max() - reference.min())
-    return float(10 * torch.log10(peak**2 / (a.double() - b.double()).pow(2).mean()))
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     root, reason = harness.find_comfyui()
@@ -86,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
             out = m["KSamplerAdvanced"]().sample(patched, "disable", 0, args.steps, GUIDANCE, "euler", SCHEDULER,
                                                  positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
             pixels = vae.decode(out)
-        rows[label] = (statistics.median(times), latent_psnr(out, latent, latent), float(psnr(pixels, source_pixels).mean()))
+        latent_db = float(psnr(out, latent, peak=float(latent.max() - latent.min())).mean())
+        rows[label] = (statistics.median(times), latent_db, float(psnr(pixels, source_pixels).mean()))
 
     print(f"trained tiny SD1.5, {args.steps} steps ({SCHEDULER}), cfg {GUIDANCE}, caption {caption!r}; "
           f"median of {args.repeats} runs")

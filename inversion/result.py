@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
-
-from .safetensors_file import read_safetensors
+from .safetensors_file import read_safetensors, write_safetensors
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
 
@@ -50,7 +48,7 @@ class Inversion:
                    "noisy": self.noisy.contiguous(), "source": self.source.contiguous()}
         meta = {"format": FORMAT, "guidance": repr(self.guidance), "method": self.method,
                 "scheduler": self.scheduler, "steps": str(self.steps), "model_fingerprint": self.model_fingerprint}
-        save_file({k: v.detach().cpu().float() for k, v in tensors.items()}, str(path), metadata=meta)
+        write_safetensors({k: v.detach().cpu().float() for k, v in tensors.items()}, path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "Inversion":

@@ -1,11 +1,15 @@
-"""Reading a safetensors file whole, with one clear error for every way it can be damaged."""
+"""Safetensors files: written atomically, read whole with one clear error for every way a file can
+be damaged."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 def read_safetensors(path: str | Path, error: type[Exception], advice: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -16,3 +20,14 @@ def read_safetensors(path: str | Path, error: type[Exception], advice: str) -> t
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)
     except Exception as e:  # noqa: BLE001
         raise error(f"{path}: not a readable safetensors file ({e}); {advice}") from None
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """Write ``tensors`` with ``metadata`` atomically: a half-written file never replaces a good one."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

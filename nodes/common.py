@@ -1,4 +1,8 @@
-"""Names shared by the pack's nodes."""
+"""Names shared by the pack's nodes, and their model folders."""
+
+import os
+
+import folder_paths
 
 CATEGORY_ROOT = "prompt_edit"
 CATEGORY_P2P = f"{CATEGORY_ROOT}/prompt-to-prompt"
@@ -9,3 +13,18 @@ P2P_EDIT = "P2P_EDIT"
 P2P_ATTENTION = "P2P_ATTENTION"
 INVERSION = "NULL_TEXT_INVERSION"
 EMBEDDING_VAE = "EMBEDDING_VAE"
+
+
+def register_model_folder(name: str) -> str:
+    """Register ``models/<name>/`` with ComfyUI for safetensors files only (the pack loads no
+    pickle); returns ``name``."""
+    folder_paths.add_model_folder_path(name, os.path.join(folder_paths.models_dir, name), is_default=True)
+    folder_paths.folder_names_and_paths[name] = (folder_paths.folder_names_and_paths[name][0], {".safetensors"})
+    return name
+
+
+def writable_model_folder(name: str) -> str:
+    """The first folder registered for ``name`` (where the pack saves), created if needed."""
+    directory = folder_paths.get_folder_paths(name)[0]
+    os.makedirs(directory, exist_ok=True)
+    return directory

@@ -28,11 +28,15 @@ from ..vae_embed.training import (
     train_conditional_vae,
     train_null_text_vae,
 )
-from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, INVERSION
+from .common import (
+    CATEGORY_VARIATIONS,
+    EMBEDDING_VAE,
+    INVERSION,
+    register_model_folder,
+    writable_model_folder,
+)
 
-FOLDER = "embedding_vae"
-folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
-folder_paths.folder_names_and_paths[FOLDER] = (folder_paths.folder_names_and_paths[FOLDER][0], {".safetensors"})
+FOLDER = register_model_folder("embedding_vae")
 
 
 def _check_name(name: str) -> str:
@@ -43,9 +47,7 @@ def _check_name(name: str) -> str:
 
 
 def _save(trained: TrainedEmbeddingVAE, name: str) -> None:
-    directory = folder_paths.get_folder_paths(FOLDER)[0]
-    os.makedirs(directory, exist_ok=True)
-    trained.save(os.path.join(directory, f"{name}.safetensors"))
+    trained.save(os.path.join(writable_model_folder(FOLDER), f"{name}.safetensors"))
 
 
 def _run_training(train: Callable[[Callable, Callable], list[float]], vae: EmbeddingVAE, target: str, model,
@@ -80,16 +82,35 @@ def _run_training(train: Callable[[Callable, Callable], list[float]], vae: Embed
     return {"ui": {"text": [summary]}, "result": (trained,)}
 
 
-def _photo_and_schedule(model, latent, inversion, scheduler: str, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _schedule(model, inversion, scheduler: str, steps: int) -> torch.Tensor:
+    """The σ schedule to train along: the inversion's (checked against the model), else the sampler's."""
+    if inversion is None:
+        return sampling_sigmas(model, scheduler, steps)
+    if inversion.model_fingerprint != model_fingerprint(model):
+        raise ValueError("inversion: it was made with another model; invert the photo with this model")
+    return inversion.sigmas.float()
+
+
+def _photo(latent, inversion) -> torch.Tensor:
     if inversion is not None:
         if latent is not None:
             raise ValueError("latent / inversion: connect one of them; the inversion already holds its photo")
-        if inversion.model_fingerprint != model_fingerprint(model):
-            raise ValueError("inversion: it was made with another model; invert the photo with this model")
-        return inversion.source, inversion.sigmas.float()
+        return inversion.source
     if latent is None:
         raise ValueError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
-    return latent["samples"], sampling_sigmas(model, scheduler, steps)
+    return latent["samples"]
+
+
+def _step_tensors(model, sigmas: torch.Tensor, inversion, null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """On the model's device: σ's, the model timestep of every step, and the null text of every step
+    (the inversion's optimised ones, else ``null [1, tokens, dim]`` repeated). Call in grad mode."""
+    device = model.load_device
+    sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
+    timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
+    steps = len(sigmas) - 1
+    nulls = (inversion.unconds.clone().to(device) if inversion is not None
+             else null[:1].clone().float().to(device).expand(steps, -1, -1).clone())
+    return sig, timesteps, nulls
 
 
 _COMMON_INPUTS = {
@@ -145,18 +166,15 @@ class TrainEmbeddingVAE(_Trainer):
         settings = NullTextVAESettings(iterations, 2, learning_rate, 1.0, kl_weight, 4, guidance, seed)
         cond, cond_extras = positive[0]
         null, null_extras = negative[0]
-        samples, sigmas = _photo_and_schedule(model, latent, inversion, scheduler, steps)
+        samples, sigmas = _photo(latent, inversion), _schedule(model, inversion, scheduler, steps)
         with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
             vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, null.shape[1], null.shape[2]))
             load_for_gradients(model)
             device = model.load_device
-            sig = sigmas.clone().to(device)
-            cond_t, null_t = cond[:1].clone().float().to(device), null[:1].clone().float().to(device)
+            sig, timesteps, nulls = _step_tensors(model, sigmas, inversion, null)
+            cond_t = cond[:1].clone().float().to(device)
             eps_c = eps_function(model, cond_extras, samples[:1].shape)
             eps_u = eps_function(model, null_extras, samples[:1].shape)
-            timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
-            n = len(sigmas) - 1
-            nulls = inversion.unconds.clone().to(device) if inversion is not None else null_t.expand(n, -1, -1).clone()
 
             def eps_cond(x, s):
                 return eps_c(x, s, cond_t)
@@ -261,9 +279,7 @@ class TrainConditionalEmbeddingVAE(_Trainer):
                                           clip_lambda, 4, guidance, seed)
         null, null_extras = negative[0]
         samples = latent["samples"][:1]
-        sigmas = inversion.sigmas.float() if inversion is not None else sampling_sigmas(model, scheduler, steps)
-        if inversion is not None and inversion.model_fingerprint != model_fingerprint(model):
-            raise ValueError("inversion: it was made with another model; invert the photo with this model")
+        sigmas = _schedule(model, inversion, scheduler, steps)
         with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
             for patcher in (model, vae.patcher, clip_vision.patcher, clip.patcher):
                 load_for_gradients(patcher)
@@ -273,12 +289,10 @@ class TrainConditionalEmbeddingVAE(_Trainer):
                 raise ValueError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "
                                  "prompt under 75 tokens")
             device = model.load_device
-            sig = sigmas.clone().to(device)
-            edit_t, null_t = edit[:1].clone().float().to(device), null[:1].clone().float().to(device)
+            sig, timesteps, nulls = _step_tensors(model, sigmas, inversion, null)
+            edit_t = edit[:1].clone().float().to(device)
             eps = eps_function(model, edit_extras, samples.shape)
             eps_u = eps_function(model, null_extras, samples.shape)
-            n = len(sigmas) - 1
-            nulls = inversion.unconds.clone().to(device) if inversion is not None else null_t.expand(n, -1, -1).clone()
             start = model.model.process_latent_in(samples.clone().float().to(device))
             if inversion is None:
                 noise = torch.randn(samples.shape, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -287,7 +301,6 @@ class TrainConditionalEmbeddingVAE(_Trainer):
             image_features = _image_features(model, vae, clip_vision)
             with torch.no_grad():
                 edit_image = image_features(latents[-1])[0]
-            timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
             path = EditTrajectory(latents, sig, timesteps, nulls, edit_image)
             embedding_vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, edit.shape[1], edit.shape[2])).to(device)
             return _run_training(

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import os
-
 import folder_paths
 import torch
 
-from ..evaluation.lpips import LPIPS
 from ..attention.tokens import split_word_list
-from ..evaluation.metrics import evaluate, markdown_table, table_image, zero_shot_classifier
-from .common import CATEGORY_ROOT
+from ..evaluation.lpips import LPIPS
+from ..evaluation.metrics import (
+    evaluate,
+    markdown_table,
+    table_image,
+    zero_shot_classifier,
+)
+from .common import CATEGORY_ROOT, register_model_folder
 
-LPIPS_FOLDER = "lpips"
+LPIPS_FOLDER = register_model_folder("lpips")
 NONE = "none"
-folder_paths.add_model_folder_path(LPIPS_FOLDER, os.path.join(folder_paths.models_dir, LPIPS_FOLDER), is_default=True)
-folder_paths.folder_names_and_paths[LPIPS_FOLDER] = (folder_paths.folder_names_and_paths[LPIPS_FOLDER][0], {".safetensors"})
 _LOADED: dict[str, LPIPS] = {}
 
 

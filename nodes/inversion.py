@@ -17,7 +17,12 @@ from ..inversion.ddim import ddim_invert
 from ..inversion.metrics import latent_mse, psnr, ssim
 from ..inversion.null_text import NullTextSettings, null_text_invert
 from ..inversion.result import Inversion
-from .common import CATEGORY_INVERSION, INVERSION
+from .common import (
+    CATEGORY_INVERSION,
+    INVERSION,
+    register_model_folder,
+    writable_model_folder,
+)
 
 METHODS = {
     "null-text": NullTextSettings(),  # the original recipe
@@ -27,9 +32,7 @@ METHODS = {
     "ddim": None,  # plain DDIM inversion, the empty prompt as the unconditional context
 }
 DEFAULT_INNER_STEPS = {"null-text": 10, "null-text fast": 2}
-INVERSION_FOLDER = "inversions"
-folder_paths.add_model_folder_path(INVERSION_FOLDER, os.path.join(folder_paths.models_dir, INVERSION_FOLDER), is_default=True)
-folder_paths.folder_names_and_paths[INVERSION_FOLDER] = (folder_paths.folder_names_and_paths[INVERSION_FOLDER][0], {".safetensors"})
+INVERSION_FOLDER = register_model_folder("inversions")
 
 
 def _single(conditioning, name: str) -> tuple[torch.Tensor, dict]:
@@ -180,8 +183,7 @@ class SaveInversion:
         }}
 
     def save(self, inversion, filename_prefix: str):
-        directory = folder_paths.get_folder_paths(INVERSION_FOLDER)[0]
-        os.makedirs(directory, exist_ok=True)
+        directory = writable_model_folder(INVERSION_FOLDER)
         prefix = os.path.basename(filename_prefix.strip()) or "inversion"
         existing = set(os.listdir(directory))
         counter = next(i for i in range(1, 10**6) if f"{prefix}_{i:05d}.safetensors" not in existing)

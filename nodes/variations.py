@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attention.clip_tokens import prompt_tokens, clip_words
+from ..attention.clip_tokens import clip_words, prompt_tokens
 from ..attention.edit_spec import P2PEdit, P2PInputError
 from ..attention.tokens import PromptTokens, split_word_list
 from ..vae_embed.checkpoint import TrainedEmbeddingVAE

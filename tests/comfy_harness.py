@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 import types
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -430,17 +429,18 @@ def sd15_checkpoint_path() -> Path:
     return cache_dir() / "checkpoints" / CHECKPOINT_NAME
 
 
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """The pack's atomic safetensors writer (inversion/safetensors_file.py)."""
+    if PACK not in sys.modules:
+        import_pack(execute_init=False)
+    from comfyui_prompt_edit.inversion.safetensors_file import write_safetensors as write
+
+    write(tensors, path, metadata)
+
+
 def _safetensors_complete(path: Path) -> bool:
     """True if the file is a whole safetensors file written by this recipe."""
-    try:
-        with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-    except (OSError, ValueError, struct.error):
-        return False
-    data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    stamp = header.get("__metadata__", {}).get("recipe")
-    return stamp == _CHECKPOINT_RECIPE and path.stat().st_size == 8 + header_len + data_end
+    return (_safetensors_metadata(path) or {}).get("recipe") == _CHECKPOINT_RECIPE
 
 
 def make_sd15_checkpoint(path: Path) -> Path:
@@ -487,12 +487,7 @@ def make_sd15_checkpoint(path: Path) -> Path:
     state_dict = model.state_dict_for_saving(clip.state_dict(), vae.state_dict())
     state_dict = {k: v.to(half).contiguous() for k, v in state_dict.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-    try:
-        comfy.utils.save_torch_file(state_dict, str(partial), metadata={"recipe": _CHECKPOINT_RECIPE})
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_safetensors(state_dict, path, {"recipe": _CHECKPOINT_RECIPE})
     return path
 
 
@@ -735,12 +730,7 @@ def trained_tiny_sd15(seed: int = 0) -> tuple[comfy.model_patcher.ModelPatcher, 
         }
         state_dict = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            comfy.utils.save_torch_file(state_dict, str(partial), metadata=metadata)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_safetensors(state_dict, path, metadata)
     return model, clip
 
 
@@ -883,3 +873,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_workflow_embedding_vae(path: Path) -> None:
+    """A small embedding VAE for the test checkpoint's 77 x 768 embeddings (sequence MLP, weights
+    nudged off the zero-initialised identity so it varies what it is given), saved under ``path``
+    as a trainer would: conditional if the file name says so, else null-text. What the example
+    workflows' Load Embedding VAE nodes load in the tests."""
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    generator = torch.Generator().manual_seed(0)
+    vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 768, latent=8, hidden=32)).requires_grad_(False)
+    for parameter in vae.parameters():
+        parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    TrainedEmbeddingVAE(vae, "conditional" if "conditional" in path.name else "null-text").save(path)

@@ -224,11 +224,8 @@ def comfy_server(tmp_path_factory):
 
 def _server_files(base, checkpoint) -> None:
     """The test checkpoint under its own name and under every name the example workflows load,
-    their input photo, and embedding VAEs for the checkpoint's 768-wide text under their names."""
+    their input photo, and their embedding VAEs (harness.write_workflow_embedding_vae)."""
     from PIL import Image
-
-    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
-    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
 
     workflows = [harness.load_workflow(p) for p in sorted((harness.ROOT / "example_workflows").glob("*.json"))]
     widgets = [(n["type"], n["widgets_values"]) for w in workflows for n in w["nodes"]]
@@ -244,5 +241,4 @@ def _server_files(base, checkpoint) -> None:
     vaes = base / "models" / "embedding_vae"
     vaes.mkdir(parents=True)
     for name in {values[0] for kind, values in widgets if kind == "PromptEditLoadEmbeddingVAE"}:
-        vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 768, latent=8, hidden=32)).requires_grad_(False)
-        TrainedEmbeddingVAE(vae, "conditional" if "conditional" in name else "null-text").save(vaes / name)
+        harness.write_workflow_embedding_vae(vaes / name)

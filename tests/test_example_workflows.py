@@ -148,23 +148,10 @@ def write_input_images(workflow: dict) -> None:
 
 
 def write_embedding_vaes(workflow: dict, directory: Path) -> None:
-    """Write a small embedding VAE for the test checkpoint (77 x 768 embeddings) under the name of
-    every Load Embedding VAE of the workflow, as a trainer would have saved it (conditional if the
-    name says so, else null-text)."""
-    import torch
-
-    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
-    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
-
+    """An embedding VAE under the name of every Load Embedding VAE of the workflow."""
     for node in workflow["nodes"]:
         if node["type"] == LOAD_VAE_NODE:
-            torch.manual_seed(0)
-            vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", 77, 768, latent=8, hidden=32))
-            with torch.no_grad():
-                for parameter in vae.parameters():
-                    parameter.add_(0.02 * torch.randn_like(parameter))
-            name = node["widgets_values"][0]
-            TrainedEmbeddingVAE(vae, "conditional" if "conditional" in name else "null-text").save(directory / name)
+            harness.write_workflow_embedding_vae(directory / node["widgets_values"][0])
 
 
 def _upstream(prompt: dict, link: list, wanted: str, through: str = "model") -> tuple[str, dict] | None:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors.torch import save_file
 
-from ..inversion.safetensors_file import read_safetensors
+from ..inversion.safetensors_file import read_safetensors, write_safetensors
 from .model import EmbeddingVAE, EmbeddingVAEConfig
 
 FORMAT = "comfyui-prompt-edit/embedding-vae/v1"
@@ -32,17 +29,10 @@ class TrainedEmbeddingVAE:
     steps_trained: int = 0
 
     def save(self, path: str | Path) -> None:
-        """Write atomically (a half-written file never replaces a good one)."""
-        path = Path(path)
         meta = {"format": FORMAT, "config": json.dumps(self.vae.config.to_dict()), "target": self.target,
                 "model_fingerprint": self.model_fingerprint, "steps_trained": str(self.steps_trained)}
         tensors = {k: v.detach().float().cpu().contiguous() for k, v in self.vae.state_dict().items()}
-        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
-        try:
-            save_file(tensors, str(partial), metadata=meta)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        write_safetensors(tensors, path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedEmbeddingVAE":

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..attention.edit_spec import sampling_step
 from .sampling import VAEDraws
 
 COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values
@@ -27,12 +28,6 @@ class SampledContextPatch:
     def __deepcopy__(self, memo: dict) -> "SampledContextPatch":
         return self  # read-only except the per-call cache; ModelPatcher.clone() may share it
 
-    def _step(self, sigma: torch.Tensor, sample_sigmas: torch.Tensor | None) -> int:
-        if sample_sigmas is None:
-            return 0
-        close = torch.isclose(sample_sigmas.float().cpu(), sigma.float().cpu(), rtol=1e-4)
-        return int(close.nonzero()[0]) if close.any() else 0
-
     def __call__(self, n, context, value, extra_options: dict):
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
         if not chunks or sigmas is None or self.chunk not in chunks:
@@ -49,7 +44,8 @@ class SampledContextPatch:
         out = context.clone()
         if not items:
             return out
-        step, timestep = self._step(sigma, sample_sigmas), self.timestep_of(sigma)
+        step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else sampling_step(float(sigma), sample_sigmas)
+        timestep = self.timestep_of(sigma)
         for c, chunk in enumerate(chunks):
             if chunk == self.chunk:
                 rows = [c * size + i for i in items]
