@@ -80,8 +80,9 @@ class P2PController:
         self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
 
     def __deepcopy__(self, memo: dict) -> "P2PController":
-        # ModelPatcher.clone() deep-copies model_options; the clone must keep driving this
-        # controller (its map store feeds the visualisation node).
+        # Older hosts' ModelPatcher.clone() deep-copies model_options (newer ones share objects
+        # that are not dicts); either way the clone must keep driving this controller (its map
+        # store feeds the visualisation node).
         return self
 
     def reset(self) -> None:

@@ -1,5 +1,9 @@
 """ComfyUI node classes of the pack (thin: validation and host types; the work is in the core)."""
 
+from .host import require_supported_comfyui
+
+require_supported_comfyui()  # before the node modules, which import what it checks
+
 from .embedding_vae import (
     LoadEmbeddingVAE,
     TrainConditionalEmbeddingVAE,

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Sets up the environment and runs the benchmarks: inversion speed and quality (bench/inversion.py),
-# variations (bench/variations.py) and Prompt-to-Prompt overhead (bench/p2p_overhead.py). No
-# arguments: CPU, tiny models. --full: the variations and P2P benchmarks on CUDA with an
-# SD1.5-shaped UNet at 512², 50 steps. ComfyUI is looked up as for the
-# tests (COMFYUI_PATH, the ComfyUI holding this pack, ~/ComfyUI).
+# variations (bench/variations.py) and Prompt-to-Prompt overhead (bench/p2p_overhead.py).
+#   bash scripts/bench.sh [--host VERSION] [--full]
+# --host as for scripts/test.sh (default: COMFYUI_PATH, the ComfyUI holding this pack, ~/ComfyUI).
+# No --full: CPU, tiny models. --full: the variations and P2P benchmarks on CUDA with an
+# SD1.5-shaped UNet at 512², 50 steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-python="${VENV:-.venv}/bin/python"
-"$python" bench/inversion.py
-"$python" bench/variations.py "$@"
-"$python" bench/p2p_overhead.py "$@"
+source scripts/env.sh
+take_host_option "$@"
+use_host "$HOST"
+"$PYTHON" bench/inversion.py
+"$PYTHON" bench/variations.py "${ARGS[@]}"
+"$PYTHON" bench/p2p_overhead.py "${ARGS[@]}"

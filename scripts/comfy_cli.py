@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import os
 import sys
 import uuid
@@ -21,10 +22,13 @@ class WorkflowError(RuntimeError):
 
 def comfyui_candidates(explicit: str | None = None) -> list[tuple[str, Path]]:
     """Where ComfyUI is looked for, in order: the given path, $COMFYUI_PATH, the ComfyUI whose
-    custom_nodes/ holds this pack, ~/ComfyUI."""
+    custom_nodes/ holds this pack, ~/ComfyUI. PROMPT_EDIT_NO_COMFYUI=1 (``scripts/test.sh --host
+    none``) leaves out the last two, so that the pure-torch tests run with no ComfyUI reachable."""
     candidates = [("--comfyui", Path(explicit).expanduser())] if explicit else []
     if os.environ.get("COMFYUI_PATH"):
         candidates.append(("COMFYUI_PATH", Path(os.environ["COMFYUI_PATH"]).expanduser()))
+    if os.environ.get("PROMPT_EDIT_NO_COMFYUI") == "1":
+        return candidates
     if PACK_ROOT.parent.name == "custom_nodes":
         candidates.append(("host of custom_nodes", PACK_ROOT.parent.parent))
     candidates.append(("home", Path.home() / "ComfyUI"))
@@ -111,7 +115,12 @@ def new_executor():
     import execution
 
     server = StubServer()
-    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC), server
+    options: dict[str, Any] = {"cache_type": execution.CacheType.CLASSIC}
+    if "cache_args" in inspect.signature(execution.PromptExecutor).parameters:
+        # Since ComfyUI 0.3.67 the executor reads its cache sizes from this dict (None fails inside
+        # execution.py); these are the values main.py passes for --cache-classic.
+        options["cache_args"] = {"lru": 0, "ram": 0, "ram_inactive": 0}
+    return execution.PromptExecutor(server, **options), server
 
 
 def execute_prompt(prompt: dict, executor=None, server: StubServer | None = None,

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Sets up the environment and runs the whole test suite. ComfyUI is looked up through
-# COMFYUI_PATH, then the ComfyUI that holds this pack, then ~/ComfyUI; without one, the tests
-# that need it are skipped with that reason and the pure-torch tests still run.
+# Sets up the environment (once) and runs the whole test suite.
+#   bash scripts/test.sh [--host VERSION|none] [pytest args...]
+# --host VERSION runs against the ComfyUI snapshot ../shared/hosts/ComfyUI-vVERSION.tar.gz in a
+# virtual environment of its own (.venv-VERSION); --host none runs with no ComfyUI (the tests that
+# need one are skipped, with that reason). Without --host, ComfyUI is looked up through
+# COMFYUI_PATH, then the ComfyUI whose custom_nodes/ holds this pack, then ~/ComfyUI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
-exec "${VENV:-.venv}/bin/python" -m pytest -q "$@"
+source scripts/env.sh
+take_host_option "$@"
+use_host "$HOST"
+exec "$PYTHON" -m pytest -q "${ARGS[@]}"

@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import importlib.machinery
 import importlib.util
+import inspect
 import json
 import logging
 import math
@@ -484,7 +485,10 @@ def make_sd15_checkpoint(path: Path) -> Path:
     }
     vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4).to(half)
     fill_random_(vae, seed=2)
-    state_dict = model.state_dict_for_saving(clip.state_dict(), vae.state_dict())
+    parts = {"clip_state_dict": clip.state_dict(), "vae_state_dict": vae.state_dict()}
+    if "unet_state_dict" in inspect.signature(model.state_dict_for_saving).parameters:
+        parts["unet_state_dict"] = model.diffusion_model.state_dict()  # an argument since ComfyUI 0.11
+    state_dict = model.state_dict_for_saving(**parts)
     state_dict = {k: v.to(half).contiguous() for k, v in state_dict.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(state_dict, path, {"recipe": _CHECKPOINT_RECIPE})
@@ -762,8 +766,12 @@ def _train_tiny_sd15(
     batch, count = _TRAINED_BATCH, len(TRAINED_CAPTIONS)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(_TRAINED_THREADS)
+    # ComfyUI builds diffusion models with requires_grad=False since 0.31: train with it on,
+    # then put each parameter's flag back as the host left it.
+    frozen = [p for p in net.parameters() if not p.requires_grad]
     try:
         with torch.inference_mode(False), torch.enable_grad():
+            net.requires_grad_(True)
             with torch.no_grad():
                 net.out[-1].weight.zero_()
                 net.out[-1].bias.zero_()
@@ -800,6 +808,8 @@ def _train_tiny_sd15(
             seconds = time.perf_counter() - start
         net.zero_grad(set_to_none=True)
     finally:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
         torch.set_num_threads(previous_threads)
     return seconds, losses
 

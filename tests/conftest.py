@@ -36,6 +36,12 @@ else:
     harness.import_pack(execute_init=False)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--no-skips", action="store_true",
+                     help="fail every test that would be skipped (CI: no ComfyUI, browser or server test may "
+                          "silently not run against a host)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "comfy: needs a ComfyUI installation (skipped when none is found)")
     _alias_rootdir_package(config)
@@ -60,6 +66,16 @@ def pytest_report_header(config: pytest.Config) -> str:
     error = harness.pack_import_error()
     pack = f"{harness.PACK} FAILED to import: {error!r}" if error else f"{harness.PACK} imported"
     return f"ComfyUI: {COMFYUI_ROOT} (CPU); {pack}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.config.getoption("--no-skips"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under --no-skips: {reason}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -70,8 +70,11 @@ def open_template(page, name: str) -> None:
     """Open the templates browser, pick this pack's section, search for the workflow, click its card."""
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.get_by_role("dialog")
-    dialog.get_by_role("option", name="comfyui_prompt_edit").click(timeout=30000)
-    dialog.get_by_placeholder("Search templates").fill(name)  # the grid shows only its first cards
+    # The pack's section is an option in frontend 1.27 and a button in 1.49; the search box's
+    # placeholder went from "Search templates..." to "Search ...".
+    section = dialog.get_by_role("option", name=harness.PACK).or_(dialog.get_by_role("button", name=harness.PACK))
+    section.first.click(timeout=30000)
+    dialog.locator("input[placeholder^='Search']").first.fill(name)  # the grid shows only its first cards
     dialog.get_by_text(name, exact=True).first.click(timeout=30000)
     page.wait_for_function(f"() => window.app.graph._nodes.length > 0 && "
                            f"(window.app.extensionManager.workflow.activeWorkflow?.filename || '').startsWith({json.dumps(name)})",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -295,6 +297,7 @@ def test_conditioning_shorter_than_the_prompts_fails_before_sampling(tiny_sd15, 
 
 
 def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
+    import comfy.ldm.flux.model
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.supported_models
@@ -303,6 +306,8 @@ def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
               "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
               "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True, "guidance_embed": False,
               "image_model": "flux"}
+    if "txt_ids_dims" in {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        config["txt_ids_dims"] = []  # a FluxParams field since ComfyUI 0.3.76 (Flux.1: none)
     mc = comfy.supported_models.Flux(config)
     mc.set_inference_dtype(torch.float32, None)
     flux = comfy.model_patcher.ModelPatcher(mc.get_model({}), load_device=mm.get_torch_device(),

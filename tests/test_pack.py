@@ -47,3 +47,19 @@ def test_node_metadata(comfy_nodes):
             for input_name, spec in inputs.get(section, {}).items():
                 assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
         assert name in comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS, name
+
+
+def test_this_host_has_every_feature_the_pack_needs(comfy_nodes):
+    from comfyui_prompt_edit.nodes import host
+
+    assert host.missing_features() == []
+
+
+def test_a_host_without_a_needed_feature_is_refused_with_what_to_do(comfy_nodes, monkeypatch):
+    import comfy.model_patcher
+    from comfyui_prompt_edit.nodes import host
+
+    monkeypatch.delattr(comfy.model_patcher.ModelPatcher, "add_wrapper_with_key")
+    with pytest.raises(ImportError, match=r"needs ComfyUI 0\.3\.64 or newer .*lacks comfy\.model_patcher\."
+                                          r"ModelPatcher\.add_wrapper_with_key\. Update ComfyUI"):
+        host.require_supported_comfyui()

@@ -220,24 +220,31 @@ def test_command_line_training_writes_a_loadable_vae(sd15_checkpoint, tmp_path):
 
 def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15, tmp_path, monkeypatch):
     import comfy.model_management as mm
+    import comfy.utils
     import folder_paths
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
 
     model, clip = trained_sd15
     latents, captions = harness.trained_dataset(clip)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "embedding_vae", ([str(tmp_path)], {".safetensors"}))
-    checks = []
+    shown = []
+    update_absolute = comfy.utils.ProgressBar.update_absolute
 
-    def interrupt_on_the_fifth_check():
-        checks.append(1)
-        if len(checks) == 5 + 3:  # 3 checks during the DDIM inversion of the 3-step schedule
-            raise mm.InterruptProcessingException()
+    def cancel_after_the_fifth_iteration(bar, value, total=None, preview=None):
+        update_absolute(bar, value, total, preview)
+        if bar.total == 1000:  # the training bar, not the DDIM inversion's
+            shown.append(value)
+            if value == 5:  # as the Cancel button does: set the flag, and the host raises at its next check
+                mm.interrupt_current_processing(True)
 
-    monkeypatch.setattr(mm, "throw_exception_if_processing_interrupted", interrupt_on_the_fifth_check)
-    with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
-        node("PromptEditTrainEmbeddingVAE").train(
-            model, harness.encode(clip, captions[0]), harness.encode(clip, ""), "token_mlp", "ddim_uniform", 3, 7.5,
-            1000, 1e-3, 1e-4, 0, "partial", latent={"samples": latents[:1]})
-    assert len(checks) == 8  # no iteration ran after the cancel
+    monkeypatch.setattr(comfy.utils.ProgressBar, "update_absolute", cancel_after_the_fifth_iteration)
+    try:
+        with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+            node("PromptEditTrainEmbeddingVAE").train(
+                model, harness.encode(clip, captions[0]), harness.encode(clip, ""), "token_mlp", "ddim_uniform", 3, 7.5,
+                1000, 1e-3, 1e-4, 0, "partial", latent={"samples": latents[:1]})
+    finally:
+        mm.interrupt_current_processing(False)
+    assert shown == [1, 2, 3, 4, 5]  # no iteration finished after the cancel (ComfyUI >= 0.3.65 stops inside the UNet)
     saved = TrainedEmbeddingVAE.load(tmp_path / "partial.safetensors")
     assert saved.steps_trained == 5
