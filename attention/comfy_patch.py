@@ -1,21 +1,23 @@
 """The one place where the Prompt-to-Prompt core meets ComfyUI's ``ModelPatcher``.
 
 Installs a :class:`~.controller.P2PController` on a clone of the model: an attn2 replace patch on
-every cross-attention layer, an attn1 replace patch where self-attention is injected, a post-CFG
-function for local blend, and an ``OUTER_SAMPLE`` wrapper that checks the batch before sampling
-and resets per-run state (ComfyUI re-uses the same patched model for every queued run).
+every cross-attention layer, an attn1 replace patch where self-attention is injected (both
+composed with the replace patches other nodes installed), a post-CFG function for local blend,
+and an ``OUTER_SAMPLE`` wrapper that checks the batch and the patches before sampling and resets
+per-run state (ComfyUI re-uses the same patched model for every queued run).
 """
 
 from __future__ import annotations
 
-import comfy.patcher_extension
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
 
+from ..patching.comfy_model import check_attention_intact, install_attention, set_outer_sample
 from .controller import LayerKey, LayerLayout, P2PController
 from .edit_spec import EditPlan, P2PInputError
 
 WRAPPER_KEY = "prompt_edit_p2p"
+FAMILY = "P2P Attention Control"
 
 
 class UnsupportedModelError(P2PInputError):
@@ -90,15 +92,17 @@ def _check_batch(controller: P2PController, guider, latent_image) -> None:
 
 
 def install(model, plan: EditPlan, path: str = "fast"):
-    """Return ``(patched clone, controller)``; the input model is never modified."""
+    """Return ``(patched clone, controller)``; the input model is never modified. Attention
+    patches other nodes put on the model are wrapped, not dropped (patching.compose)."""
     layout = unet_layer_layout(model)
     controller = P2PController(plan, layout, host_attention, path)
     patched = model.clone()
-    for key in layout.levels:
-        patched.set_model_attn2_replace(controller.cross_attention, *key)
+    patched_layers = {"attn2": list(layout.levels)}
     if plan.settings.self_window.end > plan.settings.self_window.start:
-        for key in controller.self_keys:
-            patched.set_model_attn1_replace(controller.self_attention, *key)
+        patched_layers["attn1"] = list(controller.self_keys)
+    edited = {"attn2": controller.edited_cross_attention, "attn1": controller.edited_self_attention}
+    for kind, keys in patched_layers.items():
+        install_attention(patched, kind, keys, FAMILY, controller, edited[kind], host_attention)
     if plan.edit.local_blend is not None:
         def local_blend(args: dict):
             schedule = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
@@ -107,10 +111,12 @@ def install(model, plan: EditPlan, path: str = "fast"):
         patched.set_model_sampler_post_cfg_function(local_blend)
 
     def outer_sample(executor, noise, latent_image, *args, **kwargs):
-        _check_batch(controller, executor.class_obj, latent_image)
+        guider = executor.class_obj
+        _check_batch(controller, guider, latent_image)
+        for kind, keys in patched_layers.items():
+            check_attention_intact(guider.model_options, kind, keys, FAMILY, controller)
         controller.reset()
         return executor(noise, latent_image, *args, **kwargs)
 
-    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    set_outer_sample(patched, WRAPPER_KEY, outer_sample)
     return patched, controller

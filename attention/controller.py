@@ -14,7 +14,8 @@ from typing import Callable
 
 import torch
 
-from .edit_spec import CrossStep, EditPlan, blend_word_selectors, sampling_step, step_of
+from ..patching.sampling_call import COND, chunk_rows, sampling_step
+from .edit_spec import CrossStep, EditPlan, blend_word_selectors, step_of
 from .edited_attention import (
     attention_probs,
     fast_cross_batch,
@@ -106,19 +107,18 @@ class P2PController:
         return step, num_steps
 
     def _context(self, opts: dict, rows: int) -> _CallContext | None:
-        chunks = opts.get("cond_or_uncond")
+        chunks = chunk_rows(opts, rows)
         position = self._step(opts)
-        if not chunks or position is None:
+        if chunks is None or position is None:
             return None  # a direct model call (e.g. an inversion), not a sampling step
-        size = rows // len(chunks)
+        size = chunks[0][0].stop
         if size != self.plan.edit.batch_size:
             raise ValueError(
                 f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
                 f"hold {self.plan.edit.batch_size} (1 source + {len(self.plan.edit.targets)} edits); "
                 "feed the LATENT output of 'P2P Prompts' to the sampler"
             )
-        rows = [(slice(i * size, (i + 1) * size), c == 0) for i, c in enumerate(chunks)]
-        return _CallContext(position[0], position[1], rows)
+        return _CallContext(position[0], position[1], [(rows, chunk == COND) for rows, chunk in chunks])
 
     def _cross_step(self, step: int, num_steps: int, like: torch.Tensor) -> CrossStep:
         key = (step, num_steps, like.device, like.dtype)
@@ -147,21 +147,34 @@ class P2PController:
     # -- attention patches ------------------------------------------------------------------
 
     def cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
+        """The layer's output: the edited attention where this call edits, else the host's."""
+        edited = self.edited_cross_attention(q, k, v, opts)
+        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
+
+    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
+        edited = self.edited_self_attention(q, k, v, opts)
+        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
+
+    def edited_cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor | None:
+        """The edited output of a cross-attention call, or None where this call is not edited
+        (no sampling step, no conditional rows, or outside every injection window); the maps of
+        the coarse layers are recorded either way."""
         heads = opts["n_heads"]
         ctx = self._context(opts, q.shape[0])
         if ctx is None or ctx.first_cond is None:
-            return self.attention(q, k, v, heads, opts)
+            return None
         key = self._layer_key(opts)
         if key[0] in PLACES and self.layout.levels.get(key) == self.layout.coarse_level:
             self._record(q[ctx.first_cond], k[ctx.first_cond], heads, key[0], ctx.step, opts)
         step = self._cross_step(ctx.step, ctx.num_steps, q)
         if step.is_identity:
-            return self.attention(q, k, v, heads, opts)
+            return None
         if self.path == "fast":
             return self._run_fast(q, k, v, opts, ctx, lambda qg, kg, vg: fast_cross_batch(qg, kg, vg, step))
         return self._run_reference(q, k, v, opts, ctx, lambda qg, kg, vg: reference_cross_attention(qg, kg, vg, heads, step))
 
-    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
+    def edited_self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor | None:
+        """The injected output of a self-attention call, or None where this call is not injected."""
         heads = opts["n_heads"]
         ctx = self._context(opts, q.shape[0])
         if (
@@ -170,7 +183,7 @@ class P2PController:
             or self._layer_key(opts) not in self.self_keys
             or not self.plan.self_injection(ctx.step, ctx.num_steps)
         ):
-            return self.attention(q, k, v, heads, opts)
+            return None
         if self.path == "fast":
             return self._run_fast(q, k, v, opts, ctx, fast_self_batch)
         return self._run_reference(q, k, v, opts, ctx, lambda qg, kg, vg: reference_self_attention(qg, kg, vg, heads))

@@ -47,13 +47,6 @@ class LocalBlend:
     start: float = 0.2  # fraction of steps before blending starts
 
 
-def sampling_step(sigma: float, schedule: torch.Tensor) -> int:
-    """The index of the sampling step at ``sigma`` in the sampler's σ list ``schedule`` (descending,
-    ending with the last σ): how many listed σ lie above it, capped at the last step."""
-    above = int((schedule.detach().float().cpu() > sigma * (1 + 1e-4)).sum())
-    return min(above, len(schedule) - 2)
-
-
 def step_of(fraction: float, num_steps: int) -> int:
     """The step at ``fraction`` of the schedule, floored with slack (0.29 · 100 must give 29)."""
     return int(fraction * num_steps + 1e-6)

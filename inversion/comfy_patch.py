@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import logging
 
-import comfy.patcher_extension
 import torch
 
+from ..patching.comfy_model import set_outer_sample
+from ..patching.sampling_call import UNCOND, chunk_rows
 from .result import Inversion
 
 WRAPPER_KEY = "prompt_edit_null_text"
@@ -49,7 +50,7 @@ class NullTextPatch:
 
     def __call__(self, n, context, value, extra_options: dict):
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
-        if not chunks or sigmas is None or 1 not in chunks:
+        if not chunks or sigmas is None or UNCOND not in chunks:
             return n, context, value
         emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
         tokens = context.shape[1]
@@ -59,11 +60,10 @@ class NullTextPatch:
                 "use the negative prompt the inversion was made with"
             )
         emb = emb.repeat(tokens // emb.shape[0], 1)
-        size = context.shape[0] // len(chunks)
         new_context = context.clone()
-        for i, chunk in enumerate(chunks):
-            if chunk == 1:
-                new_context[i * size : (i + 1) * size] = emb
+        for rows, chunk in chunk_rows(extra_options, context.shape[0]):
+            if chunk == UNCOND:
+                new_context[rows] = emb
         return n, new_context, new_context if value is context else value
 
 
@@ -107,6 +107,5 @@ def install(model, inversion: Inversion):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
-    patched.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, WRAPPER_KEY, outer_sample)
+    set_outer_sample(patched, WRAPPER_KEY, outer_sample)
     return patched

@@ -281,6 +281,40 @@ def tiny_sd15_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
     return _patcher(comfy.supported_models.SD15(config), seed)
 
 
+def tiny_sd15_controlnet(seed: int = 3) -> Any:
+    """A random-weight ControlNet for tiny_sd15_model (hint: RGB image at 8x the latent size):
+    ComfyUI's own cldm.ControlNet network in its comfy.controlnet.ControlNet, as its loader builds
+    them (the loader's config detection knows only full-size layouts). Its zero convs are random,
+    so the hint changes the result."""
+    ensure_comfyui()
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.model_management
+    import comfy.ops
+
+    config = _unet_config(32, [1, 2], [1, 1], [1, 1, 1, 1], 1, TINY_SD15_CONTEXT_DIM, False)
+    config = {k: v for k, v in config.items() if k not in ("out_channels", "transformer_depth_output")}
+    config.update(num_heads=8, num_head_channels=-1)  # what supported_models.SD15 adds to a UNet config
+    net = comfy.cldm.cldm.ControlNet(hint_channels=3, operations=comfy.ops.disable_weight_init, **config)
+    fill_random_(net, seed)
+    return comfy.controlnet.ControlNet(net, load_device=comfy.model_management.get_torch_device())
+
+
+def write_tiny_sd15_lora(path: Path, model: comfy.model_patcher.ModelPatcher, rank: int = 4, seed: int = 4) -> Path:
+    """A random rank-`rank` LoRA on every attention projection of `model`'s UNet, in the generic
+    key format ComfyUI's LoRA loader reads (``diffusion_model.<layer>.lora_up/lora_down.weight``)."""
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for name, param in model.model.diffusion_model.named_parameters():
+        if ".attn" in name and name.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")):
+            layer = f"diffusion_model.{name[: -len('.weight')]}"
+            out_features, in_features = param.shape
+            tensors[f"{layer}.lora_down.weight"] = torch.randn(rank, in_features, generator=generator) * in_features**-0.5
+            tensors[f"{layer}.lora_up.weight"] = torch.randn(out_features, rank, generator=generator) * rank**-0.5 * 0.5
+    write_safetensors(tensors, path, {})
+    return path
+
+
 def tiny_sd2v_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
     """SD2-v-shaped V_PREDICTION ModelPatcher through supported_models.SD20: 2 levels (64, 128 ch),
     64-channel heads, linear proj_in, attn_precision fp32 (SD20's unet_extra_config), context 48.

@@ -7,10 +7,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..attention.edit_spec import sampling_step
+from ..patching.sampling_call import chunk_rows, sampling_step
 from .sampling import VAEDraws
-
-COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond values
 
 
 class SampledContextPatch:
@@ -34,20 +32,21 @@ class SampledContextPatch:
             return n, context, value
         key = (context.data_ptr(), tuple(context.shape), float(sigmas.reshape(-1)[0]), tuple(chunks))
         if self._last is None or self._last[0] != key:
-            self._last = (key, self._replace(context, chunks, sigmas.reshape(-1)[:1], extra_options.get("sample_sigmas")))
+            self._last = (key, self._replace(context, extra_options, sigmas.reshape(-1)[:1], extra_options.get("sample_sigmas")))
         new_context = self._last[1]
         return n, new_context, new_context if value is context else value
 
-    def _replace(self, context: torch.Tensor, chunks: list[int], sigma: torch.Tensor, sample_sigmas) -> torch.Tensor:
-        size = context.shape[0] // len(chunks)
+    def _replace(self, context: torch.Tensor, extra_options: dict, sigma: torch.Tensor, sample_sigmas) -> torch.Tensor:
+        chunks = chunk_rows(extra_options, context.shape[0])
+        size = chunks[0][0].stop
         items = [i for i in self.items if i < size]
         out = context.clone()
         if not items:
             return out
         step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else sampling_step(float(sigma), sample_sigmas)
         timestep = self.timestep_of(sigma)
-        for c, chunk in enumerate(chunks):
+        for rows, chunk in chunks:
             if chunk == self.chunk:
-                rows = [c * size + i for i in items]
-                out[rows] = self.draws.sample(context[rows], items, step, timestep)
+                item_rows = [rows.start + i for i in items]
+                out[item_rows] = self.draws.sample(context[item_rows], items, step, timestep)
         return out

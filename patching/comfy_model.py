@@ -1,0 +1,80 @@
+"""Installing the pack's patches on a ComfyUI ``ModelPatcher`` beside what other nodes put there.
+
+Attention replace patches are installed with :class:`~.compose.ComposedAttention`, wrapping the
+patch each layer had. ComfyUI looks a layer's replace patch up by ``(block, index, depth)`` and
+then by ``(block, index)``; the pack installs on the shorter key wherever the layer has no
+depth-specific patch, so that a node that replaces a whole block at sampling time (Perturbed-
+Attention Guidance's perturbed pass) still takes precedence there, as it does without the pack.
+Everything else already on the model (attention patches, post-CFG functions, wrappers, model
+function wrappers) is kept by ``clone()`` and runs in its order.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import comfy.patcher_extension
+
+from .compose import ComposedAttention, EditedAttention, PlainAttention, describe_patch
+
+LayerKey = tuple[str, int, int]
+
+
+class PatchConflictError(ValueError):
+    """Another patch on the model makes one of the pack's patches impossible to honour."""
+
+
+def replace_patches(model_options: dict, kind: str) -> dict:
+    """The ``attn1``/``attn2`` replace patches in ``model_options``, by layer key (read-only)."""
+    return model_options.get("transformer_options", {}).get("patches_replace", {}).get(kind, {})
+
+
+def effective_patch(patches: dict, key: LayerKey):
+    """The replace patch ComfyUI calls for the layer ``key``, or None."""
+    return patches.get(key, patches.get(key[:2]))
+
+
+def install_attention(patched, kind: str, keys: Iterable[LayerKey], family: str, owner: object,
+                      edited: EditedAttention, plain: PlainAttention) -> None:
+    """Install ``edited`` on every layer of ``keys`` of ``patched`` (a clone), composed with the
+    patch each layer had. Refuses a second patch of the same ``family`` on the same layers."""
+    keys = list(keys)
+    patches = replace_patches(patched.model_options, kind)
+    for key in keys:
+        existing = effective_patch(patches, key)
+        if isinstance(existing, ComposedAttention) and existing.family == family:
+            raise PatchConflictError(
+                f"this MODEL already went through {family}; apply it once, to the model that comes before "
+                f"the first {family} node (each edit needs its own {family} on the unedited model)")
+    setter = patched.set_model_attn1_replace if kind == "attn1" else patched.set_model_attn2_replace
+    blocks: dict[tuple[str, int], list[LayerKey]] = {}
+    for key in keys:
+        blocks.setdefault(key[:2], []).append(key)
+    for block, layers in blocks.items():
+        for key in layers:
+            if key in patches:
+                setter(ComposedAttention(family, owner, edited, plain, patches[key]), *key)
+        if any(key not in patches for key in layers):
+            setter(ComposedAttention(family, owner, edited, plain, patches.get(block)), *block)
+
+
+def check_attention_intact(model_options: dict, kind: str, keys: Iterable[LayerKey], family: str, owner: object) -> None:
+    """Before sampling: refuse when a node applied after the pack replaced one of its patches
+    (the edit would silently not happen on that layer)."""
+    patches = replace_patches(model_options, kind)
+    for key in keys:
+        patch = effective_patch(patches, key)
+        if not (isinstance(patch, ComposedAttention) and patch.owner is owner):
+            raise PatchConflictError(
+                f"{family}: a node applied after it replaced the {kind} attention of layer {key} with "
+                f"{describe_patch(patch)}, which drops the edit there. Apply that node before {family} "
+                "(between the checkpoint and it), so that the edit can wrap it")
+
+
+def set_outer_sample(patched, key: str, wrapper: Callable) -> None:
+    """Install ``wrapper`` as the ``OUTER_SAMPLE`` wrapper named ``key`` (replacing the one of the
+    same name, keeping everyone else's). It runs once per sampling run, before the first step:
+    where the pack checks its inputs and resets per-run state."""
+    comfy_wrappers = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
+    patched.remove_wrappers_with_key(comfy_wrappers, key)
+    patched.add_wrapper_with_key(comfy_wrappers, key, wrapper)

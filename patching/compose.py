@@ -1,0 +1,56 @@
+"""An attention replace patch that edits where it must and otherwise keeps the patch it replaced.
+
+ComfyUI keeps one replace patch per attention layer, so installing one normally drops whatever
+another node (SAG, an IPAdapter-style pack, ...) put there. :class:`ComposedAttention` calls that
+earlier patch as the attention function it wraps instead:
+
+- where the pack does not edit a call, the earlier patch's output is returned unchanged;
+- where it edits, the earlier patch runs on the whole batch (so patches that record or index by
+  batch layout, like SAG, see the batch they expect), and the pack's edit is added to its output
+  as a change: ``theirs + (edited - plain)``. For patches that add a term to the text attention
+  (IPAdapter-style: ``attention(q, k, v) + w * attention(q, k_image, v_image)``) this is exactly
+  the edited attention plus their term; on rows the pack leaves alone the change is zero.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+AttentionPatch = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], torch.Tensor]
+EditedAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, dict], Optional[torch.Tensor]]
+PlainAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, dict], torch.Tensor]
+
+
+class ComposedAttention:
+    """attn1/attn2 replace patch: ``edited(q, k, v, opts)`` (None = not edited in this call) on
+    top of ``previous`` (the replace patch that was installed, or None for the host's attention)."""
+
+    def __init__(self, family: str, owner: object, edited: EditedAttention, plain: PlainAttention,
+                 previous: AttentionPatch | None = None):
+        self.family, self.owner = family, owner  # the node that installed it, and its state
+        self.edited, self.plain, self.previous = edited, plain, previous
+
+    def __deepcopy__(self, memo: dict) -> "ComposedAttention":
+        return self  # ModelPatcher.clone() of older hosts deep-copies; the owner must stay shared
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        edited = self.edited(q, k, v, extra_options)
+        if self.previous is None:
+            return edited if edited is not None else self.plain(q, k, v, extra_options["n_heads"], extra_options)
+        theirs = self.previous(q, k, v, extra_options)
+        if edited is None:
+            return theirs
+        return theirs + (edited - self.plain(q, k, v, extra_options["n_heads"], extra_options))
+
+
+def describe_patch(function: object) -> str:
+    """A readable name for another node's patch: its module's last part and qualified name say
+    which node made it (e.g. ``nodes_sag.SelfAttentionGuidance.execute.attn_and_record``; hosts
+    load some node modules by file path, so the module may be a path)."""
+    if isinstance(function, ComposedAttention):
+        return function.family
+    target = function if hasattr(function, "__qualname__") else type(function)
+    module = str(getattr(target, "__module__", "?")).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[-1]
+    return f"{module}.{target.__qualname__}".replace(".<locals>", "")
