@@ -23,7 +23,8 @@ dropped: glibc keeps and re-uses freed heap blocks, so it varied by +-30 % betwe
 The last line is machine readable: ``p2p_time_ratio=X p2p_mem_ratio=Y ref_time_ratio=Z``.
 
 Default: CPU, the test harness's tiny SD1.5-shaped model, 128² image (16² latent), 10 euler steps.
-``--full``: CUDA, a full SD1.5-shaped UNet (random fp16 weights) at 512², 50 euler steps.
+``--full``: a full SD1.5-shaped UNet with random weights: on CUDA in fp16 at 512², 50 euler steps;
+on the CPU in fp32 at 256², 3 steps.
 """
 
 from __future__ import annotations
@@ -63,29 +64,6 @@ BLEND = ("cat", "dog, teddy bear, fox", 0.3, 0.2)  # source words, target words,
 CROSS_WINDOW = (0.0, 0.8)
 SELF_END = 0.4
 
-SD15_UNET_CONFIG: dict[str, Any] = {
-    # What model_detection.detect_unet_config reads off a real SD1.5 checkpoint; SD15 adds 8 heads.
-    "use_checkpoint": False,
-    "image_size": 32,
-    "use_spatial_transformer": True,
-    "legacy": False,
-    "adm_in_channels": None,
-    "in_channels": 4,
-    "out_channels": 4,
-    "model_channels": 320,
-    "num_res_blocks": [2, 2, 2, 2],
-    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
-    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-    "channel_mult": [1, 2, 4, 4],
-    "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False,
-    "context_dim": 768,
-    "use_temporal_resblock": False,
-    "use_temporal_attention": False,
-}
-FULL_CLIP_LAYERS = 2  # CLIP-L width (768) and tokenizer; depth does not matter for the benchmark
-
-
 @dataclass(frozen=True)
 class Variant:
     name: str
@@ -106,15 +84,18 @@ VARIANTS = (PLAIN, FAST, REFERENCE, FAST_ALL)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="full SD1.5-shaped UNet (fp16 on CUDA), 512², 50 steps")
-    parser.add_argument("--steps", type=int, help="euler steps (default 10, --full 50)")
-    parser.add_argument("--size", type=int, help="image side in pixels, multiple of 8 (default 128, --full 512)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant after the warm-up (default 5)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="default cpu, --full cuda")
+    parser.add_argument("--full", action="store_true",
+                        help="full SD1.5-shaped UNet: fp16 at 512², 50 steps on CUDA; fp32 at 256², 3 steps on the CPU")
+    parser.add_argument("--steps", type=int, help="euler steps (default 10; --full 50 on CUDA, 3 on the CPU)")
+    parser.add_argument("--size", type=int, help="image side in pixels, multiple of 8 (default 128; --full 512 / 256)")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant after the warm-up (default 5, --full on the CPU 2)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda for --full when there is one, else cpu")
     args = parser.parse_args(argv)
-    args.steps = args.steps or (50 if args.full else 10)
-    args.size = args.size or (512 if args.full else 128)
-    args.device = args.device or ("cuda" if args.full else "cpu")
+    args.device = args.device or ("cuda" if args.full and torch.cuda.is_available() else "cpu")
+    full_cpu = args.full and args.device == "cpu"
+    args.steps = args.steps or (3 if full_cpu else 50 if args.full else 10)
+    args.size = args.size or (256 if full_cpu else 512 if args.full else 128)
+    args.repeats = args.repeats or (2 if full_cpu else 5)
     if args.size % 8 or args.size < 64:
         parser.error("--size must be a multiple of 8 and at least 64")
     if args.steps < 2 or args.repeats < 1:
@@ -150,30 +131,12 @@ def init_comfyui(device: str) -> Any:
     return nodes
 
 
-def sd15_model(dtype: torch.dtype, seed: int) -> Any:
-    """Full SD1.5-shaped ModelPatcher (860 M parameters) with random weights, built through
-    ``supported_models.SD15`` as a loaded checkpoint would be."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
-
-    model_config = comfy.supported_models.SD15(dict(SD15_UNET_CONFIG))
-    model_config.set_inference_dtype(dtype, None)
-    model = model_config.get_model({})
-    harness.fill_random_(model.diffusion_model, seed)
-    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
-
-
-def sd1_clip_768(seed: int) -> Any:
-    """``comfy.sd.CLIP`` with the real SD1 tokenizer and a shallow CLIP-L of full width (768)."""
-    import comfy.sd
-    import comfy.sd1_clip
-    import comfy.supported_models_base
-
-    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel)
-    clip = comfy.sd.CLIP(target, model_options={"clip_l_model_config": {"num_hidden_layers": FULL_CLIP_LAYERS}})
-    harness.fill_random_(clip.cond_stage_model, seed)
-    return clip
+def full_sd15(device: str, seed: int) -> tuple[Any, Any, str]:
+    """(model, CLIP, description) at full SD1.5 shape (860 M parameters, random weights, the real
+    layout: tests/comfy_harness.FULL_SIZE): fp16 on CUDA, fp32 on the CPU."""
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = harness.full_size_model("sd15", dtype, seed, compute_dtype=None)
+    return model, harness.full_width_clip("sd15", seed + 1), f"SD1.5 UNet (320 ch, 4 levels), {dtype}"
 
 
 @dataclass
@@ -350,9 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     from comfy.ldm.modules.attention import optimized_attention
 
     if args.full:
-        dtype = torch.float16 if args.device == "cuda" else torch.float32
-        model, clip = sd15_model(dtype, SEED), sd1_clip_768(SEED + 1)
-        shape = f"SD1.5 UNet (320 ch, 4 levels), {dtype}"
+        model, clip, shape = full_sd15(args.device, SEED)
     else:
         model, clip = harness.tiny_sd15_model(SEED), harness.tiny_sd1_clip(SEED + 1)
         shape = "tiny SD1.5-shaped UNet (32/64 ch), fp32"

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
 
     if args.full:
-        model, clip = common.sd15_model(torch.float16, common.SEED), common.sd1_clip_768(common.SEED + 1)
+        model, clip, _ = common.full_sd15(args.device, common.SEED)
     else:
         model, clip = harness.tiny_sd15_model(common.SEED), harness.tiny_sd1_clip(common.SEED + 1)
     vary = nodes.NODE_CLASS_MAPPINGS["PromptEditStochasticEmbeddings"]().vary

@@ -231,6 +231,7 @@ def _unet_config(
     context_dim: int,
     use_linear_in_transformer: bool,
     adm_in_channels: int | None = None,
+    num_res_blocks: int = 1,
 ) -> dict[str, Any]:
     """A UNet config with the keys model_detection.detect_unet_config would produce."""
     config = {
@@ -242,7 +243,7 @@ def _unet_config(
         "in_channels": 4,
         "out_channels": 4,
         "model_channels": model_channels,
-        "num_res_blocks": [1] * len(channel_mult),
+        "num_res_blocks": [num_res_blocks] * len(channel_mult),
         "transformer_depth": transformer_depth,
         "transformer_depth_output": transformer_depth_output,
         "channel_mult": channel_mult,
@@ -346,6 +347,54 @@ def tiny_sdxl_model(seed: int = 0) -> comfy.model_patcher.ModelPatcher:
         32, [1, 2, 4], [0, 1, 2], [0, 0, 1, 1, 2, 2], 2, TINY_SDXL_CONTEXT_DIM, True, TINY_SDXL_ADM_CHANNELS
     )
     return _patcher(comfy.supported_models.SDXL(config), seed)
+
+
+# The real layouts of full-size checkpoints (as model_detection.detect_unet_config reads them from
+# the weights), with random weights: (supported_models class, _unet_config arguments, text widths).
+FULL_SIZE = {
+    "sd15": ("SD15", (320, [1, 2, 4, 4], [1, 1, 1, 1, 1, 1, 0, 0], [1] * 9 + [0] * 3, 1, 768, False, None, 2),
+             {"clip_l": 768}),
+    "sd21v": ("SD20", (320, [1, 2, 4, 4], [1, 1, 1, 1, 1, 1, 0, 0], [1] * 9 + [0] * 3, 1, 1024, True, None, 2),
+              {"clip_h": 1024}),
+    "sdxl": ("SDXL", (320, [1, 2, 4], [0, 0, 2, 2, 10, 10], [0, 0, 0, 2, 2, 2, 10, 10, 10], 10, 2048, True, 2816, 2),
+             {"clip_l": 768, "clip_g": 1280}),
+}
+
+
+def full_size_model(family: str, dtype: torch.dtype = torch.bfloat16, seed: int = 0,
+                    compute_dtype: torch.dtype | None = torch.float32) -> comfy.model_patcher.ModelPatcher:
+    """The UNet of a full-size SD1.5 / SD2.1-768-v / SDXL base checkpoint (family "sd15", "sd21v",
+    "sdxl"), random weights stored in `dtype` and computed in `compute_dtype` (ComfyUI's manual cast; None:
+    in `dtype`), so that SDXL's 2.6 B parameters fit in 5 GB on a CPU."""
+    ensure_comfyui()
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    class_name, unet_args, _ = FULL_SIZE[family]
+    model_config = getattr(comfy.supported_models, class_name)(_unet_config(*unet_args))
+    model_config.set_inference_dtype(dtype, None if compute_dtype in (None, dtype) else compute_dtype)
+    hint = {"output_blocks.11.1.transformer_blocks.0.norm1.bias": torch.tensor([-1.0, 1.0])} if family == "sd21v" else {}
+    with torch.inference_mode(False):
+        model = model_config.get_model(hint)
+        fill_random_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def full_width_clip(family: str, seed: int = 0) -> comfy.sd.CLIP:
+    """The family's real tokenizers and text encoders at their real widths (so the conditioning has
+    the real token columns and channels), but 3 layers deep: text encoding is not what is tested."""
+    ensure_comfyui()
+    import comfy.sd1_clip
+    import comfy.sdxl_clip
+    import comfy.text_encoders.sd2_clip as sd2_clip
+
+    widths = FULL_SIZE[family][2]
+    options = {f"{name}_model_config": _clip_config(width) for name, width in widths.items()}
+    tokenizer, model = {"sd15": (comfy.sd1_clip.SD1Tokenizer, comfy.sd1_clip.SD1ClipModel),
+                        "sd21v": (sd2_clip.SD2Tokenizer, sd2_clip.SD2ClipModel),
+                        "sdxl": (comfy.sdxl_clip.SDXLTokenizer, comfy.sdxl_clip.SDXLClipModel)}[family]
+    return _tiny_clip(tokenizer, model, options, seed)
 
 
 def _clip_config(hidden_size: int) -> dict[str, int]:

@@ -37,6 +37,9 @@ else:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full-size", action="store_true",
+                     help="also run the tests marked full_size (real SD1.5 / SD2.1-v / SDXL layouts, random weights; "
+                          "minutes on a CPU, 7 GB of memory)")
     parser.addoption("--no-skips", action="store_true",
                      help="fail every test that would be skipped (CI: no ComfyUI, browser or server test may "
                           "silently not run against a host)")
@@ -44,6 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "comfy: needs a ComfyUI installation (skipped when none is found)")
+    config.addinivalue_line("markers", "full_size: full-size model layouts; run only with --full-size")
     _alias_rootdir_package(config)
 
 
@@ -79,6 +83,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--full-size"):
+        full_size = [item for item in items if item.get_closest_marker("full_size") is not None]
+        if full_size:
+            config.hook.pytest_deselected(items=full_size)
+            items[:] = [item for item in items if item.get_closest_marker("full_size") is None]
     if COMFYUI_ROOT is not None:
         return
     skip = pytest.mark.skip(reason=COMFYUI_MISSING)
