@@ -225,3 +225,13 @@ def test_apply_inversion_p2p_and_stochastic_embeddings_compose_in_any_order_besi
         assert relative(out[1], out[2]) > 1e-3, f"{name}: the variations do not vary"
     first, second = results.values()
     assert relative(first, second) < 1e-4
+
+
+def test_a_model_function_wrapper_already_on_the_model_is_kept_in_either_order(tiny_sd15, scene):
+    def damped(model):  # as packs write them: wrap the UNet call, change its output
+        patched = model.clone()
+        patched.set_model_unet_function_wrapper(
+            lambda apply_model, args: 0.8 * apply_model(args["input"], args["timestep"], **args["c"]))
+        return patched
+
+    assert_composes(tiny_sd15, damped, scene)

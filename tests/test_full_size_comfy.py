@@ -58,6 +58,9 @@ class ShapeRecorder:
     def __init__(self):
         self.seen = {}
 
+    def __deepcopy__(self, memo):
+        return self  # ComfyUI before 0.33 deep-copies patches on clone(); keep one record
+
     def __call__(self, q, k, v, extra_options):
         from comfy.ldm.modules.attention import optimized_attention
 
