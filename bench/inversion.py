@@ -4,18 +4,23 @@ For the same latent and prompt (an in-distribution latent of the harness's brief
 SD1.5 model, whose DDIM trajectory is well behaved, unlike a random-weight model's):
 
 * ``null-text (original)``: the original recipe — Adam, up to 10 inner steps per step, early stop;
-* ``null-text fast`` (ours): started from the source prompt's embedding, 2 steepest-descent steps
-  with a secant line search per step (inversion/null_text.py), stopped early once a step is
-  reconstructed;
+* ``null-text fast`` (ours): started from the source prompt's embedding, 1 steepest-descent step
+  with a secant line search per step (inversion/null_text.py; the conditional ε shares the
+  step's first model call), skipped once a step is reconstructed; also with 2 updates;
+* ``direct``: DDIM inversion only; Apply Inversion puts the source back on the pivots at every
+  sampler step (inversion/direct.py), exact at any cfg;
 * ``negative-prompt``: no optimisation (the fast inversion);
 * ``ddim``: DDIM inversion alone, sampled at cfg 7.5.
 
 Each is inverted through the 'Invert Image' node and reconstructed by the stock KSamplerAdvanced
 with 'Apply Inversion'. PSNR is computed on latents (peak = the source latent's value range) and
-on pixels (both latents decoded by the same VAE). Times are medians of ``--repeats`` runs.
+on pixels (both latents decoded by the same VAE). Times are medians of ``--repeats`` runs, the
+methods interleaved (a, b, c, …, a, b, c, …) so that drift of a shared machine hits all alike.
 
-Last line: ``nti_speedup=X nti_psnr_db=A fast_psnr_db=B ddim_cfg_psnr_db=C`` (X = original time /
-ours, A = ours' pixel PSNR, B = negative-prompt's, C = DDIM at cfg 7.5).
+Last line: ``nti_speedup=X nti_latent_psnr_db=A orig_latent_psnr_db=B direct_speedup=Y
+direct_latent_err=Z ddim_cfg_psnr_db=C`` (X, Y = the original recipe's time over null-text fast's
+and direct's; A, B = their latent PSNRs; Z = direct's relative latent error; C = DDIM at cfg 7.5,
+pixels).
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ import comfy_harness as harness  # noqa: E402
 GUIDANCE, SCHEDULER = 7.5, "ddim_uniform"
 # (row label, method, inner steps; 0 = the method's default)
 METHODS = (("null-text", "null-text", 0), ("null-text fast", "null-text fast", 0),
-           ("null-text fast, 1 update", "null-text fast", 1), ("negative-prompt", "negative-prompt", 0),
-           ("ddim", "ddim", 0))
+           ("null-text fast, 2 updates", "null-text fast", 2), ("direct", "direct", 0),
+           ("negative-prompt", "negative-prompt", 0), ("ddim", "ddim", 0))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,32 +71,37 @@ def main(argv: list[str] | None = None) -> None:
     with torch.inference_mode():
         source_pixels = vae.decode(latent)
 
-    rows = {}
-    for label, method, inner_steps in METHODS:
-        times, result = [], None
-        for _ in range(args.repeats):
+    times = {label: [] for label, _, _ in METHODS}
+    results = {}
+    for _ in range(args.repeats):
+        for label, method, inner_steps in METHODS:
             start = time.perf_counter()
             with torch.inference_mode():
-                result = m["PromptEditInvertImage"]().invert(model, positive, negative, {"samples": latent}, method,
-                                                             SCHEDULER, args.steps, GUIDANCE, inner_steps, 1e-5)
-            times.append(time.perf_counter() - start)
-        noisy, inversion = result
+                results[label] = m["PromptEditInvertImage"]().invert(
+                    model, positive, negative, {"samples": latent}, method, SCHEDULER, args.steps, GUIDANCE,
+                    inner_steps, 1e-5)
+            times[label].append(time.perf_counter() - start)
+    rows = {}
+    for label, _, _ in METHODS:
+        noisy, inversion = results[label]
         with torch.inference_mode():
             patched = m["PromptEditApplyInversion"]().apply(model, inversion)[0]
             out = m["KSamplerAdvanced"]().sample(patched, "disable", 0, args.steps, GUIDANCE, "euler", SCHEDULER,
                                                  positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
             pixels = vae.decode(out)
         latent_db = float(psnr(out, latent, peak=float(latent.max() - latent.min())).mean())
-        rows[label] = (statistics.median(times), latent_db, float(psnr(pixels, source_pixels).mean()))
+        error = float((out - latent).norm() / latent.norm())
+        rows[label] = (statistics.median(times[label]), latent_db, float(psnr(pixels, source_pixels).mean()), error)
 
     print(f"trained tiny SD1.5, {args.steps} steps ({SCHEDULER}), cfg {GUIDANCE}, caption {caption!r}; "
           f"median of {args.repeats} runs")
-    print(f"{'method':24}{'seconds':>10}{'latent PSNR':>14}{'pixel PSNR':>13}")
-    for method, (seconds, lat, pix) in rows.items():
-        print(f"{method:24}{seconds:10.3f}{lat:14.2f}{pix:13.2f}")
-    speedup = rows["null-text"][0] / rows["null-text fast"][0]
-    print(f"nti_speedup={speedup:.2f} nti_psnr_db={rows['null-text fast'][2]:.2f} "
-          f"fast_psnr_db={rows['negative-prompt'][2]:.2f} ddim_cfg_psnr_db={rows['ddim'][2]:.2f}")
+    print(f"{'method':26}{'seconds':>10}{'latent PSNR':>14}{'pixel PSNR':>13}{'latent error':>15}")
+    for method, (seconds, lat, pix, err) in rows.items():
+        print(f"{method:26}{seconds:10.3f}{lat:14.2f}{pix:13.2f}{err:15.2e}")
+    original = rows["null-text"][0]
+    print(f"nti_speedup={original / rows['null-text fast'][0]:.2f} nti_latent_psnr_db={rows['null-text fast'][1]:.2f} "
+          f"orig_latent_psnr_db={rows['null-text'][1]:.2f} direct_speedup={original / rows['direct'][0]:.2f} "
+          f"direct_latent_err={rows['direct'][3]:.2e} ddim_cfg_psnr_db={rows['ddim'][2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import comfy.model_management
 import comfy.samplers
 import torch
 
-from .ddim import UncondEps
+from .ddim import PairedEps, UncondEps
 
 
 def sampling_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
@@ -62,3 +62,32 @@ def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> 
         return (x - denoised) / sigma.reshape(-1, *([1] * (x.dim() - 1)))
 
     return eps
+
+
+def paired_eps_function(model, extras_a: dict, extras_b: dict, latent_shape: torch.Size) -> PairedEps | None:
+    """``(ε_a, ε_b) = f(x, σ, context_a, context_b)`` in one batch-2 model call (cheaper than two
+    calls, most of all where per-op overhead dominates), or None when the two conditionings'
+    extra inputs cannot share a batch."""
+    base, device = model.model, model.load_device
+
+    def extra_inputs(extras: dict) -> dict:
+        params = dict(extras)
+        params.update(device=device, noise=torch.zeros(latent_shape, device=device))
+        params.setdefault("width", latent_shape[-1] * 8)
+        params.setdefault("height", latent_shape[-2] * 8)
+        return {k: v.cond.to(device) for k, v in base.extra_conds(**params).items() if k != "c_crossattn"}
+
+    a, b = extra_inputs(extras_a), extra_inputs(extras_b)
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return None
+    inputs = {k: torch.cat([a[k], b[k]]) for k in a}
+    dtype = base.get_dtype()
+
+    def eps_pair(x: torch.Tensor, sigma: torch.Tensor, context_a: torch.Tensor, context_b: torch.Tensor):
+        x, sigma = x.to(device).expand(2, *x.shape[1:]), sigma.to(device).expand(2)
+        context = torch.cat([context_a.to(device, dtype), context_b.to(device, dtype)])
+        denoised = base.apply_model(x, sigma, c_crossattn=context, transformer_options={}, **inputs)
+        eps = (x - denoised) / sigma.reshape(-1, *([1] * (x.dim() - 1)))
+        return eps[:1], eps[1:]
+
+    return eps_pair

@@ -1,5 +1,6 @@
 """Apply an :class:`~.result.Inversion` to a ComfyUI model: step ``k`` of the stock sampler gets the
-unconditional context ``unconds[k]``, and a sampler that would not reconstruct is refused."""
+unconditional context ``unconds[k]`` (null-text methods) or has its source item corrected onto
+pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from ..patching.comfy_model import set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
+from .direct import corrected_denoised
 from .result import Inversion
 
 WRAPPER_KEY = "prompt_edit_null_text"
@@ -89,19 +91,41 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
             "add_noise 'disable' (or SamplerCustomAdvanced with DisableNoise)"
         )
     cfg = getattr(guider, "cfg", None)
-    if cfg is not None and abs(float(cfg) - inversion.guidance) > 1e-6:
+    if inversion.method != "direct" and cfg is not None and abs(float(cfg) - inversion.guidance) > 1e-6:
         logging.warning("null-text inversion was optimised for cfg %s but the sampler uses %s: the "
                         "reconstruction will be less exact", inversion.guidance, cfg)
 
 
-def install(model, inversion: Inversion):
-    """A clone of ``model`` that samples with the inversion's per-step unconditional contexts."""
+class DirectInversionCorrection:
+    """Post-CFG function: puts the source item (item 0) of every step exactly on the next pivot
+    (inversion.direct); with ``correct_edits`` the other items get the same correction."""
+
+    def __init__(self, inversion: Inversion, correct_edits: bool):
+        self.inversion, self.correct_edits = inversion, correct_edits
+
+    def __deepcopy__(self, memo: dict) -> "DirectInversionCorrection":
+        return self  # read-only
+
+    def __call__(self, args: dict) -> torch.Tensor:
+        x, denoised, sigma = args["input"], args["denoised"], float(args["sigma"].reshape(-1)[0])
+        step = self.inversion.step_at(sigma)
+        sigma_next = float(self.inversion.sigmas[step + 1])
+        pivot = self.inversion.pivots[step + 1].to(x.device)
+        return corrected_denoised(x, denoised, sigma, sigma_next, pivot, self.correct_edits)
+
+
+def install(model, inversion: Inversion, correct_edits: bool = False):
+    """A clone of ``model`` that samples with the inversion's per-step unconditional contexts, or
+    (method ``direct``) that corrects the source item onto the inversion's pivots at every step."""
     if model_fingerprint(model) != inversion.model_fingerprint:
         raise InversionMismatchError(
             "this inversion was made with another model; invert the image again with this model"
         )
     patched = model.clone()
-    patched.set_model_attn2_patch(NullTextPatch(inversion))
+    if inversion.method == "direct":
+        patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
+    else:
+        patched.set_model_attn2_patch(NullTextPatch(inversion))
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)

@@ -17,6 +17,8 @@ import torch
 CondEps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # ε with a given unconditional context: (latent, σ, context) -> ε
 UncondEps = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# both in one model call: (latent, σ, context_a, context_b) -> (ε_a, ε_b)
+PairedEps = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
 
 

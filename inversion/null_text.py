@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .ddim import CondEps, Progress, UncondEps, euler_step, guided_eps
+from .ddim import CondEps, PairedEps, Progress, UncondEps, euler_step, guided_eps
 
 MAX_LINE_STEP = 10.0  # the secant line search never goes further than 10 probe lengths
 
@@ -72,7 +72,7 @@ class _Step:
     x: torch.Tensor
     sigma: torch.Tensor
     sigma_next: torch.Tensor
-    eps_c: torch.Tensor
+    eps_c: torch.Tensor | None  # None until the first paired forward sets it
     pivot: torch.Tensor
     guidance: float
 
@@ -96,9 +96,12 @@ def null_text_invert(
     settings: NullTextSettings = NullTextSettings(),
     progress: Progress | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    eps_pair: PairedEps | None = None,
 ) -> NullTextResult:
     """Optimise one unconditional context per step; ``pivots`` from :func:`~.ddim.ddim_invert`,
-    ``cond`` the source prompt's context (a starting point for ``init="source"``).
+    ``cond`` the source prompt's context (a starting point for ``init="source"``). With
+    ``eps_pair`` (ε of ``cond`` and of a context in one model call), the secant optimiser gets each
+    step's conditional ε from its first forward instead of a call of its own.
 
     ``progress(done, total)`` counts inner steps (``total = steps · inner_steps``; a step that stops
     early jumps ahead); ``check_interrupt`` is called after every update and may raise."""
@@ -111,8 +114,17 @@ def null_text_invert(
     x = pivots[0]
     for i in range(steps):
         sigma, sigma_next = sigmas[i : i + 1], sigmas[i + 1 : i + 2]
-        with torch.no_grad():
-            step = _Step(x, sigma, sigma_next, eps_cond(x, sigma), pivots[i + 1], settings.guidance)
+        first_forward = None
+        if eps_pair is not None and settings.optimizer == "secant":
+            step = _Step(x, sigma, sigma_next, None, pivots[i + 1], settings.guidance)
+
+            def first_forward(context: torch.Tensor, step: _Step = step) -> torch.Tensor:
+                eps_c, eps_u = eps_pair(step.x, step.sigma, cond, context)
+                step.eps_c = eps_c.detach()
+                return eps_u
+        else:
+            with torch.no_grad():
+                step = _Step(x, sigma, sigma_next, eps_cond(x, sigma), pivots[i + 1], settings.guidance)
 
         def tick(taken: int, i: int = i) -> None:
             if check_interrupt is not None:
@@ -120,7 +132,7 @@ def null_text_invert(
             if progress is not None:
                 progress(i * settings.inner_steps + taken, total)
 
-        uncond, x, taken, loss = optimise(eps_uncond, step, uncond, settings, i, tick)
+        uncond, x, taken, loss = optimise(eps_uncond, step, uncond, settings, i, tick, first_forward)
         unconds.append(uncond[0].clone())
         result.inner_steps.append(taken)
         result.losses.append(loss)
@@ -131,7 +143,7 @@ def null_text_invert(
 
 
 def _adam(eps_uncond: UncondEps, step: _Step, uncond: torch.Tensor, settings: NullTextSettings, index: int,
-          tick: Callable[[int], None]) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+          tick: Callable[[int], None], first_forward: None = None) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """The original recipe's inner loop. Returns (uncond, next latent, updates, last loss)."""
     threshold = settings.threshold(index)
     uncond = uncond.detach().requires_grad_(True)
@@ -156,14 +168,19 @@ def _adam(eps_uncond: UncondEps, step: _Step, uncond: torch.Tensor, settings: Nu
 
 
 def _secant(eps_uncond: UncondEps, step: _Step, uncond: torch.Tensor, settings: NullTextSettings, index: int,
-            tick: Callable[[int], None]) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+            tick: Callable[[int], None], first_forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """Steepest descent with a one-probe line search (see the module docstring). Always checks the
-    loss before an update. Returns (uncond, next latent, updates, last loss)."""
+    loss before an update. ``first_forward(context)``, if given, is the first ε_u (and sets the
+    step's conditional ε). Returns (uncond, next latent, updates, last loss)."""
     threshold = settings.threshold(index)
     taken, loss_value, eps_u = 0, float("nan"), None
-    for _ in range(settings.inner_steps):
+    for iteration in range(settings.inner_steps):
         context = uncond.detach().requires_grad_(True)
-        eps_at_context = eps_uncond(step.x, step.sigma, context)
+        if iteration == 0 and first_forward is not None:
+            eps_at_context = first_forward(context)
+        else:
+            eps_at_context = eps_uncond(step.x, step.sigma, context)
         residual = step.residual(eps_at_context)
         loss = step.loss(residual)
         loss_value, eps_u = float(loss.detach()), eps_at_context.detach()

@@ -34,6 +34,7 @@ class Inversion:
     scheduler: str
     steps: int
     model_fingerprint: str
+    pivots: torch.Tensor | None = None  # direct: [steps + 1, C, H, W], the sampler's x (model space) after each step
 
     @property
     def num_steps(self) -> int:
@@ -46,6 +47,8 @@ class Inversion:
     def save(self, path: str | Path) -> None:
         tensors = {"unconds": self.unconds.contiguous(), "sigmas": self.sigmas.contiguous(),
                    "noisy": self.noisy.contiguous(), "source": self.source.contiguous()}
+        if self.pivots is not None:
+            tensors["pivots"] = self.pivots.contiguous()
         meta = {"format": FORMAT, "guidance": repr(self.guidance), "method": self.method,
                 "scheduler": self.scheduler, "steps": str(self.steps), "model_fingerprint": self.model_fingerprint}
         write_safetensors({k: v.detach().cpu().float() for k, v in tensors.items()}, path, meta)
@@ -56,12 +59,14 @@ class Inversion:
         if meta.get("format") != FORMAT:
             raise InversionFileError(f"{path}: not an inversion saved by this pack (format {meta.get('format')!r})")
         missing = {"unconds", "sigmas", "noisy", "source"} - set(tensors)
+        if meta.get("method") == "direct" and "pivots" not in tensors:
+            missing.add("pivots")
         if missing:
             raise InversionFileError(f"{path}: the file lacks {sorted(missing)}; save the inversion again")
         try:
             return cls(tensors["unconds"], tensors["sigmas"], tensors["noisy"], tensors["source"],
                        float(meta["guidance"]), meta["method"], meta["scheduler"], int(meta["steps"]),
-                       meta["model_fingerprint"])
+                       meta["model_fingerprint"], tensors.get("pivots"))
         except (KeyError, ValueError) as e:
             raise InversionFileError(f"{path}: damaged metadata ({e}); save the inversion again") from None
 

@@ -74,9 +74,10 @@ def test_step_k_gets_embedding_k(random_photo):
     ({"steps": STEPS + 2}, "not the inversion's schedule"),
     ({"add_noise": "enable"}, "add_noise 'disable'"),
 ])
-def test_a_sampler_that_cannot_reconstruct_is_refused_before_sampling(random_photo, change, message):
+@pytest.mark.parametrize("method", ["negative-prompt", "direct"])
+def test_a_sampler_that_cannot_reconstruct_is_refused_before_sampling(random_photo, change, message, method):
     model, clip, latent, caption = random_photo
-    positive, negative, noisy, inversion = invert(model, clip, latent, "negative-prompt", prompt=caption)
+    positive, negative, noisy, inversion = invert(model, clip, latent, method, prompt=caption)
     with pytest.raises(ValueError, match=message):
         reconstruct(model, positive, negative, noisy, inversion, **change)
 
@@ -169,3 +170,91 @@ def test_bad_photo_inputs_are_named(tiny_sd15, tiny_sd15_clip, tiny_vae, inputs,
     positive, negative = harness.encode(tiny_sd15_clip, "a photo"), harness.encode(tiny_sd15_clip, "")
     with pytest.raises(ValueError, match=message), torch.inference_mode():
         node("PromptEditInvertImage").invert(tiny_sd15, positive, negative, method="ddim", steps=3, **inputs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Direct inversion: the source item is put back on the pivots at every step
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd2v", "sdxl"])
+def test_direct_inversion_reconstructs_exactly_at_cfg_7_5(family, request):
+    model = request.getfixturevalue(f"tiny_{family}")
+    clip = request.getfixturevalue({"sd15": "tiny_sd15_clip", "sd2v": "tiny_sd2_clip", "sdxl": "tiny_sdxl_clip"}[family])
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt="a photo of a cat")
+    assert rel_err(reconstruct(model, positive, negative, noisy, inversion, cfg=7.5), latent) < 1e-4
+    # the same inversion without the correction drifts: the correction is what makes it exact
+    plain = node("KSamplerAdvanced").sample
+    with torch.inference_mode():
+        drifted = plain(model, "disable", 0, STEPS, 7.5, "euler", "ddim_uniform", positive, negative, noisy, 0, 10000,
+                        "disable")[0]["samples"]
+    assert rel_err(drifted, latent) > 1e-2
+
+
+def _p2p_edit(model, clip, inversion, noisy, caption, edited, kind, correct_edits=False):
+    p2p_positive, p2p_latent, edit = node("PromptEditP2PPrompts").build(clip, noisy, caption, edited)
+    if kind == "reweight":
+        edit = node("PromptEditP2PReweight").reweight(edit, clip, "red", 3.0)[0]
+    edit = node("PromptEditP2PLocalBlend").blend(edit, clip, "square", "circle" if kind != "reweight" else "red", 0.3, 0.2)[0]
+    patched = node("PromptEditApplyInversion").apply(model, inversion, correct_edits)[0]
+    patched = node("PromptEditP2PAttentionControl").apply(patched, edit, kind, 0.0, 0.8, 0.4, "coarse")[0]
+    return patched, p2p_positive, p2p_latent
+
+
+def _sample_advanced(model, positive, negative, latent, cfg=7.5):
+    with torch.inference_mode():
+        return node("KSamplerAdvanced").sample(model, "disable", 0, STEPS, cfg, "euler", "ddim_uniform", positive,
+                                               negative, latent, 0, 10000, "disable")[0]["samples"]
+
+
+@pytest.mark.parametrize("kind,edited", [("replace", "a red circle"), ("refine", "a big red circle"),
+                                         ("reweight", "a red square")])
+def test_direct_inversion_keeps_the_source_item_exact_under_every_edit_kind(random_photo, kind, edited):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)
+    patched, p2p_positive, p2p_latent = _p2p_edit(model, clip, inversion, noisy, caption, edited, kind)
+    out = _sample_advanced(patched, p2p_positive, negative, p2p_latent)
+    assert rel_err(out[:1], latent) < 1e-4
+    assert rel_err(out[1:], latent) > 1e-3
+
+
+def test_correct_edits_changes_only_the_edited_items(random_photo):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)
+    runs = []
+    for correct in (False, True):
+        patched, p2p_positive, p2p_latent = _p2p_edit(model, clip, inversion, noisy, caption, "a red circle", "replace", correct)
+        runs.append(_sample_advanced(patched, p2p_positive, negative, p2p_latent))
+    assert rel_err(runs[0][:1], latent) < 1e-4 and rel_err(runs[1][:1], latent) < 1e-4
+    assert rel_err(runs[1][1:], runs[0][1:]) > 1e-3
+
+
+def test_direct_inversion_keeps_the_source_exact_under_token_noise_variations(random_photo):
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)
+    p2p_positive, p2p_latent, edit = node("PromptEditP2PPrompts").build(clip, noisy, caption, "a red circle")
+    base, varied_positive, varied_latent, varied_edit = node("PromptEditStochasticEmbeddings").vary(
+        model, p2p_positive, p2p_latent, "token noise", 2, 5, 0.3, "circle", edit)
+    patched = node("PromptEditApplyInversion").apply(base, inversion)[0]
+    patched = node("PromptEditP2PAttentionControl").apply(patched, varied_edit, "replace", 0.0, 0.8, 0.4, "coarse")[0]
+    out = _sample_advanced(patched, varied_positive, negative, varied_latent)
+    assert out.shape[0] == 3 and rel_err(out[:1], latent) < 1e-4
+    assert rel_err(out[1:2], out[2:3]) > 1e-3
+
+
+def test_a_direct_inversion_saves_and_loads_with_its_pivots(random_photo, tmp_path):
+    from comfyui_prompt_edit.inversion.result import Inversion, InversionFileError
+    from comfyui_prompt_edit.inversion.safetensors_file import write_safetensors
+
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)
+    inversion.save(tmp_path / "direct.safetensors")
+    loaded = Inversion.load(tmp_path / "direct.safetensors")
+    assert torch.equal(loaded.pivots, inversion.pivots) and loaded.method == "direct"
+    assert rel_err(reconstruct(model, positive, negative, noisy, loaded), latent) < 1e-4
+    tensors = {"unconds": inversion.unconds, "sigmas": inversion.sigmas, "noisy": inversion.noisy, "source": inversion.source}
+    meta = {"format": "comfyui-prompt-edit/inversion/v1", "guidance": "7.5", "method": "direct", "scheduler": "ddim_uniform",
+            "steps": str(STEPS), "model_fingerprint": inversion.model_fingerprint}
+    write_safetensors(tensors, tmp_path / "no_pivots.safetensors", meta)
+    with pytest.raises(InversionFileError, match=r"lacks \['pivots'\]; save the inversion again"):
+        Inversion.load(tmp_path / "no_pivots.safetensors")

@@ -161,3 +161,43 @@ def test_ssim_identity_and_degradation():
 def test_metric_inputs_must_match():
     with pytest.raises(ValueError, match="differ"):
         psnr(torch.zeros(1, 8, 8, 3), torch.zeros(1, 16, 16, 3))
+
+
+def test_the_paired_forward_gives_the_same_inversion_with_one_model_call_less_per_step(toy):
+    model, eps_cond, x0, cond, null = toy
+    sigmas = schedule(10)
+    pivots = ddim_invert(eps_cond, x0, sigmas)
+    calls = {"single": 0, "paired": 0}
+
+    def counted_cond(x, s):
+        calls["single"] += 1
+        return eps_cond(x, s)
+
+    def paired(x, s, context_a, context_b):
+        calls["paired"] += 1
+        both = model(x.expand(2, -1, -1, -1), s, torch.cat([context_a, context_b]))
+        return both[:1], both[1:]
+
+    settings = NullTextSettings(inner_steps=2, epsilon=0.0, optimizer="secant", init="source")
+    alone = null_text_invert(counted_cond, model, pivots, sigmas, cond, null, settings)
+    assert calls == {"single": 10, "paired": 0}
+    calls["single"] = 0
+    shared = null_text_invert(counted_cond, model, pivots, sigmas, cond, null, settings, eps_pair=paired)
+    assert calls == {"single": 0, "paired": 10}
+    torch.testing.assert_close(shared.unconds, alone.unconds)
+
+
+def test_direct_correction_lands_the_euler_step_on_the_pivot_and_shifts_edits_only_when_asked():
+    from comfyui_prompt_edit.inversion.ddim import euler_step
+    from comfyui_prompt_edit.inversion.direct import corrected_denoised
+
+    g = torch.Generator().manual_seed(3)
+    x, denoised, pivot = (torch.randn(3, 4, 8, 8, generator=g) for _ in range(3))
+    pivot = pivot[:1]
+    for sigma, sigma_next in ((14.6, 9.2), (0.4, 0.0)):
+        for correct_edits in (False, True):
+            out = corrected_denoised(x, denoised, sigma, sigma_next, pivot, correct_edits)
+            landed = euler_step(x, (x - out) / sigma, torch.tensor(sigma), torch.tensor(sigma_next))
+            torch.testing.assert_close(landed[:1], pivot, rtol=1e-5, atol=1e-5)
+            shift = (out[:1] - denoised[:1]).expand(2, -1, -1, -1)
+            torch.testing.assert_close(out[1:], denoised[1:] + shift if correct_edits else denoised[1:])
