@@ -2,7 +2,7 @@
 local ComfyUI install with this pack, and copy the images it saves into an output folder.
 
     python scripts/run_workflow.py example_workflows/p2p_replace.json --out results/ \\
-        --set ckpt_name=my_sd15.safetensors --set steps=20
+        --checkpoint ~/models/my_sd15.safetensors --set steps=20
 
 ``--set NAME=VALUE`` overrides that input on every node that has it (numbers and true/false are
 parsed). Input images (LoadImage) are read from ComfyUI's input folder, or from --input-dir.
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override an input on every node that has it")
     parser.add_argument("--input-dir", help="ComfyUI's input folder (where LoadImage reads)")
     parser.add_argument("--models-dir", help="a models folder to use besides ComfyUI's (checkpoints/, inversions/, …)")
+    parser.add_argument("--checkpoint", help="a checkpoint file to load instead of the one the workflow names "
+                                             "(same as --set ckpt_name=NAME with its folder added to the checkpoints)")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even with a GPU (the default without one)")
     parser.add_argument("--comfyui", help="the ComfyUI install to use")
     args = parser.parse_args(argv)
@@ -49,12 +51,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.models_dir:
         for kind in ("checkpoints", "vae", "clip_vision", "inversions", "embedding_vae", "lpips"):
             folder_paths.add_model_folder_path(kind, str(Path(args.models_dir).resolve() / kind))
+    overrides = list(args.set)
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint).expanduser().resolve()
+        if not checkpoint.is_file():
+            sys.exit(f"--checkpoint: no file {checkpoint}")
+        folder_paths.add_model_folder_path("checkpoints", str(checkpoint.parent))
+        overrides.append(f"ckpt_name={checkpoint.name}")
     try:
         prompt = to_api(workflow, nodes.NODE_CLASS_MAPPINGS)
     except KeyError as error:
         sys.exit(f"{args.workflow}: {error.args[0]}; install the custom nodes it uses")
     try:
-        apply_overrides(prompt, args.set)
+        apply_overrides(prompt, overrides)
     except OverrideError as error:
         sys.exit(str(error))
     try:
@@ -74,7 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         for text in output.get("text", []):
             print(f"node {node_id}: {text}")
     shutil.rmtree(scratch, ignore_errors=True)
-    print(f"ran {args.workflow}: {len(copied)} image(s) in {out}")
+    print(f"ran {args.workflow}: {len(copied)} image(s) in {out.resolve()}")
+    for path in copied:
+        print(f"  {path}")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ def run(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_the_runner_executes_an_example_workflow_headlessly(sd15_checkpoint, tmp_path):
-    models = harness.sd15_checkpoint_path().parent.parent  # holds checkpoints/
     result = run("run_workflow.py", str(harness.ROOT / "example_workflows" / "p2p_replace.json"), "--out", str(tmp_path),
-                 "--models-dir", str(models), "--set", f"ckpt_name={sd15_checkpoint}", "--set", "steps=2",
+                 "--checkpoint", str(harness.sd15_checkpoint_path()), "--set", "steps=2",
                  "--set", "width=64", "--set", "height=64", "--cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     images = sorted(tmp_path.glob("*.png"))
-    assert len(images) >= 2 and "image(s) in" in result.stdout
+    assert len(images) >= 2 and f"image(s) in {tmp_path.resolve()}" in result.stdout
     with Image.open(images[0]) as image:
         assert image.size == (64, 64)
 
