@@ -1,0 +1,48 @@
+"""The pack as a package: its declared dependencies are what it imports, its license is shipped."""
+
+from __future__ import annotations
+
+import ast
+import sys
+import tomllib
+from pathlib import Path
+
+import comfy_harness as harness
+
+RUNTIME_PACKAGES = ("__init__.py", "attention", "inversion", "vae_embed", "patching", "nodes", "evaluation")
+# import name -> distribution name, for the ones that differ
+DISTRIBUTIONS = {"PIL": "pillow"}
+HOST_MODULES = {"comfy", "comfy_api", "folder_paths", "nodes", "server", "node_helpers", "comfy_extras"}
+
+
+def imported_top_level_modules() -> set[str]:
+    found = set()
+    for entry in RUNTIME_PACKAGES:
+        path = harness.ROOT / entry
+        for source in ([path] if path.is_file() else sorted(path.rglob("*.py"))):
+            for node in ast.walk(ast.parse(source.read_text(), str(source))):
+                if isinstance(node, ast.Import):
+                    found.update(alias.name.split(".")[0] for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module.split(".")[0])
+    return found
+
+
+def declared(path: Path) -> set[str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {line for line in lines if line}
+
+
+def test_declared_dependencies_are_exactly_the_third_party_imports():
+    third_party = imported_top_level_modules() - set(sys.stdlib_module_names) - HOST_MODULES
+    expected = {DISTRIBUTIONS.get(name, name) for name in third_party}
+    project = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())["project"]
+    assert declared(harness.ROOT / "requirements.txt") == expected
+    assert set(project["dependencies"]) == expected
+
+
+def test_the_declared_license_file_is_the_gpl_3():
+    project = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())["project"]
+    license_file = harness.ROOT / project["license"]["file"]
+    text = license_file.read_text()
+    assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
