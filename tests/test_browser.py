@@ -51,8 +51,12 @@ def browser_page(comfy_server):
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.goto(url)
         page.wait_for_function("() => window.app && window.app.graph && window.app.extensionManager", timeout=120000)
-        # full detail at the zoom that fits a whole workflow, for readable screenshots
-        page.evaluate("() => window.app.extensionManager.setting.set('LiteGraph.Canvas.LowQualityRenderingZoomThreshold', 0.1)")
+        # full detail at the zoom that fits a whole workflow, for readable screenshots: frontend 1.27
+        # switches to low quality below a zoom threshold, 1.49 below a rendered font size
+        page.evaluate("""() => { const setting = window.app.extensionManager.setting;
+            for (const [id, value] of [['LiteGraph.Canvas.LowQualityRenderingZoomThreshold', 0.1],
+                                       ['LiteGraph.Canvas.MinFontSizeForLOD', 0]])
+                try { setting.set(id, value); } catch (error) { /* not a setting of this frontend */ } }""")
         yield page, url
         browser.close()
 

@@ -46,3 +46,15 @@ def test_the_declared_license_file_is_the_gpl_3():
     license_file = harness.ROOT / project["license"]["file"]
     text = license_file.read_text()
     assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
+
+
+def test_every_example_checkpoint_loader_offers_its_model_download():
+    import json
+
+    for path in sorted((harness.ROOT / "example_workflows").glob("*.json")):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] != "CheckpointLoaderSimple":
+                continue
+            models = node.get("properties", {}).get("models", [])
+            assert [m["name"] for m in models] == node["widgets_values"][:1], f"{path.name}: no download for its checkpoint"
+            assert all(m["url"].startswith("https://") and m["directory"] == "checkpoints" for m in models), path.name
