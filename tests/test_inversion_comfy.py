@@ -258,3 +258,25 @@ def test_a_direct_inversion_saves_and_loads_with_its_pivots(random_photo, tmp_pa
     write_safetensors(tensors, tmp_path / "no_pivots.safetensors", meta)
     with pytest.raises(InversionFileError, match=r"lacks \['pivots'\]; save the inversion again"):
         Inversion.load(tmp_path / "no_pivots.safetensors")
+
+
+def test_direct_inversion_keeps_the_source_exact_under_conditional_vae_variations(random_photo):
+    from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
+    from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
+
+    model, clip, latent, caption = random_photo
+    positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)
+    torch.manual_seed(0)
+    vae = EmbeddingVAE(EmbeddingVAEConfig("token_mlp", 77, 32, latent=4, hidden=16))
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # an untrained VAE is the identity; this one varies
+    conditional = TrainedEmbeddingVAE(vae.requires_grad_(False), "conditional")
+    p2p_positive, p2p_latent, edit = node("PromptEditP2PPrompts").build(clip, noisy, caption, "a red circle")
+    base, varied_positive, varied_latent, varied_edit = node("PromptEditStochasticEmbeddings").vary(
+        model, p2p_positive, p2p_latent, "embedding VAE", 2, 5, 1.0, "", edit, embedding_vae=conditional)
+    patched = node("PromptEditApplyInversion").apply(base, inversion)[0]
+    patched = node("PromptEditP2PAttentionControl").apply(patched, varied_edit, "replace", 0.0, 0.8, 0.4, "coarse")[0]
+    out = _sample_advanced(patched, varied_positive, negative, varied_latent)
+    assert out.shape[0] == 3 and rel_err(out[:1], latent) < 1e-4
+    assert rel_err(out[1:2], out[2:3]) > 1e-3
