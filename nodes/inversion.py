@@ -62,9 +62,11 @@ def _photo_latent(latent, image, vae) -> torch.Tensor:
 class InvertImage:
     DESCRIPTION = (
         "Inverts a real image's latent with DDIM inversion along the exact σ schedule of the chosen "
-        "scheduler and steps, and (null-text) optimises one unconditional embedding per step so that "
-        "guided sampling reconstructs it. Sample the LATENT with KSamplerAdvanced (add_noise disable, "
-        "euler or ddim, same scheduler and steps) and the MODEL from 'Apply Inversion'."
+        "scheduler and steps, and (null-text methods) optimises one unconditional embedding per step so "
+        "that guided sampling reconstructs it, or (direct) keeps the inversion's latents so that 'Apply "
+        "Inversion' puts the source back on them exactly at every step. Sample the LATENT with "
+        "KSamplerAdvanced (add_noise disable, euler or ddim, same scheduler and steps) and the MODEL "
+        "from 'Apply Inversion'."
     )
     CATEGORY = CATEGORY_INVERSION
     FUNCTION = "invert"

@@ -63,3 +63,13 @@ def test_a_host_without_a_needed_feature_is_refused_with_what_to_do(comfy_nodes,
     with pytest.raises(ImportError, match=r"needs ComfyUI 0\.3\.64 or newer .*lacks comfy\.model_patcher\."
                                           r"ModelPatcher\.add_wrapper_with_key\. Update ComfyUI"):
         host.require_supported_comfyui()
+
+
+def test_every_node_has_a_current_help_page(comfy_nodes):
+    """web/docs/<NodeName>.md are written from the nodes' tooltips (python scripts/node_docs.py)."""
+    from comfyui_prompt_edit.nodes.help_pages import DOCS_DIR, pages
+
+    expected = pages(pack_classes(), comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS)
+    on_disk = {p.name: p.read_text() for p in DOCS_DIR.glob("*.md")}
+    stale = sorted(name for name in expected.keys() | on_disk.keys() if expected.get(name) != on_disk.get(name))
+    assert not stale, f"help pages out of date: {stale}; run python scripts/node_docs.py"

@@ -49,3 +49,12 @@ def test_queue_script_fails_cleanly(comfy_server, tmp_path):
                    "--timeout", "5")
     assert result.returncode != 0 and "cannot reach the ComfyUI server" in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_the_server_serves_the_node_help_pages_where_the_frontend_looks(comfy_server):
+    import urllib.request
+
+    url, _, _ = comfy_server
+    page = harness.ROOT / "web" / "docs" / "PromptEditInvertImage.md"
+    with urllib.request.urlopen(f"{url}/extensions/{harness.PACK}/docs/PromptEditInvertImage.md", timeout=30) as response:
+        assert response.read().decode() == page.read_text()
