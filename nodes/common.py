@@ -28,3 +28,13 @@ def writable_model_folder(name: str) -> str:
     directory = folder_paths.get_folder_paths(name)[0]
     os.makedirs(directory, exist_ok=True)
     return directory
+
+
+def model_file_check(folder: str, name: str, how_to_make: str) -> bool | str:
+    """For a loader's VALIDATE_INPUTS: True when ``name`` is in ``models/<folder>/``, else a message
+    that says how to make the file (instead of the validator's bare "Value not in list")."""
+    if folder_paths.get_full_path(folder, name) is not None:
+        return True
+    present = folder_paths.get_filename_list(folder)
+    where = f"models/{folder}/ holds " + (", ".join(present) if present else "no file yet")
+    return f"{name!r} is not there ({where}); {how_to_make}"

@@ -32,6 +32,7 @@ from .common import (
     CATEGORY_VARIATIONS,
     EMBEDDING_VAE,
     INVERSION,
+    model_file_check,
     register_model_folder,
     writable_model_folder,
 )
@@ -320,6 +321,12 @@ class LoadEmbeddingVAE:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"vae_name": (folder_paths.get_filename_list(FOLDER), {"tooltip": "A file in models/embedding_vae/."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name: str):
+        return model_file_check(FOLDER, vae_name, (
+            "train it first: the example workflow variations_train_null_text_vae.json (null-text VAE) or "
+            "variations_train_conditional_vae.json (conditional VAE), or a 'Train Embedding VAE' node, saves it there"))
 
     def load(self, vae_name: str):
         path = folder_paths.get_full_path(FOLDER, vae_name)

@@ -20,6 +20,7 @@ from ..inversion.result import Inversion
 from .common import (
     CATEGORY_INVERSION,
     INVERSION,
+    model_file_check,
     register_model_folder,
     writable_model_folder,
 )
@@ -212,6 +213,12 @@ class LoadInversion:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"name": (folder_paths.get_filename_list(INVERSION_FOLDER), {"tooltip": "A file in models/inversions."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, name: str):
+        return model_file_check(INVERSION_FOLDER, name, (
+            "invert the photo first and keep it with 'Save Inversion' (as the example workflow "
+            "inversion_null_text_p2p_replace.json does), which saves it there"))
 
     def load(self, name: str):
         inversion = Inversion.load(folder_paths.get_full_path_or_raise(INVERSION_FOLDER, name))

@@ -248,3 +248,14 @@ def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15,
     assert shown == [1, 2, 3, 4, 5]  # no iteration finished after the cancel (ComfyUI >= 0.3.65 stops inside the UNet)
     saved = TrainedEmbeddingVAE.load(tmp_path / "partial.safetensors")
     assert saved.steps_trained == 5
+
+
+@pytest.mark.parametrize("class_type,widget,advice", [
+    ("PromptEditLoadEmbeddingVAE", "vae_name", "variations_train_null_text_vae.json"),
+    ("PromptEditLoadInversion", "name", "'Save Inversion'"),
+])
+def test_a_loader_whose_file_is_missing_says_which_workflow_makes_it(comfy_nodes, class_type, widget, advice):
+    prompt = {"1": {"class_type": class_type, "inputs": {widget: "not_made_yet.safetensors"}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}  # an output, so that "1" is validated
+    with pytest.raises(harness.comfy_cli.WorkflowError, match=rf"'not_made_yet.safetensors' is not there \(models/.*\); .*{advice}"):
+        harness.comfy_cli.execute_prompt(prompt)
