@@ -578,6 +578,29 @@ def make_sd15_checkpoint(path: Path) -> Path:
     return path
 
 
+CLIP_VISION_NAME = "clip_vision_vit_l_14_random.safetensors"
+
+
+def make_clip_vision_file(path: Path | None = None) -> Path:
+    """A random-weight CLIP vision model in the smallest layout ComfyUI's CLIPVisionLoader
+    recognises (ViT-L/14 at 224², projection 768 = the SD1.5 text width), fp16, about 600 MB;
+    written once into the user cache (atomically) unless a complete one is there."""
+    path = Path(path or cache_dir() / "clip_vision" / CLIP_VISION_NAME)
+    if (_safetensors_metadata(path) or {}).get("recipe") == "vit-l-14 random v1":
+        return path
+    ensure_comfyui()
+    import comfy.clip_vision
+
+    config = Path(comfy.clip_vision.__file__).parent / "clip_vision_config_vitl.json"
+    with torch.inference_mode(False):
+        model = comfy.clip_vision.ClipVisionModel(str(config))
+        fill_random_(model.model, seed=5)
+        state_dict = {k: v.detach().to(torch.float16).contiguous() for k, v in model.get_sd().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(state_dict, path, {"recipe": "vit-l-14 random v1"})
+    return path
+
+
 def register_checkpoint_dir(directory: Path) -> None:
     """Add `directory` to ComfyUI's "checkpoints" search paths (idempotent)."""
     ensure_comfyui()

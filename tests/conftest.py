@@ -249,7 +249,8 @@ def comfy_server(tmp_path_factory):
 
 def _server_files(base, checkpoint) -> None:
     """The test checkpoint under its own name and under every name the example workflows load,
-    their input photo, and their embedding VAEs (harness.write_workflow_embedding_vae)."""
+    their input photo, their CLIP vision model (harness.make_clip_vision_file) and their embedding
+    VAEs (harness.write_workflow_embedding_vae)."""
     from PIL import Image
 
     workflows = [harness.load_workflow(p) for p in sorted((harness.ROOT / "example_workflows").glob("*.json"))]
@@ -263,6 +264,10 @@ def _server_files(base, checkpoint) -> None:
         pixels = torch.zeros(64, 64, 3, dtype=torch.uint8)
         pixels[16:40, 20:44] = torch.tensor([200, 80, 40], dtype=torch.uint8)
         Image.fromarray(pixels.numpy()).save(base / "input" / name)
+    clip_visions = base / "models" / "clip_vision"
+    clip_visions.mkdir(parents=True)
+    for name in {values[0] for kind, values in widgets if kind == "CLIPVisionLoader"}:
+        (clip_visions / name).symlink_to(harness.make_clip_vision_file())
     vaes = base / "models" / "embedding_vae"
     vaes.mkdir(parents=True)
     for name in {values[0] for kind, values in widgets if kind == "PromptEditLoadEmbeddingVAE"}:

@@ -40,6 +40,8 @@ SAVE_INVERSION_NODE = "PromptEditSaveInversion"
 INVERSION_FOLDER = "inversions"
 VARIATIONS_NODE = "PromptEditStochasticEmbeddings"
 TRAIN_VAE_NODE = "PromptEditTrainEmbeddingVAE"
+TRAIN_CONDITIONAL_NODE = "PromptEditTrainConditionalEmbeddingVAE"
+TRAIN_NODES = (TRAIN_VAE_NODE, TRAIN_CONDITIONAL_NODE)
 LOAD_VAE_NODE = "PromptEditLoadEmbeddingVAE"
 EMBEDDING_VAE_FOLDER = "embedding_vae"
 TRAIN_ITERATIONS = 3
@@ -123,7 +125,7 @@ def shrink(prompt: dict, checkpoint: str) -> dict:
         if node["class_type"] == INVERT_NODE:
             inputs["steps"] = STEPS
             inputs["inner_steps"] = INNER_STEPS
-        if node["class_type"] == TRAIN_VAE_NODE:
+        if node["class_type"] in TRAIN_NODES:
             inputs["steps"] = STEPS
             inputs["iterations"] = TRAIN_ITERATIONS
     return prompt
@@ -152,6 +154,26 @@ def write_embedding_vaes(workflow: dict, directory: Path) -> None:
     for node in workflow["nodes"]:
         if node["type"] == LOAD_VAE_NODE:
             harness.write_workflow_embedding_vae(directory / node["widgets_values"][0])
+
+
+def link_clip_vision_files(workflow: dict, directory: Path) -> None:
+    """The random-weight ViT-L/14 (harness.make_clip_vision_file) under the name of every Load CLIP
+    Vision of the workflow."""
+    for node in workflow["nodes"]:
+        if node["type"] == "CLIPVisionLoader":
+            target = directory / node["widgets_values"][0]
+            if not target.exists():
+                target.symlink_to(harness.make_clip_vision_file())
+
+
+@pytest.fixture
+def clip_vision_dir(comfy_nodes, tmp_path_factory, monkeypatch) -> Path:
+    """Load CLIP Vision reads this tmp dir as its "clip_vision" model folder."""
+    import folder_paths
+
+    directory = tmp_path_factory.mktemp("clip_vision")
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "clip_vision", ([str(directory)], {".safetensors"}))
+    return directory
 
 
 def _upstream(prompt: dict, link: list, wanted: str, through: str = "model") -> tuple[str, dict] | None:
@@ -249,7 +271,8 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
-def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir):
+def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir,
+                              clip_vision_dir):
     workflow = harness.load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
@@ -257,6 +280,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
 
     write_input_images(workflow)
     write_embedding_vaes(workflow, embedding_vae_dir)
+    link_clip_vision_files(workflow, clip_vision_dir)
     prompt = harness.ui_to_api(workflow, mappings)
     inverted_samplers = check_inversion_wiring(prompt, path.name)
     if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
@@ -305,7 +329,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
             print(f"{path.name}: node {node_id}: {texts[0]}")
             assert math.isfinite(psnr_db) and math.isfinite(ssim), texts[0]
             assert math.isfinite(latent_mse) and latent_mse > 0, f"{path.name}: latents not compared: {texts[0]}"
-        if node["class_type"] == TRAIN_VAE_NODE and node["inputs"]["save_as"].strip():
+        if node["class_type"] in TRAIN_NODES and node["inputs"]["save_as"].strip():
             saved = embedding_vae_dir / f"{node['inputs']['save_as'].strip()}.safetensors"
             assert saved.is_file(), f"{path.name}: {saved} was not written"
         if node["class_type"] == SAVE_INVERSION_NODE:
