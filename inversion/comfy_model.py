@@ -1,7 +1,7 @@
 """ComfyUI side of the inversion: σ schedules, and the model as a differentiable ε function.
 
 Nodes run under ``torch.inference_mode()``; gradients through the UNet need
-``torch.inference_mode(False)`` and weights that are not inference tensors (contract §6): after
+``torch.inference_mode(False)`` and weights that are not inference tensors: after
 the model is loaded, every inference-mode parameter and buffer is replaced by a normal clone
 (same values), which later inference-mode sampling uses as before.
 """
@@ -38,6 +38,17 @@ def load_for_gradients(model) -> None:
         _release_inference_tensors(model.model)
 
 
+def _extra_inputs(model, conditioning_extras: dict, latent_shape: torch.Size) -> dict[str, torch.Tensor]:
+    """The model's extra inputs for a CONDITIONING entry's dict (e.g. SDXL's ``y``), as the sampler
+    builds them."""
+    device = model.load_device
+    params = dict(conditioning_extras)
+    params.update(device=device, noise=torch.zeros(latent_shape, device=device))
+    params.setdefault("width", latent_shape[-1] * 8)
+    params.setdefault("height", latent_shape[-2] * 8)
+    return {k: v.cond.to(device) for k, v in model.model.extra_conds(**params).items() if k != "c_crossattn"}
+
+
 def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> UncondEps:
     """``ε(x, σ, context)`` of a loaded ComfyUI model.
 
@@ -46,11 +57,7 @@ def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> 
     """
     base = model.model
     device = model.load_device
-    params = dict(conditioning_extras)
-    params.update(device=device, noise=torch.zeros(latent_shape, device=device))
-    params.setdefault("width", latent_shape[-1] * 8)
-    params.setdefault("height", latent_shape[-2] * 8)
-    extras = {k: v.cond.to(device) for k, v in base.extra_conds(**params).items() if k != "c_crossattn"}
+    extras = _extra_inputs(model, conditioning_extras, latent_shape)
     dtype = base.get_dtype()
 
     def eps(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -69,15 +76,7 @@ def paired_eps_function(model, extras_a: dict, extras_b: dict, latent_shape: tor
     calls, most of all where per-op overhead dominates), or None when the two conditionings'
     extra inputs cannot share a batch."""
     base, device = model.model, model.load_device
-
-    def extra_inputs(extras: dict) -> dict:
-        params = dict(extras)
-        params.update(device=device, noise=torch.zeros(latent_shape, device=device))
-        params.setdefault("width", latent_shape[-1] * 8)
-        params.setdefault("height", latent_shape[-2] * 8)
-        return {k: v.cond.to(device) for k, v in base.extra_conds(**params).items() if k != "c_crossattn"}
-
-    a, b = extra_inputs(extras_a), extra_inputs(extras_b)
+    a, b = _extra_inputs(model, extras_a, latent_shape), _extra_inputs(model, extras_b, latent_shape)
     if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
         return None
     inputs = {k: torch.cat([a[k], b[k]]) for k in a}
