@@ -861,7 +861,7 @@ def _train_tiny_sd15(
     σ(t=1) = 0.04 to σ(t=51) = 0.23 needs the low-σ end), x = x0 + σ·ε, D = apply_model(x, σ,
     context), loss = mse((x - D)/σ, ε). The empty-prompt context replaces the caption 10 % of the
     time (CFG dropout). The output conv starts at zero, so the first prediction is ε = 0 (loss 1)
-    instead of random noise. Needs grad mode, hence inference_mode(False) (contract §6).
+    instead of random noise. Needs grad mode, hence inference_mode(False): nodes run under inference mode.
     """
     net = model.model.diffusion_model
     sigmas = model.get_model_object("model_sampling").sigmas.detach().clone()  # ascending, t = 0..999
