@@ -193,8 +193,9 @@ class TrainEmbeddingVAE(_Trainer):
 def _text_features(clip, prompt: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], list]:
     """(CLIP joint-space text features of an embedding, the prompt's CONDITIONING). The features are
     the end token's state through the text encoder's projection: what CLIP compares with images
-    (exact for SD1.x, whose conditioning is the last layer; SD2.x/SDXL condition on the penultimate
-    layer, so there it is an approximation)."""
+    (SD2.x/SDXL condition on the penultimate layer, so there it is an approximation). SD1.x
+    checkpoints carry no text projection (ComfyUI leaves CLIP-L's uninitialised when it loads
+    one), so for SD1.x the end token's state is used unprojected."""
     tokens = clip.tokenize(prompt)
     key = layout_key(tokens)
     if key == "l" and "g" in tokens:
@@ -203,14 +204,16 @@ def _text_features(clip, prompt: str) -> tuple[Callable[[torch.Tensor], torch.Te
     end = getattr(clip.tokenizer, f"clip_{key}").end_token
     column = ids.index(end) if end in ids else len(ids) - 1
     encoder = getattr(clip.cond_stage_model, f"clip_{key}")
-    projection = encoder.transformer.text_projection
-    channels = projection.weight.shape[1]
+    weight = encoder.transformer.text_projection.weight
+    channels = weight.shape[1]
+    if key == "l" and "g" not in tokens:  # SD1.x: the projection holds whatever memory it was given
+        weight = torch.eye(channels, dtype=weight.dtype, device=weight.device)
     conditioning = clip.encode_from_tokens_scheduled(tokens)
     start = conditioning[0][0].shape[-1] - channels
 
     def features(embedding: torch.Tensor) -> torch.Tensor:
         state = embedding[:, column, start : start + channels]
-        return torch.nn.functional.linear(state.to(projection.weight.dtype), projection.weight).float()
+        return torch.nn.functional.linear(state.to(weight.dtype), weight).float()
 
     return features, conditioning
 

@@ -259,3 +259,18 @@ def test_a_loader_whose_file_is_missing_says_which_workflow_makes_it(comfy_nodes
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}  # an output, so that "1" is validated
     with pytest.raises(harness.comfy_cli.WorkflowError, match=rf"'not_made_yet.safetensors' is not there \(models/.*\); .*{advice}"):
         harness.comfy_cli.execute_prompt(prompt)
+
+
+def test_sd1_text_features_ignore_the_projection_comfyui_leaves_uninitialised(tiny_sd15_clip):
+    from comfyui_prompt_edit.nodes.embedding_vae import _text_features
+
+    weight = tiny_sd15_clip.cond_stage_model.clip_l.transformer.text_projection.weight
+    kept = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.fill_(float("nan"))  # what uninitialised memory may hold
+        features, conditioning = _text_features(tiny_sd15_clip, "a photo of a dog")
+        assert torch.isfinite(features(conditioning[0][0])).all()
+    finally:
+        with torch.no_grad():
+            weight.copy_(kept)
