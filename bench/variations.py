@@ -10,8 +10,9 @@ One process samples, from one shared initial noise and prompt, with the same sam
 
 Times are medians of ``--repeats`` interleaved runs after a warm-up. The last line is
 ``variation_time_ratio=X separate_calls_ratio=Y vae_time_ratio=Z`` (each against the plain batch).
-Default: CPU, the tests' tiny SD1.5-shaped model, 128² image, 10 euler steps. ``--full``: CUDA, a
-full SD1.5-shaped UNet (random fp16 weights) at 512², 50 steps.
+Default: CPU, the tests' tiny SD1.5-shaped model, 128² image, 10 euler steps. ``--full``: a full
+SD1.5-shaped UNet with random weights: on CUDA in fp16 at 512², 50 steps; on the CPU in fp32 at
+128², 3 steps.
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ SCALE = 0.5
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="full SD1.5-shaped UNet (fp16 on CUDA), 512², 50 steps")
+    parser.add_argument("--full", action="store_true",
+                        help="full SD1.5-shaped UNet: fp16 at 512², 50 steps on CUDA; fp32 at 128², 3 steps on the CPU")
     parser.add_argument("--count", type=int, default=8, help="variations N (default 8)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant (default 3)")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant (default 3, --full on the CPU 2)")
     args = parser.parse_args(argv)
-    args.steps, args.size = (50, 512) if args.full else (10, 128)
-    args.device = "cuda" if args.full else "cpu"
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--full: torch sees no CUDA device here")
+    args.device = "cuda" if args.full and torch.cuda.is_available() else "cpu"
+    full_cpu = args.full and args.device == "cpu"
+    args.steps, args.size = (3, 128) if full_cpu else (50, 512) if args.full else (10, 128)
+    args.repeats = args.repeats or (2 if full_cpu else 3)
     return args
 
 
@@ -54,9 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
 
     if args.full:
-        model, clip, _ = common.full_sd15(args.device, common.SEED)
+        model, clip, shape = common.full_sd15(args.device, common.SEED)
     else:
         model, clip = harness.tiny_sd15_model(common.SEED), harness.tiny_sd1_clip(common.SEED + 1)
+        shape = "tiny SD1.5-shaped UNet fp32"
     vary = nodes.NODE_CLASS_MAPPINGS["PromptEditStochasticEmbeddings"]().vary
     positive, negative = harness.encode(clip, PROMPT), harness.encode(clip, "")
     one = {"samples": torch.zeros(1, 4, args.size // 8, args.size // 8)}
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
-    print(f"device {args.device}; {'SD1.5 UNet fp16' if args.full else 'tiny SD1.5-shaped UNet fp32'}; N={n}, "
+    print(f"device {args.device}; {shape}; N={n}, "
           f"{args.size}² image, {common.SAMPLER} {args.steps} steps; median of {args.repeats} interleaved runs")
     for name, seconds in medians.items():
         print(f"{name:16}{seconds:10.3f} s{seconds / medians['plain batch']:8.2f}x")
