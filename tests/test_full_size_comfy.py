@@ -27,9 +27,18 @@ LAYOUT = {"sd15": (16, 2, 6), "sd21v": (16, 2, 6), "sdxl": (70, 2, 60)}
 @pytest.fixture(scope="module", params=sorted(harness.FULL_SIZE))
 def family(request):
     """(family, ModelPatcher, CLIP); one family in memory at a time."""
+    import gc
+
     name = request.param
     harness.ensure_comfyui()
+    import comfy.model_management as mm
+
     yield name, harness.full_size_model(name), harness.full_width_clip(name)
+    # ComfyUI keeps every model it loaded for sampling in its loaded list: let this family go
+    # before the next is built (SDXL alone is 5 GB).
+    mm.unload_all_models()
+    mm.cleanup_models()
+    gc.collect()
 
 
 def pack(name: str):
