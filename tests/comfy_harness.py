@@ -490,6 +490,14 @@ def tiny_vae(seed: int = 0) -> comfy.sd.VAE:
     return vae
 
 
+def run_node(cls: type, *args: Any) -> Any:
+    """First output of a node class, whether it is written for the V1 or the V3 node API."""
+    if hasattr(cls, "execute"):
+        out = cls.execute(*args)
+        return out.result[0] if hasattr(out, "result") else out[0]
+    return getattr(cls(), cls.FUNCTION)(*args)[0]
+
+
 def encode(clip: comfy.sd.CLIP, text: str) -> list:
     """CONDITIONING for `text`, exactly as CLIPTextEncode builds it."""
     return clip.encode_from_tokens_scheduled(clip.tokenize(text))

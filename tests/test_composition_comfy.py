@@ -29,12 +29,7 @@ def stock(name):
 
 
 def run_stock(name: str, *args):
-    """First output of a stock node, whether it is written for the V1 or the V3 node API."""
-    cls = stock(name)
-    if hasattr(cls, "execute"):
-        out = cls.execute(*args)
-        return out.result[0] if hasattr(out, "result") else out[0]
-    return getattr(cls(), cls.FUNCTION)(*args)[0]
+    return harness.run_node(stock(name), *args)
 
 
 def pack(name: str):

@@ -187,20 +187,11 @@ def test_stock_samplers_agree(tiny_sd15, tiny_sd15_clip, comfy_nodes):
                                              latent, 0, 10000, "disable")[0]
         guider = m["CFGGuider"]().execute(patched, positive, negative, CFG)[0] if hasattr(m["CFGGuider"], "execute") else m["CFGGuider"]().get_guider(patched, positive, negative, CFG)[0]
         noise = m["RandomNoise"]().execute(SEED)[0] if hasattr(m["RandomNoise"], "execute") else m["RandomNoise"]().get_noise(SEED)[0]
-        sampler = _call(m["KSamplerSelect"], "euler")
-        sigmas = _call(m["BasicScheduler"], patched, "normal", STEPS, 1.0)
-        sca = _call(m["SamplerCustomAdvanced"], noise, guider, sampler, sigmas, latent)
+        sampler = harness.run_node(m["KSamplerSelect"], "euler")
+        sigmas = harness.run_node(m["BasicScheduler"], patched, "normal", STEPS, 1.0)
+        sca = harness.run_node(m["SamplerCustomAdvanced"], noise, guider, sampler, sigmas, latent)
     torch.testing.assert_close(ksa["samples"], ks["samples"])
     assert_same(sca["samples"], ks["samples"])
-
-
-def _call(cls, *args):
-    """First output of a stock node, V1 or V3."""
-    if hasattr(cls, "execute"):
-        out = cls.execute(*args)
-        return out.result[0] if hasattr(out, "result") else out[0]
-    obj = cls()
-    return getattr(obj, cls.FUNCTION)(*args)[0]
 
 
 def test_local_blend_keeps_the_source_outside_the_edited_region(tiny_sd15, tiny_sd15_clip):
