@@ -58,3 +58,31 @@ def test_every_example_checkpoint_loader_offers_its_model_download():
             models = node.get("properties", {}).get("models", [])
             assert [m["name"] for m in models] == node["widgets_values"][:1], f"{path.name}: no download for its checkpoint"
             assert all(m["url"].startswith("https://") and m["directory"] == "checkpoints" for m in models), path.name
+
+
+def test_pyproject_has_what_the_comfy_registry_requires():
+    """The fields `comfy node publish` checks (docs.comfy.org/registry/specifications)."""
+    import re
+
+    from PIL import Image
+
+    config = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())
+    project, comfy = config["project"], config["tool"]["comfy"]
+    # node id: < 100 characters, letters, digits and single - _ . between them, starting with a letter
+    assert len(project["name"]) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*([-_.][A-Za-z0-9]+)*", project["name"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "the Registry takes X.Y.Z versions"
+    assert (harness.ROOT / project["license"]["file"]).is_file()
+    assert project["description"]
+    repository = project["urls"]["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository)
+    assert project["urls"]["Documentation"].startswith(repository)
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy["PublisherId"]) and comfy["DisplayName"]
+    # The icon is served from the repository itself: its file must be there, square, at most 400 px.
+    owner_name = repository.removeprefix("https://github.com/")
+    prefix = f"https://raw.githubusercontent.com/{owner_name}/main/"
+    assert comfy["Icon"].startswith(prefix), "the Icon should be a file of this repository"
+    with Image.open(harness.ROOT / comfy["Icon"].removeprefix(prefix)) as icon:
+        assert icon.width == icon.height <= 400, icon.size
+    # the oldest host the pack is tested on (read from the source: nodes/ imports ComfyUI)
+    oldest = re.search(r'^OLDEST_TESTED = "([\d.]+)"$', (harness.ROOT / "nodes" / "host.py").read_text(), re.M)
+    assert comfy["requires-comfyui"] == f">={oldest.group(1)}"
