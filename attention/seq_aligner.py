@@ -1,8 +1,11 @@
 """Token alignments between a source prompt and an edited prompt.
 
 * :func:`replacement_mapper` (word swap): a matrix ``A`` with ``M_edit = M_source @ A``. Unchanged
-  words map one to one; a swapped span maps every source token to every target token with weight
-  ``1 / len(target span)`` (so "rabbit" → "teddy bear" shares rabbit's attention between both).
+  words map one to one. A swapped span of as many words on both sides is mapped word by word, as
+  Prompt-to-Prompt does: a word's tokens map one to one where both words have as many tokens, else
+  every source token to every target token of its word with weight ``1 / len(target word)``. A span
+  whose word counts differ (which Prompt-to-Prompt refuses) is pooled the same way as one block, so
+  "rabbit" → "teddy bear" shares rabbit's attention between both words.
 * :func:`refinement_alignment` (added words): a global sequence alignment (Needleman–Wunsch,
   match +1, mismatch −1, gap 0, as Prompt-to-Prompt's ``seq_aligner``); every target column gets the
   source column it aligns to, and ``alpha = 0`` where it aligns to nothing (a new word).
@@ -91,18 +94,7 @@ def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tens
             opcodes = positional
     kept = 0
     for op, i1, i2, j1, j2 in opcodes:
-        if op == "equal":  # word by word: a word cut by a chunk end can have other tokens
-            kept += i2 - i1
-            spans = list(zip(s_cols[i1:i2], t_cols[j1:j2]))
-        elif op == "replace":
-            spans = [([c for cols in s_cols[i1:i2] for c in cols], [c for cols in t_cols[j1:j2] for c in cols])]
-        if op in ("equal", "replace"):
-            for src, tgt in spans:
-                if len(src) == len(tgt):
-                    mapper[list(src), list(tgt)] = 1.0
-                else:
-                    mapper[np.ix_(src, tgt)] = 1.0 / len(tgt)
-        else:
+        if op in ("insert", "delete"):
             words = " ".join(t_words[j1:j2] if op == "insert" else s_words[i1:i2])
             verb = "adds" if op == "insert" else "removes"
             raise AlignmentError(
@@ -110,6 +102,19 @@ def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tens
                 f"{source.text!r}; a replace edit swaps words one span for another. Use the "
                 "'refine' edit for added words, or keep the same words around the swap."
             )
+        if op == "equal":
+            kept += i2 - i1
+        if i2 - i1 == j2 - j1:
+            # word by word: kept words (one cut by a chunk end can have other tokens) and swapped
+            # words alike, as Prompt-to-Prompt pairs the words of a swap
+            spans = list(zip(s_cols[i1:i2], t_cols[j1:j2]))
+        else:  # "rabbit" → "teddy bear": no word pairs with another, the span shares attention
+            spans = [([c for cols in s_cols[i1:i2] for c in cols], [c for cols in t_cols[j1:j2] for c in cols])]
+        for src, tgt in spans:
+            if len(src) == len(tgt):
+                mapper[list(src), list(tgt)] = 1.0
+            else:
+                mapper[np.ix_(src, tgt)] = 1.0 / len(tgt)
     if kept == 0 and s_words:
         raise AlignmentError(
             f"the edited prompt {target.text!r} shares no word with the source {source.text!r}, "

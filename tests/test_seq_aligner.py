@@ -73,16 +73,6 @@ def insertions(draw, min_words=1, max_words=12, max_insert=6):
     return src, tgt, inserted
 
 
-def runs(positions: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for p in positions:
-        if out and out[-1][-1] == p - 1:
-            out[-1].append(p)
-        else:
-            out.append([p])
-    return out
-
-
 def tail_columns(prompt, chunk: int) -> list[int]:
     cols = range(chunk * CHUNK, (chunk + 1) * CHUNK)
     return [c for c in cols if prompt.token_strings[c] in (END, PAD)]
@@ -103,7 +93,7 @@ def check_swap_mapper(source, target, positions):
     # and every special target column takes exactly one source column.
     torch.testing.assert_close(mapper[content_s].sum(1), torch.ones(len(content_s)))
     torch.testing.assert_close(mapper[:, special_t].sum(0), torch.ones(len(special_t)))
-    # Target content columns: 1 for kept words and same-length swaps, a/b inside an a→b token span.
+    # Target content columns: 1 for kept words and same-length swaps, a/b inside an a→b token word.
     col_sums = torch.ones(n)
 
     expected = torch.zeros(n, n)
@@ -112,9 +102,8 @@ def check_swap_mapper(source, target, positions):
             assert sw.text == tw.text and len(sw.columns) == len(tw.columns)
             for i, j in zip(sw.columns, tw.columns):
                 expected[i, j] = 1.0
-    for run in runs(positions):
-        src = [c for k in run for c in source.words[k].columns]
-        tgt = [c for k in run for c in target.words[k].columns]
+    for k in positions:  # swapped word: paired with the target word at its place, as P2P does
+        src, tgt = list(source.words[k].columns), list(target.words[k].columns)
         col_sums[tgt] = 1.0 if len(src) == len(tgt) else len(src) / len(tgt)
         if len(src) == len(tgt):
             for i, j in zip(src, tgt):
@@ -212,6 +201,23 @@ def test_rabbit_to_teddy_bear_shares_attention():
     assert source.token_strings[9] == END and target.token_strings[11] == END
     content = [c for c in range(CHUNK) if not source.is_special(c)]
     torch.testing.assert_close(m[content].sum(1), torch.ones(len(content)))  # rows: all attention kept
+
+
+def test_swapped_span_of_several_words_is_mapped_word_by_word():
+    """"happy apple" → "old iguana": as many words on both sides, other token counts (CLIP splits
+    "iguana" into "igu", "ana"; tests/test_p2p_comfy.py checks that with the real tokenizer). Each
+    source word feeds only its own target word, as Prompt-to-Prompt's replacement mapper does."""
+    source, target = make_pair("a photo of a happy apple on a table", "a photo of a old igu|ana on a table")
+    m = replacement_mapper(source, target)
+    happy, apple, old, iguana = 5, 6, 5, [6, 7]
+    assert m[happy, old] == 1.0 and m[happy, iguana].sum() == 0.0  # happy → old only
+    torch.testing.assert_close(m[apple, iguana], torch.full((2,), 0.5))  # apple → igu, ana: 1/2 each
+    assert m[apple, old] == 0.0
+    for i, j in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 4), (7, 8), (8, 9), (9, 10), (10, 11)]:
+        assert m[i, j] == 1.0  # "on a table" and the end shift by one
+    assert source.token_strings[10] == END and target.token_strings[11] == END
+    content = [c for c in range(CHUNK) if not source.is_special(c)]
+    torch.testing.assert_close(m[content].sum(1), torch.ones(len(content)))  # rows sum to 1, as P2P's
 
 
 def test_two_token_word_to_one_token_word():
