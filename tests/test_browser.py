@@ -1,8 +1,13 @@
 """The real frontend: ComfyUI's server on loopback with the pack installed, its web UI in headless
 Chromium (Debian's chromium through playwright). Every example workflow is opened from the
-templates browser and checked for missing nodes and widget errors, then queued from the UI
-(shrunk for the CPU; training workflows first) and its images awaited. Screenshots go to
-$PROMPT_EDIT_SCREENSHOTS (the README's come from there) or a temporary folder.
+templates browser (with its thumbnail) and checked for missing nodes and widget errors, then
+queued from the UI (shrunk for the CPU; training workflows first) and its images awaited.
+
+Pictures at 100 % zoom, so that titles, widgets and links can be read: a crop of each workflow's
+key nodes (the pack's own) and a 4:3 thumbnail centred on its signature node. They go to a
+temporary folder, or with PROMPT_EDIT_UPDATE_PICTURES=1 to the repository: the crops to
+docs/screenshots/ (the README shows them) and the thumbnails beside the workflows, where the
+templates browser finds them.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from PIL import Image
+
 import comfy_harness as harness
 
 pytestmark = pytest.mark.comfy
@@ -25,6 +32,13 @@ FRONTEND_ONLY = harness.workflow_api.FRONTEND_ONLY_NODES
 QUEUED = "p2p_replace"
 # Shrunk for the CPU; "steps" is set alike on an inversion, its sampler and a trainer, as it must be.
 SMALL = {"steps": 2, "width": 64, "height": 64, "iterations": 2, "inner_steps": 1}
+# Large enough for the widest set of key nodes at 100 % zoom (variations: 2200 x 720 graph units).
+VIEWPORT = {"width": 2560, "height": 1440}
+# The node a workflow's thumbnail is centred on: the first of these types the workflow has.
+SIGNATURE_NODES = tuple(f"PromptEdit{name}" for name in (
+    "TrainConditionalEmbeddingVAE", "TrainEmbeddingVAE", "LoadEmbeddingVAE", "ReconstructionMetrics",
+    "P2PAttentionMaps", "P2PLocalBlend", "P2PReweight", "StochasticEmbeddings", "InvertImage", "P2PPrompts"))
+THUMBNAIL_SIZE = (640, 480)
 
 # Every combo value and number in range, by the widgets' own options (the frontend marks those
 # that are not), for every node of the graph.
@@ -47,7 +61,7 @@ def browser_page(comfy_server):
     url, _, _ = comfy_server
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 2000, "height": 1150})
+        page = browser.new_page(viewport=VIEWPORT)
         page.console_errors = []
         page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
         page.goto(url)
@@ -80,6 +94,11 @@ def open_template(page, name: str) -> None:
     section = dialog.get_by_role("option", name=harness.PACK).or_(dialog.get_by_role("button", name=harness.PACK))
     section.first.click(timeout=30000)
     dialog.locator("input[placeholder^='Search']").first.fill(name)  # the grid shows only its first cards
+    # the card shows the workflow's thumbnail, loaded (test_packaging checks that each one has its .jpg)
+    if workflow_path(name).with_suffix(".jpg").exists():
+        page.wait_for_function(f"""() => [...document.querySelectorAll('img')].some(img =>
+            img.src.endsWith('/workflow_templates/{harness.PACK}/{name}.jpg') && img.complete && img.naturalWidth > 0)""",
+                               timeout=30000)
     dialog.get_by_text(name, exact=True).first.click(timeout=30000)
     page.wait_for_function(f"() => window.app.graph._nodes.length > 0 && "
                            f"(window.app.extensionManager.workflow.activeWorkflow?.filename || '').startsWith({json.dumps(name)})",
@@ -87,9 +106,61 @@ def open_template(page, name: str) -> None:
     page.wait_for_timeout(500)
 
 
-def screenshot_dir(tmp_path_factory) -> Path:
-    target = os.environ.get("PROMPT_EDIT_SCREENSHOTS")
-    return Path(target) if target else tmp_path_factory.mktemp("screenshots")
+def picture_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """(where the key-node crops go, where the thumbnails go)."""
+    if os.environ.get("PROMPT_EDIT_UPDATE_PICTURES") == "1":
+        return harness.ROOT / "docs" / "screenshots", harness.ROOT / "example_workflows"
+    directory = tmp_path_factory.mktemp("pictures")
+    return directory, directory
+
+
+# The graph-space box of the nodes, with their title bars.
+NODES_BOX = """(types) => {
+    const nodes = window.app.graph._nodes.filter(n => types.includes(n.type));
+    const title = window.LiteGraph.NODE_TITLE_HEIGHT;
+    return [Math.min(...nodes.map(n => n.pos[0])), Math.min(...nodes.map(n => n.pos[1] - title)),
+            Math.max(...nodes.map(n => n.pos[0] + n.size[0])), Math.max(...nodes.map(n => n.pos[1] + n.size[1]))];
+}"""
+# Zoom 1 with graph point (x, y) drawn at canvas pixel (left, top); returns the canvas's page offset.
+SHOW_AT_100_PERCENT = """([x, y, left, top]) => {
+    const canvas = window.app.canvas;
+    canvas.ds.scale = 1;
+    canvas.ds.offset = [left - x, top - y];
+    canvas.setDirty(true, true);
+    canvas.draw(true, true);
+    const rect = canvas.canvas.getBoundingClientRect();
+    return [rect.left, rect.top];
+}"""
+# Clear of the frontend's side bar, menu and workflow tabs, which are drawn over the canvas.
+CLEAR_LEFT, CLEAR_TOP, MARGIN = 96, 140, 24
+
+
+def screenshot_at_100_percent(page, box: list[float]) -> Image.Image:
+    """The canvas region of a graph-space box [x0, y0, x1, y1] at zoom 1."""
+    import io
+
+    x0, y0, x1, y1 = box
+    left, top = page.evaluate(SHOW_AT_100_PERCENT, [x0, y0, CLEAR_LEFT, CLEAR_TOP])
+    page.wait_for_timeout(300)
+    width, height = min(x1 - x0, VIEWPORT["width"] - CLEAR_LEFT), min(y1 - y0, VIEWPORT["height"] - CLEAR_TOP)
+    clip = {"x": left + CLEAR_LEFT, "y": top + CLEAR_TOP, "width": width, "height": height}
+    return Image.open(io.BytesIO(page.screenshot(clip=clip))).convert("RGB")
+
+
+def take_pictures(page, name: str, crops: Path, thumbnails: Path) -> None:
+    types = set(page.evaluate("() => window.app.graph._nodes.map(n => n.type)"))
+    key = sorted(t for t in types if t.startswith("PromptEdit"))
+    x0, y0, x1, y1 = page.evaluate(NODES_BOX, key)
+    crops.mkdir(parents=True, exist_ok=True)
+    screenshot_at_100_percent(page, [x0 - MARGIN, y0 - MARGIN, x1 + MARGIN, y1 + MARGIN]).save(crops / f"{name}.png", optimize=True)
+    signature = next(t for t in SIGNATURE_NODES if t in types)
+    sx0, sy0, sx1, sy1 = page.evaluate(NODES_BOX, [signature])
+    # 4:3 around the signature node (all its instances), at least the thumbnail's size
+    width = max(THUMBNAIL_SIZE[0], sx1 - sx0 + 2 * MARGIN, (sy1 - sy0 + 2 * MARGIN) * 4 / 3)
+    height = width * 3 / 4
+    cx, cy = (sx0 + sx1) / 2, (sy0 + sy1) / 2
+    picture = screenshot_at_100_percent(page, [cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2])
+    picture.resize(THUMBNAIL_SIZE, Image.LANCZOS).save(thumbnails / f"{name}.jpg", quality=88)
 
 
 @pytest.mark.parametrize("name", WORKFLOWS)
@@ -105,11 +176,7 @@ def test_each_example_opens_from_the_templates_browser_without_errors(browser_pa
     assert not page.get_by_text("missing", exact=False).filter(has_text="node").is_visible()
     problems = page.evaluate(WIDGET_PROBLEMS)
     assert not problems, f"{name}: widget errors: {problems}"
-    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
-    page.wait_for_timeout(500)
-    directory = screenshot_dir(tmp_path_factory)
-    directory.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(directory / f"{name}.png"))
+    take_pictures(page, name, *picture_dirs(tmp_path_factory))
 
 
 # Training workflows first: the workflows that load an embedding VAE then load the file one of

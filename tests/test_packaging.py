@@ -86,3 +86,17 @@ def test_pyproject_has_what_the_comfy_registry_requires():
     # the oldest host the pack is tested on (read from the source: nodes/ imports ComfyUI)
     oldest = re.search(r'^OLDEST_TESTED = "([\d.]+)"$', (harness.ROOT / "nodes" / "host.py").read_text(), re.M)
     assert comfy["requires-comfyui"] == f">={oldest.group(1)}"
+
+
+def test_every_example_workflow_has_its_thumbnail_for_the_templates_browser():
+    """The frontend shows example_workflows/<name>.jpg on the workflow's card (test_browser
+    checks that it loads); the pictures come from test_browser with PROMPT_EDIT_UPDATE_PICTURES=1."""
+    from PIL import Image
+
+    for path in sorted((harness.ROOT / "example_workflows").glob("*.json")):
+        thumbnail = path.with_suffix(".jpg")
+        assert thumbnail.is_file(), f"{path.name} has no thumbnail {thumbnail.name}"
+        with Image.open(thumbnail) as picture:
+            assert picture.format == "JPEG" and picture.size == (640, 480), (thumbnail.name, picture.size)
+    pictures = {p.stem for p in (harness.ROOT / "example_workflows").glob("*.jpg")}
+    assert pictures == {p.stem for p in (harness.ROOT / "example_workflows").glob("*.json")}, "a thumbnail without its workflow"
