@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .edit_spec import P2PInputError
+from .errors import P2PInputError
 from .tokens import PromptTokens, prompt_tokens_from_chunks
 
 # Encoder whose token layout defines the columns: CLIP-L where present (SD1.x, SDXL), else CLIP-H (SD2.x).

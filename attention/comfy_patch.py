@@ -14,7 +14,8 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
 
 from ..patching.comfy_model import check_attention_intact, install_attention, set_outer_sample
 from .controller import LayerKey, LayerLayout, P2PController
-from .edit_spec import EditPlan, P2PInputError
+from .edit_plan import EditPlan
+from .errors import P2PInputError
 
 WRAPPER_KEY = "prompt_edit_p2p"
 FAMILY = "P2P Attention Control"

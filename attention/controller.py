@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 
 from ..patching.sampling_call import COND, chunk_rows, sampling_step
-from .edit_spec import CrossStep, EditPlan, blend_word_selectors, step_of
+from .cross_step import CrossStep
+from .edit_plan import EditPlan
 from .edited_attention import (
     attention_probs,
     fast_cross_batch,
@@ -26,8 +27,10 @@ from .edited_attention import (
     reference_self_attention,
     run_fused,
 )
+from .errors import P2PInputError
 from .local_blend import blend_denoised, blend_mask
 from .map_store import PLACES, AttentionMapStore
+from .step_window import step_of
 
 LayerKey = tuple[str, int, int]
 # host attention: (q, k, v, heads, per-call options) -> output, all [B, N, heads·dim]
@@ -69,14 +72,13 @@ class P2PController:
 
     def __init__(self, plan: EditPlan, layout: LayerLayout, attention: HostAttention, path: str = "fast"):
         if path not in PATHS:
-            raise ValueError(f"attention path {path!r} is not one of {PATHS}")
+            raise P2PInputError(f"attention_path {path!r} is not one of {PATHS}")
         self.plan = plan
         self.layout = layout
         self.attention = attention
         self.path = path
         self.self_keys = layout.self_injection_keys(plan.settings.self_layers)
         self.store = AttentionMapStore()
-        self._selectors = blend_word_selectors(plan.edit) if plan.edit.local_blend else None
         self._steps: dict[tuple, CrossStep] = {}
         self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
 
@@ -113,7 +115,7 @@ class P2PController:
             return None  # a direct model call (e.g. an inversion), not a sampling step
         size = chunks[0][0].stop
         if size != self.plan.edit.batch_size:
-            raise ValueError(
+            raise P2PInputError(
                 f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
                 f"hold {self.plan.edit.batch_size} (1 source + {len(self.plan.edit.targets)} edits); "
                 "feed the LATENT output of 'P2P Prompts' to the sampler"
@@ -209,5 +211,5 @@ class P2PController:
         s_next = float(lower.max()) if len(lower) else 0.0
         h, w = self.store.spatial
         maps = self.store.running.unflatten(1, (h, w))
-        mask = blend_mask(maps, self._selectors.to(maps.device), tuple(denoised.shape[-2:]), blend.threshold)
+        mask = blend_mask(maps, self.plan.blend_selectors.to(maps.device), tuple(denoised.shape[-2:]), blend.threshold)
         return blend_denoised(x, denoised, mask.to(denoised.device), s, s_next)

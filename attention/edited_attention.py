@@ -1,6 +1,6 @@
 """The edited attention of one Prompt-to-Prompt group (item 0 = source, items 1..E = edits).
 
-Two implementations of the same maths (see :mod:`.edit_spec` for the coefficients):
+Two implementations of the same maths (see :mod:`.edit_plan` for the coefficients):
 
 * **fast**: every edit is linear in the probabilities, so it moves onto the values and runs
   through the host's fused attention, never materialising ``M``:
@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .edit_spec import CrossStep
+from .cross_step import CrossStep
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .edit_spec import step_of
+from .step_window import step_of
 
 PLACES = ("input", "output")
 

@@ -21,10 +21,11 @@ import difflib
 import numpy as np
 import torch
 
+from ..base.errors import PromptEditError
 from .tokens import END, PAD, START, PromptTokens
 
 
-class AlignmentError(ValueError):
+class AlignmentError(PromptEditError):
     """The two prompts cannot be aligned the way the chosen edit needs."""
 
 

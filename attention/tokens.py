@@ -114,8 +114,3 @@ def prompt_tokens_from_chunks(
             else:
                 strings.append(EMBEDDING)
     return PromptTokens(text, tuple(strings), group_words(strings), lengths.pop())
-
-
-def split_word_list(spec: str) -> list[str]:
-    """Split a user's word list (``"cat, teddy bear"``) into entries (``["cat", "teddy bear"]``)."""
-    return [w.strip() for w in spec.replace("\n", ",").split(",") if w.strip()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import folder_paths
 import torch
 
-from ..attention.tokens import split_word_list
+from ..base.word_lists import split_word_list
 from ..evaluation.lpips import LPIPS
 from ..evaluation.metrics import (
     evaluate,

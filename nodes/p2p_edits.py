@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 from ..attention.clip_tokens import clip_words
-from ..attention.edit_spec import LocalBlend, P2PInputError, Reweight, checked_words
-from ..attention.tokens import split_word_list
+from ..attention.edit_spec import LocalBlend, Reweight
+from ..attention.errors import P2PInputError
+from ..attention.word_input import checked_words
+from ..base.word_lists import split_word_list
 from .common import CATEGORY_P2P, P2P_EDIT
 
 
@@ -28,7 +30,10 @@ class P2PReweight:
             "required": {
                 "p2p_edit": (P2P_EDIT, {"tooltip": "From 'P2P Prompts' or another P2P edit node."}),
                 "clip": ("CLIP", {"tooltip": "The same CLIP as in 'P2P Prompts' (to tokenise the words)."}),
-                "words": ("STRING", {"default": "smiling", "tooltip": "Words of the edited prompts to reweight, comma separated (a word may be several, e.g. 'teddy bear')."}),
+                "words": ("STRING", {
+                    "default": "smiling",
+                    "tooltip": "Words of the edited prompts to reweight, comma separated (a word may be "
+                               "several, e.g. 'teddy bear')."}),
                 "weight": ("FLOAT", {"default": 2.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                      "tooltip": "Attention scale for these words (1 = unchanged)."}),
             }
@@ -64,12 +69,20 @@ class P2PLocalBlend:
             "required": {
                 "p2p_edit": (P2P_EDIT, {"tooltip": "From 'P2P Prompts' or another P2P edit node."}),
                 "clip": ("CLIP", {"tooltip": "The same CLIP as in 'P2P Prompts' (to tokenise the words)."}),
-                "source_words": ("STRING", {"default": "cat", "tooltip": "Words of the source prompt whose region may change, comma separated."}),
-                "target_words": ("STRING", {"default": "dog", "tooltip": "Words of the edited prompts whose region may change, comma separated (each edited prompt must contain one)."}),
-                "threshold": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
-                                        "tooltip": "Mask threshold on the normalised attention map (Prompt-to-Prompt uses 0.3)."}),
-                "start": ("FLOAT", {"default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Fraction of steps before blending starts (lets the edited object take shape)."}),
+                "source_words": ("STRING", {
+                    "default": "cat",
+                    "tooltip": "Words of the source prompt whose region may change, comma separated."}),
+                "target_words": ("STRING", {
+                    "default": "dog",
+                    "tooltip": "Words of the edited prompts whose region may change, comma separated "
+                               "(each edited prompt must contain one)."}),
+                "threshold": ("FLOAT", {
+                    "default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Mask threshold on the normalised attention map (Prompt-to-Prompt uses 0.3)."}),
+                "start": ("FLOAT", {
+                    "default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Fraction of steps before blending starts (lets the edited object take "
+                               "shape)."}),
             }
         }
 
@@ -77,7 +90,8 @@ class P2PLocalBlend:
         tokenize = lambda w: clip_words(clip, w)  # noqa: E731
         src, tgt = split_word_list(source_words), split_word_list(target_words)
         if not src and not tgt:
-            raise P2PInputError("source_words / target_words: name the words whose region the edit may change")
+            raise P2PInputError(
+                "source_words / target_words: name the words whose region the edit may change")
         blend = LocalBlend(
             checked_words(src, tokenize, "source_words"),
             checked_words(tgt, tokenize, "target_words"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..attention.edit_spec import P2PInputError
+from ..attention.errors import P2PInputError
 from ..attention.map_store import PLACES
 from ..attention.tokens import END, START
 from ..attention.visualize import label_grid, token_tiles
@@ -27,17 +27,30 @@ class P2PAttentionMaps:
         return {
             "required": {
                 "attention": (P2P_ATTENTION, {"tooltip": "From 'P2P Attention Control'."}),
-                "samples": ("LATENT", {"tooltip": "The sampler's output: the maps are read after this sampling run."}),
-                "item": ("INT", {"default": 0, "min": 0, "max": 63, "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
-                "layers": (list(WHERE), {"default": "input+output", "tooltip": "Which coarse layers to average (down = input, up = output)."}),
-                "step_start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "First fraction of the steps to average."}),
-                "step_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "Last fraction of the steps to average."}),
-                "include_special": ("BOOLEAN", {"default": False, "tooltip": "Also show the start and end tokens."}),
-                "tile_size": ("INT", {"default": 128, "min": 32, "max": 512, "step": 16, "tooltip": "Pixel size of one tile."}),
-                "tiles_per_row": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Tiles per row of the grid."}),
+                "samples": ("LATENT", {
+                    "tooltip": "The sampler's output: the maps are read after this sampling run."}),
+                "item": ("INT", {
+                    "default": 0, "min": 0, "max": 63,
+                    "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
+                "layers": (list(WHERE), {
+                    "default": "input+output",
+                    "tooltip": "Which coarse layers to average (down = input, up = output)."}),
+                "step_start": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "First fraction of the steps to average."}),
+                "step_end": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                    "tooltip": "Last fraction of the steps to average."}),
+                "include_special": ("BOOLEAN", {
+                    "default": False, "tooltip": "Also show the start and end tokens."}),
+                "tile_size": ("INT", {
+                    "default": 128, "min": 32, "max": 512, "step": 16, "tooltip": "Pixel size of one tile."}),
+                "tiles_per_row": ("INT", {
+                    "default": 8, "min": 1, "max": 64, "tooltip": "Tiles per row of the grid."}),
             },
             "optional": {
-                "images": ("IMAGE", {"tooltip": "Decoded images of the batch: the maps are laid over the item's image."}),
+                "images": ("IMAGE", {
+                    "tooltip": "Decoded images of the batch: the maps are laid over the item's image."}),
             },
         }
 
@@ -51,7 +64,8 @@ class P2PAttentionMaps:
         if step_start >= step_end:
             raise P2PInputError("step_start / step_end: start must be below end")
         if attention.store.empty:
-            raise P2PInputError("attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
+            raise P2PInputError(
+                "attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
         prompt = edit.source if item == 0 else edit.targets[item - 1]
         maps = attention.store.average(WHERE[layers], step_start, step_end)[item]
         columns = [c for w in prompt.words for c in w.columns]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-
 from ..attention.clip_tokens import encode_prompts
-from ..attention.edit_spec import P2PEdit, P2PInputError
+from ..attention.edit_spec import P2PEdit
+from ..attention.errors import P2PInputError
 from .common import CATEGORY_P2P, P2P_EDIT
+from .latent_batch import repeat_latent
 
 
 class P2PPrompts:
@@ -30,11 +30,14 @@ class P2PPrompts:
         return {
             "required": {
                 "clip": ("CLIP", {"tooltip": "The text encoder of the checkpoint (SD1.x, SD2.x or SDXL)."}),
-                "latent": ("LATENT", {"tooltip": "Initial latent with one item (e.g. Empty Latent Image, batch 1), or a latent from an inversion."}),
-                "source": ("STRING", {"multiline": True, "default": "a photo of a cat riding a bicycle",
-                                      "tooltip": "The source prompt: its image keeps its layout in every edit."}),
-                "edits": ("STRING", {"multiline": True, "default": "a photo of a dog riding a bicycle",
-                                     "tooltip": "Edited prompts, one per line; each becomes one more batch item."}),
+                "latent": ("LATENT", {"tooltip": "Initial latent with one item (e.g. Empty Latent Image, "
+                                                 "batch 1), or a latent from an inversion."}),
+                "source": ("STRING", {
+                    "multiline": True, "default": "a photo of a cat riding a bicycle",
+                    "tooltip": "The source prompt: its image keeps its layout in every edit."}),
+                "edits": ("STRING", {
+                    "multiline": True, "default": "a photo of a dog riding a bicycle",
+                    "tooltip": "Edited prompts, one per line; each becomes one more batch item."}),
             }
         }
 
@@ -50,14 +53,3 @@ class P2PPrompts:
         edit = P2PEdit(tokens[0], tuple(tokens[1:]))
         return conditioning, repeat_latent(latent, edit.batch_size), edit
 
-
-def repeat_latent(latent: dict, count: int) -> dict:
-    """``count`` copies of the latent's first item, all with its noise (same ``batch_index``)."""
-    samples = latent["samples"]
-    index = latent.get("batch_index", list(range(samples.shape[0])))[0]
-    out = {k: v for k, v in latent.items() if k not in ("samples", "batch_index", "noise_mask")}
-    out["samples"] = samples[:1].repeat((count,) + (1,) * (samples.dim() - 1))
-    out["batch_index"] = [index] * count
-    if isinstance(latent.get("noise_mask"), torch.Tensor):
-        out["noise_mask"] = latent["noise_mask"][:1]
-    return out

@@ -6,14 +6,16 @@ from __future__ import annotations
 import torch
 
 from ..attention.clip_tokens import clip_words, prompt_tokens
-from ..attention.edit_spec import P2PEdit, P2PInputError
-from ..attention.tokens import PromptTokens, split_word_list
+from ..attention.edit_spec import P2PEdit
+from ..attention.errors import P2PInputError
+from ..attention.tokens import PromptTokens
+from ..base.word_lists import split_word_list
 from ..vae_embed.checkpoint import TrainedEmbeddingVAE
 from ..patching.sampling_call import COND, UNCOND
 from ..vae_embed.context_patch import SampledContextPatch
 from ..vae_embed.sampling import VAEDraws, item_noise, token_noise
 from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, P2P_EDIT
-from .p2p_prompts import repeat_latent
+from .latent_batch import repeat_latent
 
 MODES = ("token noise", "embedding VAE")
 

@@ -15,12 +15,13 @@ from typing import Callable, Iterable
 
 import comfy.patcher_extension
 
+from ..base.errors import PromptEditError
 from .compose import ComposedAttention, EditedAttention, PlainAttention, describe_patch
 
 LayerKey = tuple[str, int, int]
 
 
-class PatchConflictError(ValueError):
+class PatchConflictError(PromptEditError):
     """Another patch on the model makes one of the pack's patches impossible to honour."""
 
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from comfyui_prompt_edit.attention.controller import LayerLayout, P2PController
-from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight, Window, build_plan
+from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
+from comfyui_prompt_edit.attention.step_window import Window
 
 from synthetic import make_prompt
 from test_edited_attention import HEADS, qkv, sdpa

@@ -1,5 +1,7 @@
-"""Tests of attention/edit_spec.py: step windows, word-window parsing, edit plans and their
-per-step coefficients, input checks, local-blend selectors (synthetic prompts, no tokenizer)."""
+"""Tests of an edit from its description to its plan (synthetic prompts, no tokenizer): step windows
+(attention/step_window.py), word-input parsing (attention/word_input.py), the edit and its input
+checks (attention/edit_spec.py), plans with their per-step coefficients and local-blend selectors
+(attention/edit_plan.py), and the error classes' common base."""
 
 from __future__ import annotations
 
@@ -8,20 +10,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from comfyui_prompt_edit.attention.edit_spec import (
-    ControlSettings,
-    CrossStep,
-    LocalBlend,
-    P2PEdit,
-    P2PInputError,
-    Reweight,
-    Window,
-    blend_word_selectors,
-    build_plan,
-    checked_words,
-    parse_word_windows,
+from comfyui_prompt_edit.attention.cross_step import CrossStep
+from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
+from comfyui_prompt_edit.attention.errors import P2PInputError
+from comfyui_prompt_edit.attention.seq_aligner import (
+    AlignmentError,
+    index_to_matrix,
+    refinement_alignment,
+    replacement_mapper,
 )
-from comfyui_prompt_edit.attention.seq_aligner import index_to_matrix, refinement_alignment, replacement_mapper
+from comfyui_prompt_edit.attention.step_window import Window
+from comfyui_prompt_edit.attention.word_input import checked_words, parse_word_windows
+from comfyui_prompt_edit.base.errors import PromptEditError
 
 from synthetic import CHUNK, make_prompt
 
@@ -387,10 +388,14 @@ def test_local_blend_checks_each_target():
     assert edit.with_local_blend(LocalBlend((("cat",),), ())).local_blend is not None  # no target words
 
 
+def test_plan_without_local_blend_has_no_selectors():
+    assert build_plan(edit_of("a cat", "a dog"), ControlSettings("replace")).blend_selectors is None
+
+
 def test_blend_word_selectors():
     edit = edit_of("a cat on a cat mat", "a ted|dy bear on a cat mat", "a dog on a cat mat")
     edit = edit.with_local_blend(LocalBlend((("cat",),), (("teddy", "bear"), ("dog",), ("mat",))))
-    sel = blend_word_selectors(edit)
+    sel = build_plan(edit, ControlSettings("replace")).blend_selectors
     assert sel.shape == (3, CHUNK)
     assert sel[0].nonzero().flatten().tolist() == [2, 5]  # both "cat"s of the source
     assert sel[1].nonzero().flatten().tolist() == [2, 3, 4, 8]  # "teddy bear" and "mat"
@@ -402,3 +407,11 @@ def test_checked_words():
     assert checked_words(["cat", "teddy bear"], tokenize_words, "words") == (("cat",), ("teddy", "bear"))
     with pytest.raises(P2PInputError, match="source_words"):
         checked_words(["cat", "  "], tokenize_words, "source_words")
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+
+def test_input_errors_share_the_packs_error_base():
+    assert issubclass(P2PInputError, PromptEditError) and issubclass(AlignmentError, PromptEditError)
+    assert issubclass(PromptEditError, ValueError)

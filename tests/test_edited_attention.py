@@ -4,7 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfyui_prompt_edit.attention.edit_spec import ControlSettings, CrossStep, P2PEdit, Reweight, Window, build_plan
+from comfyui_prompt_edit.attention.cross_step import CrossStep
+from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_spec import ControlSettings, P2PEdit, Reweight
+from comfyui_prompt_edit.attention.step_window import Window
 from comfyui_prompt_edit.attention.edited_attention import (
     fast_cross_attention,
     fast_self_attention,

@@ -204,13 +204,13 @@ def test_local_blend_keeps_the_source_outside_the_edited_region(tiny_sd15, tiny_
     def final_mask(controller, threshold):
         store = controller.store
         maps = store.running.unflatten(1, store.spatial)
-        return blend_mask(maps, controller._selectors, (16, 16), threshold)[0, 0].bool()
+        return blend_mask(maps, controller.plan.blend_selectors, (16, 16), threshold)[0, 0].bool()
 
     # random weights give flat maps: take a threshold that splits this model's mask in two
     probe = control(tiny_sd15, blend.blend(edit, tiny_sd15_clip, "cat", "dog", 0.5, 0.0)[0])
     sample(probe[0], positive, negative, latent)
     store = probe[1].store
-    maps = (store.running.unflatten(1, store.spatial) * probe[1]._selectors[:, None, None, :]).sum(-1)
+    maps = (store.running.unflatten(1, store.spatial) * probe[1].plan.blend_selectors[:, None, None, :]).sum(-1)
     threshold = float((maps / maps.amax((1, 2), keepdim=True)).median())
 
     patched, controller = control(tiny_sd15, blend.blend(edit, tiny_sd15_clip, "cat", "dog", threshold, 0.0)[0])
@@ -257,6 +257,46 @@ def test_word_not_in_prompt(tiny_sd15_clip):
         reweight.reweight(edit, tiny_sd15_clip, "zebra", 2.0)
     with pytest.raises(ValueError, match="source word 'dog' is not in the source prompt"):
         blend.blend(edit, tiny_sd15_clip, "dog", "dog", 0.3, 0.2)
+
+
+def test_swapped_words_with_other_token_counts_are_mapped_word_by_word(tiny_sd15_clip):
+    """With the real CLIP tokenizer "iguana" is two tokens; "happy apple" → "old iguana" pairs happy
+    with old and apple with both halves of iguana (tests/test_seq_aligner.py has the full mapper)."""
+    from comfyui_prompt_edit.attention.seq_aligner import replacement_mapper
+
+    _, _, edit = build(tiny_sd15_clip, "a photo of a happy apple on a table", "a photo of a old iguana on a table")
+    source, target = edit.source, edit.targets[0]
+    (happy,), (apple,) = source.find(("happy",))[0], source.find(("apple",))[0]
+    (old,), iguana = target.find(("old",))[0], list(target.find(("iguana",))[0])
+    assert len(iguana) == 2
+    m = replacement_mapper(source, target)
+    assert m[happy, old] == 1.0 and m[happy, iguana].sum() == 0.0 and m[apple, old] == 0.0
+    torch.testing.assert_close(m[apple, iguana], torch.full((2,), 0.5))
+
+
+def test_bad_settings_name_the_input(tiny_sd15, tiny_sd15_clip):
+    _, _, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
+    with pytest.raises(ValueError, match=r"cross_attention_start/end: step window 0\.6-0\.2"):
+        control(tiny_sd15, edit, cross=(0.6, 0.2))
+    with pytest.raises(ValueError, match="self_attention_end: step window"):
+        control(tiny_sd15, edit, self_end=1.5)
+    with pytest.raises(ValueError, match="edit kind 'swap' is not one of"):
+        control(tiny_sd15, edit, kind="swap")
+    with pytest.raises(ValueError, match="self_attention_layers 'fine' is not one of"):
+        control(tiny_sd15, edit, layers="fine")
+    with pytest.raises(ValueError, match="attention_path 'slow' is not one of"):
+        control(tiny_sd15, edit, path="slow")
+
+
+def test_user_errors_share_the_packs_error_base():
+    from comfyui_prompt_edit.attention.comfy_patch import UnsupportedModelError
+    from comfyui_prompt_edit.attention.errors import P2PInputError
+    from comfyui_prompt_edit.attention.seq_aligner import AlignmentError
+    from comfyui_prompt_edit.base.errors import PromptEditError
+    from comfyui_prompt_edit.patching.comfy_model import PatchConflictError
+
+    for error in (P2PInputError, AlignmentError, UnsupportedModelError, PatchConflictError):
+        assert issubclass(error, PromptEditError)
 
 
 def test_replace_with_added_words_points_to_refine(tiny_sd15, tiny_sd15_clip):

@@ -1,4 +1,5 @@
-"""Tests of attention/tokens.py: column layout, word grouping, word lookup (no tokenizer needed)."""
+"""Tests of attention/tokens.py: column layout, word grouping, word lookup (no tokenizer needed),
+and of base/word_lists.py, which splits the word lists of the nodes' inputs."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from comfyui_prompt_edit.attention.tokens import (
     Word,
     group_words,
     prompt_tokens_from_chunks,
-    split_word_list,
 )
+from comfyui_prompt_edit.base.word_lists import split_word_list
 
 from synthetic import CHUNK, EMB, END_ID, START_ID, VOCAB, make_prompt
 
