@@ -22,7 +22,7 @@ FAMILY = "P2P Attention Control"
 
 
 class UnsupportedModelError(P2PInputError):
-    pass
+    """The model has no UNet cross-attention layers whose text-token maps an edit could change."""
 
 
 def unet_layer_layout(model) -> LayerLayout:

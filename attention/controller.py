@@ -167,6 +167,8 @@ class P2PController:
             return None
         key = self._layer_key(opts)
         if key[0] in PLACES and self.layout.levels.get(key) == self.layout.coarse_level:
+            # each prompt's own maps, before the edit, on purpose: the official code's store holds
+            # the tensor its edit overwrites in place, so its local blend sees the injected maps
             self._record(q[ctx.first_cond], k[ctx.first_cond], heads, key[0], ctx.step, opts)
         step = self._cross_step(ctx.step, ctx.num_steps, q)
         if step.is_identity:

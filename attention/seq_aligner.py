@@ -78,6 +78,8 @@ def _kept_words(opcodes) -> int:
 def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tensor:
     """``[source columns, target columns]`` mapper for a word-swap edit.
 
+    Kept words always map to themselves, also after a swap whose token counts differ (the official
+    mapper's ``mapper[j, j]`` after the last swap, which shifts them, is not reproduced).
     Raises :class:`AlignmentError` when the target adds or removes words (that is a refinement)
     or shares no word with the source (nothing would keep the image's layout).
     """
@@ -130,7 +132,10 @@ def global_align(x: list[str], y: list[str]) -> list[int]:
     """Needleman–Wunsch alignment of ``y`` against ``x``: for each ``y[j]`` the aligned ``i`` or -1.
 
     Scores as Prompt-to-Prompt: match +1, mismatch −1, gap 0 (so only equal tokens are ever paired:
-    this is a longest common subsequence); ties prefer pairing, then skipping an ``x`` token.
+    this is a longest common subsequence). Ties prefer pairing, then skipping an ``x`` token, on
+    purpose: Prompt-to-Prompt's traceback prefers leaving a ``y`` token unaligned, so of equally
+    long alignments it may pair another occurrence of a repeated token (README, "Where it differs
+    from the official Prompt-to-Prompt code").
     """
     n, m = len(x), len(y)
     score = np.zeros((n + 1, m + 1), dtype=np.int32)

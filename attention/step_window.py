@@ -3,7 +3,7 @@
 A window ``[start, end)`` covers the steps ``⌊start·n⌋ … ⌊end·n⌋ − 1`` of ``n``, the way
 Prompt-to-Prompt counts its self-attention window. (Its cross-attention table has ``n + 1``
 rows, so there the bounds are ``⌊start·(n+1)⌋`` and ``⌊end·(n+1)⌋``; the pack uses one rule for
-every window: README, "Where the pack differs from the official code".)
+every window: README, "Where it differs from the official Prompt-to-Prompt code".)
 """
 
 from __future__ import annotations
