@@ -85,6 +85,18 @@ def urllib_json(url: str):
         return json.loads(response.read())
 
 
+# The innermost element around the card's title that holds an image, and that image loaded.
+CARD_THUMBNAIL_LOADED = """(name) => [...document.querySelectorAll('[role=dialog] *')]
+    .filter(element => element.children.length === 0 && element.textContent.trim() === name)
+    .some(title => {
+        for (let box = title.parentElement; box; box = box.parentElement) {
+            const img = box.querySelector('img');
+            if (img) return img.complete && img.naturalWidth > 0;
+        }
+        return false;
+    })"""
+
+
 def open_template(page, name: str) -> None:
     """Open the templates browser, pick this pack's section, search for the workflow, click its card."""
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
@@ -94,11 +106,10 @@ def open_template(page, name: str) -> None:
     section = dialog.get_by_role("option", name=harness.PACK).or_(dialog.get_by_role("button", name=harness.PACK))
     section.first.click(timeout=30000)
     dialog.locator("input[placeholder^='Search']").first.fill(name)  # the grid shows only its first cards
-    # the card shows the workflow's thumbnail, loaded (test_packaging checks that each one has its .jpg)
+    # The card shows the workflow's thumbnail, loaded (test_packaging checks that each one has its
+    # .jpg). Frontend 1.49 links the server's file, 1.27 shows it as a blob: look in the card.
     if workflow_path(name).with_suffix(".jpg").exists():
-        page.wait_for_function(f"""() => [...document.querySelectorAll('img')].some(img =>
-            img.src.endsWith('/workflow_templates/{harness.PACK}/{name}.jpg') && img.complete && img.naturalWidth > 0)""",
-                               timeout=30000)
+        page.wait_for_function(CARD_THUMBNAIL_LOADED, arg=name, timeout=30000)
     dialog.get_by_text(name, exact=True).first.click(timeout=30000)
     page.wait_for_function(f"() => window.app.graph._nodes.length > 0 && "
                            f"(window.app.extensionManager.workflow.activeWorkflow?.filename || '').startsWith({json.dumps(name)})",
