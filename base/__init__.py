@@ -1,2 +1,3 @@
-"""What every feature of the pack stands on (plain torch, never ``comfy``): the error base,
-safetensors files, model fingerprints and image metrics."""
+"""What every feature of the pack stands on (plain torch, never ``comfy``): the error base
+(``errors``), word lists as users type them (``word_lists``), safetensors files
+(``safetensors_io``), model fingerprints (``fingerprint``) and image metrics (``image_metrics``)."""

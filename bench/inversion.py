@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     if root is None:
         sys.exit(f"bench/inversion.py needs ComfyUI: {reason}")
     nodes = harness.ensure_comfyui()
-    from comfyui_prompt_edit.inversion.metrics import psnr
+    from comfyui_prompt_edit.base.image_metrics import psnr
 
     m = nodes.NODE_CLASS_MAPPINGS
     model, clip = harness.trained_tiny_sd15()

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..inversion.safetensors_file import read_safetensors
+from ..base.errors import PromptEditError
+from ..base.safetensors_io import read_safetensors
 
 # torchvision's vgg16().features: conv widths, "M" = max pool; LPIPS taps relu1_2 … relu5_3
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -26,7 +27,7 @@ _SHIFT = (-0.030, -0.088, -0.188)  # LPIPS's ScalingLayer
 _SCALE = (0.458, 0.448, 0.450)
 
 
-class LPIPSFileError(ValueError):
+class LPIPSFileError(PromptEditError):
     """An LPIPS weights file cannot be used; the message says why and what to do."""
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from ..inversion.metrics import psnr, ssim
+from ..base.image_metrics import psnr, ssim
 
-__all__ = ["psnr", "ssim", "cosine", "check_same_size", "mean_pairwise", "lpips_report", "class_score",
+__all__ = ["cosine", "check_same_size", "mean_pairwise", "lpips_report", "class_score",
            "zero_shot_classifier", "evaluate", "markdown_table", "table_image"]
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # [N,H,W,3] x2 -> [N]

@@ -1,1 +1,4 @@
-"""Real-image inversion in ComfyUI's k-space (plain torch): DDIM inversion and null-text inversion."""
+"""Real-image inversion in ComfyUI's k-space: DDIM, null-text and direct inversion in plain torch
+(``ddim``, ``null_text``, ``direct``, ``result``); ``comfy_model`` (the model as a differentiable ε
+function) and ``comfy_patch`` (the sampler patch of Apply Inversion) are the modules that meet
+ComfyUI."""

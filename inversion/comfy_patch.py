@@ -4,11 +4,12 @@ pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused.""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import torch
 
+from ..base.errors import PromptEditError
+from ..base.fingerprint import model_fingerprint
 from ..patching.comfy_model import set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
 from .direct import corrected_denoised
@@ -18,21 +19,8 @@ WRAPPER_KEY = "prompt_edit_null_text"
 EXACT_SAMPLERS = ("sample_euler",)  # ComfyUI's "euler" and "ddim" (= euler) are deterministic DDIM
 
 
-class InversionMismatchError(ValueError):
-    pass
-
-
-def model_fingerprint(model) -> str:
-    """A cheap identity of the UNet weights (an inversion only reconstructs with its own model).
-
-    Sums of a few weight tensors to 3 significant digits: the same checkpoint gives the same
-    fingerprint in fp16 and fp32.
-    """
-    params = list(model.model.diffusion_model.named_parameters())
-    h = hashlib.sha1(type(model.model).__name__.encode())
-    for name, p in params[:: max(1, len(params) // 8)]:
-        h.update(f"{name}{tuple(p.shape)}{float(p.detach().double().abs().sum()):.3g}".encode())
-    return h.hexdigest()[:16]
+class InversionMismatchError(PromptEditError):
+    """An inversion meets a model or sampler it does not reconstruct with; the message says what to set."""
 
 
 class NullTextPatch:

@@ -66,9 +66,3 @@ def guided_trajectory(eps_cond: CondEps, eps_uncond: UncondEps, x: torch.Tensor,
         x = euler_step(x, eps, sigma, sigmas[i + 1 : i + 2])
         trajectory.append(x)
     return trajectory
-
-
-def sample_guided(eps_cond: CondEps, eps_uncond: UncondEps, x: torch.Tensor, sigmas: torch.Tensor,
-                  unconds: torch.Tensor, guidance: float) -> torch.Tensor:
-    """The end of :func:`guided_trajectory`."""
-    return guided_trajectory(eps_cond, eps_uncond, x, sigmas, unconds, guidance)[-1]

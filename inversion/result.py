@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from .safetensors_file import read_safetensors, write_safetensors
+
+from ..base.errors import PromptEditError
+from ..base.safetensors_io import read_safetensors, write_safetensors
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
 
 
-class InversionFileError(ValueError):
+class InversionFileError(PromptEditError):
     """A saved inversion cannot be used; the message says why and what to do."""
 
 
@@ -35,10 +36,6 @@ class Inversion:
     steps: int
     model_fingerprint: str
     pivots: torch.Tensor | None = None  # direct: [steps + 1, C, H, W], the sampler's x (model space) after each step
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.sigmas) - 1
 
     def step_at(self, sigma: float) -> int:
         """The sampling step whose σ this is (robust to a sampler that starts part-way)."""
@@ -69,7 +66,3 @@ class Inversion:
                        meta["model_fingerprint"], tensors.get("pivots"))
         except (KeyError, ValueError) as e:
             raise InversionFileError(f"{path}: damaged metadata ({e}); save the inversion again") from None
-
-    def describe(self) -> str:
-        return json.dumps({"method": self.method, "scheduler": self.scheduler, "steps": self.steps,
-                           "guidance": self.guidance})

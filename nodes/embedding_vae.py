@@ -14,8 +14,8 @@ import folder_paths
 import torch
 
 from ..attention.clip_tokens import layout_key
+from ..base.fingerprint import model_fingerprint
 from ..inversion.comfy_model import eps_function, load_for_gradients, sampling_sigmas
-from ..inversion.comfy_patch import model_fingerprint
 from ..inversion.ddim import ddim_invert, guided_trajectory
 from ..inversion.result import Inversion
 from ..vae_embed.checkpoint import EmbeddingVAEFileError, TrainedEmbeddingVAE
@@ -335,4 +335,8 @@ class LoadEmbeddingVAE:
         path = folder_paths.get_full_path(FOLDER, vae_name)
         if path is None:
             raise EmbeddingVAEFileError(f"vae_name: {vae_name!r} is not in models/{FOLDER}/")
-        return (TrainedEmbeddingVAE.load(path),)
+        trained = TrainedEmbeddingVAE.load(path)
+        # a training that was cancelled saves what it learnt: say how far it got
+        logging.info("embedding VAE %s: %s, %s, trained %d iterations", vae_name, trained.target,
+                     trained.vae.config.architecture, trained.steps_trained)
+        return (trained,)

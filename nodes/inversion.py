@@ -11,10 +11,11 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..base.fingerprint import model_fingerprint
+from ..base.image_metrics import latent_mse, psnr, ssim
 from ..inversion.comfy_model import eps_function, load_for_gradients, paired_eps_function, sampling_sigmas
-from ..inversion.comfy_patch import install, model_fingerprint
+from ..inversion.comfy_patch import install
 from ..inversion.ddim import ddim_invert
-from ..inversion.metrics import latent_mse, psnr, ssim
 from ..inversion.null_text import NullTextSettings, null_text_invert
 from ..inversion.result import Inversion
 from .common import (

@@ -77,8 +77,9 @@ def sweeps(lpips_path: str | None) -> tuple[dict, dict]:
     from test_inversion_comfy import invert, node, reconstruct, rel_err
 
     harness.ensure_comfyui()
+    from comfyui_prompt_edit.base.image_metrics import psnr, ssim
     from comfyui_prompt_edit.evaluation.lpips import LPIPS
-    from comfyui_prompt_edit.evaluation.metrics import mean_pairwise, psnr, ssim
+    from comfyui_prompt_edit.evaluation.metrics import mean_pairwise
 
     model, clip = harness.trained_tiny_sd15()
     vae = harness.tiny_vae()

@@ -522,10 +522,10 @@ def sd15_checkpoint_path() -> Path:
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """The pack's atomic safetensors writer (inversion/safetensors_file.py)."""
+    """The pack's atomic safetensors writer (base/safetensors_io.py)."""
     if PACK not in sys.modules:
         import_pack(execute_init=False)
-    from comfyui_prompt_edit.inversion.safetensors_file import write_safetensors as write
+    from comfyui_prompt_edit.base.safetensors_io import write_safetensors as write
 
     write(tensors, path, metadata)
 

@@ -244,7 +244,7 @@ def test_direct_inversion_keeps_the_source_exact_under_token_noise_variations(ra
 
 def test_a_direct_inversion_saves_and_loads_with_its_pivots(random_photo, tmp_path):
     from comfyui_prompt_edit.inversion.result import Inversion, InversionFileError
-    from comfyui_prompt_edit.inversion.safetensors_file import write_safetensors
+    from comfyui_prompt_edit.base.safetensors_io import write_safetensors
 
     model, clip, latent, caption = random_photo
     positive, negative, noisy, inversion = invert(model, clip, latent, "direct", prompt=caption)

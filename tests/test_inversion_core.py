@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from comfyui_prompt_edit.inversion.ddim import ddim_invert, sample_guided
-from comfyui_prompt_edit.inversion.metrics import latent_mse, psnr, ssim
+from comfyui_prompt_edit.inversion.ddim import ddim_invert, guided_trajectory
+from comfyui_prompt_edit.base.image_metrics import latent_mse, psnr, ssim
 from comfyui_prompt_edit.inversion.null_text import NullTextSettings, null_text_invert
 from comfyui_prompt_edit.inversion.result import Inversion, InversionFileError
 
@@ -38,6 +38,11 @@ def toy():
     cond = torch.randn(1, 4, 16)
     null = cond + 0.05 * torch.randn(1, 4, 16)
     return model, (lambda x, s: model(x, s, cond)), torch.randn(1, 4, 8, 8), cond, null
+
+
+def sample_guided(eps_cond, eps_uncond, x, sigmas, unconds, guidance):
+    """Where guided Euler/DDIM sampling with ``unconds[k]`` at step ``k`` ends."""
+    return guided_trajectory(eps_cond, eps_uncond, x, sigmas, unconds, guidance)[-1]
 
 
 def rel_err(a, b):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import comfy_harness as harness
 
-RUNTIME_PACKAGES = ("__init__.py", "attention", "inversion", "vae_embed", "patching", "nodes", "evaluation")
+RUNTIME_PACKAGES = ("__init__.py", "attention", "base", "inversion", "vae_embed", "patching", "nodes", "evaluation")
 # import name -> distribution name, for the ones that differ
 DISTRIBUTIONS = {"PIL": "pillow"}
 HOST_MODULES = {"comfy", "comfy_api", "folder_paths", "nodes", "server", "node_helpers", "comfy_extras"}

@@ -6,22 +6,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from ..inversion.safetensors_file import read_safetensors, write_safetensors
+from ..base.errors import PromptEditError
+from ..base.safetensors_io import read_safetensors, write_safetensors
 from .model import EmbeddingVAE, EmbeddingVAEConfig
 
 FORMAT = "comfyui-prompt-edit/embedding-vae/v1"
 TARGETS = ("null-text", "conditional")
 
 
-class EmbeddingVAEFileError(ValueError):
+class EmbeddingVAEFileError(PromptEditError):
     """A saved embedding VAE cannot be used; the message says why and what to do."""
 
 
 @dataclass
 class TrainedEmbeddingVAE:
-    """An embedding VAE with what it was trained for: the embedding it perturbs (``target``) and
-    a fingerprint of the diffusion model (``model_fingerprint``), checked when it is applied."""
+    """An embedding VAE with what it was trained for: the embedding it perturbs (``target``), a
+    fingerprint of the diffusion model it was trained with (``model_fingerprint``, a record: where
+    it is applied only the VAE's embedding width is checked against the model's) and the training
+    iterations it had (``steps_trained``: fewer than asked when the training was cancelled; Load
+    Embedding VAE reports it)."""
 
     vae: EmbeddingVAE
     target: str  # "null-text" or "conditional"

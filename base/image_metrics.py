@@ -1,4 +1,7 @@
-"""Reconstruction metrics: PSNR and SSIM between images, MSE between latents (plain torch)."""
+"""Reconstruction metrics: PSNR and SSIM between images, MSE between latents (plain torch).
+
+One home for the inversion's reconstruction check and the evaluation of edits, which both
+measure images against their source."""
 
 from __future__ import annotations
 
