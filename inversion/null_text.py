@@ -30,6 +30,14 @@ from .ddim import CondEps, PairedEps, Progress, UncondEps, euler_step, guided_ep
 MAX_LINE_STEP = 10.0  # the secant line search never goes further than 10 probe lengths
 
 
+def pivot_loss(miss: torch.Tensor, sigma_next: torch.Tensor | float) -> torch.Tensor:
+    """How far a guided step landed from its pivot: the mean square of ``miss`` (reached − pivot,
+    at ``sigma_next``) in the variance-preserving latent space of the original recipe
+    (``x_vp = x / √(1 + σ²)``), so that the early-stop threshold ``ε + i·2e-5`` means the same.
+    The embedding VAE's reconstruction loss is this loss with a sampled null text."""
+    return miss.float().pow(2).mean() / (1.0 + float(sigma_next) ** 2)
+
+
 @dataclass(frozen=True)
 class NullTextSettings:
     guidance: float = 7.5
@@ -80,7 +88,7 @@ class _Step:
         return euler_step(self.x, guided_eps(eps_u, self.eps_c, self.guidance), self.sigma, self.sigma_next) - self.pivot
 
     def loss(self, residual: torch.Tensor) -> torch.Tensor:
-        return residual.float().pow(2).mean() / (1.0 + float(self.sigma_next) ** 2)
+        return pivot_loss(residual, self.sigma_next)
 
     def advance(self, eps_u: torch.Tensor) -> torch.Tensor:
         return euler_step(self.x, guided_eps(eps_u, self.eps_c, self.guidance), self.sigma, self.sigma_next)

@@ -3,7 +3,7 @@ conditional VAE (eq. 4, ``α·L_CLIP + β·KL + γ·L_div``).
 
 ``L_rec`` is null-text inversion's pivot loss with a *sampled* null text: from pivot ``x_i`` of a
 DDIM inversion, one guided Euler/DDIM step with ``ε_u(x_i, VAE(φ_i, t_i))`` must land on pivot
-``x_{i+1}`` (variance-preserving MSE, as in inversion/null_text.py). ``φ_i`` is the null text the
+``x_{i+1}`` (:func:`~..inversion.null_text.pivot_loss`). ``φ_i`` is the null text the
 VAE perturbs: the step's optimised embedding of a null-text inversion, or the empty prompt's. A
 training example is one (image, step); several images of one class train one VAE. β follows the
 cyclical schedule unless fixed.
@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..inversion.ddim import CondEps, UncondEps, euler_step, guided_eps
+from ..inversion.null_text import pivot_loss
 from .losses import cross_matched_clip_loss, cyclical_beta, diversity_loss
 from .model import EmbeddingVAE, kl_divergence
 
@@ -81,7 +82,7 @@ def train_null_text_vae(
         batch_x = x.expand(settings.batch, *x.shape[1:])
         eps = guided_eps(eps_uncond(batch_x, sigma, sampled), conds[(image, i)].expand_as(batch_x), settings.guidance)
         reached = euler_step(batch_x, eps, sigma, sigma_next)
-        reconstruction = (reached.float() - path.pivots[i + 1].float()).pow(2).mean() / (1.0 + float(sigma_next) ** 2)
+        reconstruction = pivot_loss(reached.float() - path.pivots[i + 1].float(), sigma_next)
         beta = _kl_weight(settings.kl_weight, settings.kl_cycles, iteration, settings.iterations)
         return settings.reconstruction_weight * reconstruction + beta * kl_divergence(mean, log_variance)
 
