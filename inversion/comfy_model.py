@@ -1,4 +1,5 @@
-"""ComfyUI side of the inversion: σ schedules, and the model as a differentiable ε function.
+"""ComfyUI side of the inversion (and of training an embedding VAE): σ schedules, models loaded for
+gradients, and the model as a differentiable ε function.
 
 Nodes run under ``torch.inference_mode()``; gradients through the UNet need
 ``torch.inference_mode(False)`` and weights that are not inference tensors: after
@@ -7,6 +8,9 @@ the model is loaded, every inference-mode parameter and buffer is replaced by a 
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import comfy.model_management
 import comfy.samplers
@@ -30,12 +34,35 @@ def _release_inference_tensors(module: torch.nn.Module) -> None:
                 sub._buffers[name] = b.clone()
 
 
-def load_for_gradients(model) -> None:
+def _load_for_gradients(model) -> None:
     """Load the model on its device, frozen, with weights usable in an autograd graph."""
     comfy.model_management.load_models_gpu([model], memory_required=0, force_full_load=True)
     model.model.requires_grad_(False)
     with torch.inference_mode(False):
         _release_inference_tensors(model.model)
+
+
+@contextmanager
+def gradients_through(model, *others) -> Iterator[torch.device]:
+    """Leave the node's inference mode and load ``model`` (and ``others``: ModelPatchers such as a
+    VAE's, a CLIP's) frozen, with weights usable in an autograd graph; yields ``model``'s device.
+    Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it."""
+    with torch.inference_mode(False):
+        for patcher in (model, *others):
+            _load_for_gradients(patcher)
+        yield model.load_device
+
+
+def autograd_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """An fp32 copy of ``tensor`` on ``device`` that can enter autograd (a tensor made in inference
+    mode cannot, even where no gradient flows through it)."""
+    return tensor.clone().float().to(device)
+
+
+def model_space_latent(model, samples: torch.Tensor) -> torch.Tensor:
+    """A LATENT's ``samples`` in the model's latent space (scale factor applied) on its device, as
+    an :func:`autograd_copy`."""
+    return model.model.process_latent_in(autograd_copy(samples, model.load_device))
 
 
 def _extra_inputs(model, conditioning_extras: dict, latent_shape: torch.Size) -> dict[str, torch.Tensor]:

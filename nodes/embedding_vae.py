@@ -13,18 +13,22 @@ import comfy.utils
 import folder_paths
 import torch
 
-from ..attention.clip_tokens import layout_key
 from ..base.fingerprint import model_fingerprint
-from ..inversion.comfy_model import eps_function, load_for_gradients, sampling_sigmas
-from ..inversion.ddim import ddim_invert, guided_trajectory
+from ..inversion.comfy_model import autograd_copy, eps_function, gradients_through
 from ..inversion.result import Inversion
 from ..vae_embed.checkpoint import EmbeddingVAEFileError, TrainedEmbeddingVAE
+from ..vae_embed.comfy_training import (
+    edit_trajectory,
+    embedding_text_features,
+    latent_image_features,
+    photo_trajectories,
+    step_tensors,
+    training_schedule,
+)
 from ..vae_embed.model import ARCHITECTURES, EmbeddingVAE, EmbeddingVAEConfig
 from ..vae_embed.training import (
     ConditionalVAESettings,
-    EditTrajectory,
     NullTextVAESettings,
-    Trajectory,
     train_conditional_vae,
     train_null_text_vae,
 )
@@ -83,15 +87,6 @@ def _run_training(train: Callable[[Callable, Callable], list[float]], vae: Embed
     return {"ui": {"text": [summary]}, "result": (trained,)}
 
 
-def _schedule(model, inversion, scheduler: str, steps: int) -> torch.Tensor:
-    """The σ schedule to train along: the inversion's (checked against the model), else the sampler's."""
-    if inversion is None:
-        return sampling_sigmas(model, scheduler, steps)
-    if inversion.model_fingerprint != model_fingerprint(model):
-        raise ValueError("inversion: it was made with another model; invert the photo with this model")
-    return inversion.sigmas.float()
-
-
 def _photo(latent, inversion) -> torch.Tensor:
     if inversion is not None:
         if latent is not None:
@@ -102,28 +97,26 @@ def _photo(latent, inversion) -> torch.Tensor:
     return latent["samples"]
 
 
-def _step_tensors(model, sigmas: torch.Tensor, inversion, null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """On the model's device: σ's, the model timestep of every step, and the null text of every step
-    (the inversion's optimised ones, else ``null [1, tokens, dim]`` repeated). Call in grad mode."""
-    device = model.load_device
-    sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
-    timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
-    steps = len(sigmas) - 1
-    nulls = (inversion.unconds.clone().to(device) if inversion is not None
-             else null[:1].clone().float().to(device).expand(steps, -1, -1).clone())
-    return sig, timesteps, nulls
-
-
 _COMMON_INPUTS = {
-    "architecture": (ARCHITECTURES, {"default": "sequence_mlp", "tooltip": "token_mlp: per token (cheap, uniform textures); sequence_mlp: the whole sequence after a 1x1-conv channel reduction; transformer: a small transformer."}),
-    "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The schedule you will sample with (an inversion brings its own)."}),
-    "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "The sampler's steps (an inversion brings its own)."}),
-    "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1, "tooltip": "The cfg you will sample with."}),
-    "iterations": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": "Training iterations (each: one UNet step, forward and backward)."}),
-    "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5, "tooltip": "AdamW's learning rate."}),
-    "kl_weight": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-5, "tooltip": "β, reached at the top of each cyclical annealing cycle."}),
-    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": "Seeds the draws and the choice of steps."}),
-    "save_as": ("STRING", {"default": "", "tooltip": "If set, saved as models/embedding_vae/<name>.safetensors (also when cancelled)."}),
+    "architecture": (ARCHITECTURES, {"default": "sequence_mlp", "tooltip": (
+        "token_mlp: per token (cheap, uniform textures); sequence_mlp: the whole sequence after a 1x1-conv "
+        "channel reduction; transformer: a small transformer.")}),
+    "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": (
+        "The schedule you will sample with (an inversion brings its own).")}),
+    "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": (
+        "The sampler's steps (an inversion brings its own).")}),
+    "guidance": ("FLOAT", {"default": 7.5, "min": 1.01, "max": 30.0, "step": 0.1, "tooltip": (
+        "The cfg you will sample with.")}),
+    "iterations": ("INT", {"default": 500, "min": 1, "max": 100000, "tooltip": (
+        "Training iterations (each: one UNet step, forward and backward).")}),
+    "learning_rate": ("FLOAT", {"default": 1e-3, "min": 1e-6, "max": 1.0, "step": 1e-5, "tooltip": (
+        "AdamW's learning rate.")}),
+    "kl_weight": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-5, "tooltip": (
+        "β, reached at the top of each cyclical annealing cycle.")}),
+    "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": (
+        "Seeds the draws and the choice of steps.")}),
+    "save_as": ("STRING", {"default": "", "tooltip": (
+        "If set, saved as models/embedding_vae/<name>.safetensors (also when cancelled).")}),
 }
 
 
@@ -149,14 +142,19 @@ class TrainEmbeddingVAE(_Trainer):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model the VAE is for (its fingerprint is stored with the VAE)."}),
+                "model": ("MODEL", {"tooltip": (
+                    "The model the VAE is for (its fingerprint is stored with the VAE).")}),
                 "positive": ("CONDITIONING", {"tooltip": "A description of the photo(s)."}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
                 **_COMMON_INPUTS,
             },
             "optional": {
-                "latent": ("LATENT", {"tooltip": "The photo(s) from VAE Encode; several photos of one class train one VAE. Not needed with an inversion."}),
-                "inversion": (INVERSION, {"tooltip": "A null-text inversion of one photo: its photo, schedule and optimised null texts are used."}),
+                "latent": ("LATENT", {"tooltip": (
+                    "The photo(s) from VAE Encode; several photos of one class train one VAE. Not needed "
+                    "with an inversion.")}),
+                "inversion": (INVERSION, {"tooltip": (
+                    "A null-text inversion of one photo: its photo, schedule and optimised null texts "
+                    "are used.")}),
             },
         }
 
@@ -167,78 +165,15 @@ class TrainEmbeddingVAE(_Trainer):
         settings = NullTextVAESettings(iterations, 2, learning_rate, 1.0, kl_weight, 4, guidance, seed)
         cond, cond_extras = positive[0]
         null, null_extras = negative[0]
-        samples, sigmas = _photo(latent, inversion), _schedule(model, inversion, scheduler, steps)
-        with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
-            vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, null.shape[1], null.shape[2]))
-            load_for_gradients(model)
-            device = model.load_device
-            sig, timesteps, nulls = _step_tensors(model, sigmas, inversion, null)
-            cond_t = cond[:1].clone().float().to(device)
-            eps_c = eps_function(model, cond_extras, samples[:1].shape)
+        samples, sigmas = _photo(latent, inversion), training_schedule(model, inversion, scheduler, steps)
+        with gradients_through(model) as device:  # nodes run in inference mode; training needs autograd
+            vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, null.shape[1], null.shape[2])).to(device)
+            sig, timesteps, nulls = step_tensors(model, sigmas, inversion, null)
+            trajectories = photo_trajectories(model, samples, cond, cond_extras, sig, timesteps, nulls)
             eps_u = eps_function(model, null_extras, samples[:1].shape)
-
-            def eps_cond(x, s):
-                return eps_c(x, s, cond_t)
-
-            trajectories = []
-            for k in range(samples.shape[0]):
-                x0 = model.model.process_latent_in(samples[k : k + 1].clone().float().to(device))
-                pivots = ddim_invert(eps_cond, x0, sig, check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
-                trajectories.append(Trajectory(pivots, sig, timesteps, nulls, eps_cond))
-            vae.to(device)
-            return _run_training(lambda progress, interrupt: train_null_text_vae(vae, eps_u, trajectories, settings, progress, interrupt),
-                                 vae, "null-text", model, iterations, name)
-
-
-def _text_features(clip, prompt: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], list]:
-    """(CLIP joint-space text features of an embedding, the prompt's CONDITIONING). The features are
-    the end token's state through the text encoder's projection: what CLIP compares with images
-    (SD2.x/SDXL condition on the penultimate layer, so there it is an approximation). SD1.x
-    checkpoints carry no text projection (ComfyUI leaves CLIP-L's uninitialised when it loads
-    one), so for SD1.x the end token's state is used unprojected."""
-    tokens = clip.tokenize(prompt)
-    key = layout_key(tokens)
-    if key == "l" and "g" in tokens:
-        key = "g"  # SDXL: CLIP-G's projection, over its 1280 channels after CLIP-L's 768
-    ids = [t[0] for t in tokens[key][0]]
-    end = getattr(clip.tokenizer, f"clip_{key}").end_token
-    column = ids.index(end) if end in ids else len(ids) - 1
-    encoder = getattr(clip.cond_stage_model, f"clip_{key}")
-    weight = encoder.transformer.text_projection.weight
-    channels = weight.shape[1]
-    if key == "l" and "g" not in tokens:  # SD1.x: the projection holds whatever memory it was given
-        weight = torch.eye(channels, dtype=weight.dtype, device=weight.device)
-    conditioning = clip.encode_from_tokens_scheduled(tokens)
-    start = conditioning[0][0].shape[-1] - channels
-
-    def features(embedding: torch.Tensor) -> torch.Tensor:
-        state = embedding[:, column, start : start + channels]
-        return torch.nn.functional.linear(state.to(weight.dtype), weight).float()
-
-    return features, conditioning
-
-
-def _image_features(model, vae, clip_vision) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Differentiable (CLIP image features, perceptual features) of model-space latents: decoded by the
-    VAE, resized and normalised as CLIP expects (ComfyUI's clip_preprocess rounds to 8 bits, which
-    would stop the gradient), through the CLIP vision model; the perceptual features are its
-    penultimate hidden states."""
-    size, mean, std = clip_vision.image_size, clip_vision.image_mean, clip_vision.image_std
-
-    def features(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        decoder = vae.first_stage_model
-        z = model.model.process_latent_out(latents).to(vae.device, vae.vae_dtype)
-        pixels = ((decoder.decode(z).float() + 1.0) / 2.0).clamp(0.0, 1.0)
-        pixels = torch.nn.functional.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
-        m = torch.tensor(mean, device=pixels.device).view(1, 3, 1, 1)
-        s = torch.tensor(std, device=pixels.device).view(1, 3, 1, 1)
-        device = clip_vision.load_device
-        # ComfyUI's CLIP layers add residuals in place; saving copies keeps autograd's inputs intact
-        with torch.autograd.graph.saved_tensors_hooks(torch.clone, lambda saved: saved):
-            out = clip_vision.model(pixel_values=((pixels - m) / s).to(device), intermediate_output=-2)
-        return out[2].float().to(latents.device), out[1].float().flatten(1).to(latents.device)
-
-    return features
+            return _run_training(
+                lambda progress, interrupt: train_null_text_vae(vae, eps_u, trajectories, settings, progress, interrupt),
+                vae, "null-text", model, iterations, name)
 
 
 class TrainConditionalEmbeddingVAE(_Trainer):
@@ -255,20 +190,31 @@ class TrainConditionalEmbeddingVAE(_Trainer):
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model the VAE is for (its fingerprint is stored with the VAE)."}),
-                "clip": ("CLIP", {"tooltip": "The checkpoint's CLIP: encodes edit_prompt and projects embeddings into CLIP space."}),
+                "model": ("MODEL", {"tooltip": (
+                    "The model the VAE is for (its fingerprint is stored with the VAE).")}),
+                "clip": ("CLIP", {"tooltip": (
+                    "The checkpoint's CLIP: encodes edit_prompt and projects embeddings into CLIP space.")}),
                 "vae": ("VAE", {"tooltip": "The checkpoint's VAE: decodes the predicted images."}),
-                "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision; its image features are compared with the text, its hidden states feed the diversity loss."}),
-                "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The edited prompt C' whose embedding the VAE varies."}),
+                "clip_vision": ("CLIP_VISION", {"tooltip": (
+                    "From Load CLIP Vision; its image features are compared with the text, its hidden states "
+                    "feed the diversity loss.")}),
+                "edit_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": (
+                    "The edited prompt C' whose embedding the VAE varies.")}),
                 "negative": ("CONDITIONING", {"tooltip": "The null text, usually an empty prompt."}),
-                "latent": ("LATENT", {"tooltip": "Start latent: an empty latent (noise is added with seed), or the noisy latent of an inversion (connect the inversion too)."}),
+                "latent": ("LATENT", {"tooltip": (
+                    "Start latent: an empty latent (noise is added with seed), or the noisy latent of an "
+                    "inversion (connect the inversion too).")}),
                 **_COMMON_INPUTS,
-                "variations": ("INT", {"default": 2, "min": 2, "max": 16, "tooltip": "Draws per iteration (the diversity loss compares them)."}),
-                "clip_lambda": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": "λ of eq. 2: weight of D(E_I(I''), C') against D(E_I(I'), C'')."}),
-                "diversity_weight": ("FLOAT", {"default": -0.1, "min": -10.0, "max": 0.0, "step": 0.01, "tooltip": "γ of eq. 4 (≤ 0)."}),
+                "variations": ("INT", {"default": 2, "min": 2, "max": 16, "tooltip": (
+                    "Draws per iteration (the diversity loss compares them).")}),
+                "clip_lambda": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                    "λ of eq. 2: weight of D(E_I(I''), C') against D(E_I(I'), C'').")}),
+                "diversity_weight": ("FLOAT", {"default": -0.1, "min": -10.0, "max": 0.0, "step": 0.01,
+                                               "tooltip": "γ of eq. 4 (≤ 0)."}),
             },
             "optional": {
-                "inversion": (INVERSION, {"tooltip": "With the inversion's noisy latent as latent: its schedule and null texts are used."}),
+                "inversion": (INVERSION, {"tooltip": (
+                    "With the inversion's noisy latent as latent: its schedule and null texts are used.")}),
             },
         }
 
@@ -283,29 +229,21 @@ class TrainConditionalEmbeddingVAE(_Trainer):
                                           clip_lambda, 4, guidance, seed)
         null, null_extras = negative[0]
         samples = latent["samples"][:1]
-        sigmas = _schedule(model, inversion, scheduler, steps)
-        with torch.inference_mode(False):  # nodes run in inference mode; training needs autograd
-            for patcher in (model, vae.patcher, clip_vision.patcher, clip.patcher):
-                load_for_gradients(patcher)
-            text_features, conditioning = _text_features(clip, edit_prompt)
+        sigmas = training_schedule(model, inversion, scheduler, steps)
+        # nodes run in inference mode; training needs autograd
+        with gradients_through(model, vae.patcher, clip_vision.patcher, clip.patcher) as device:
+            text_features, conditioning = embedding_text_features(clip, edit_prompt)
             edit, edit_extras = conditioning[0]
             if edit.shape[1:] != null.shape[1:]:
                 raise ValueError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "
                                  "prompt under 75 tokens")
-            device = model.load_device
-            sig, timesteps, nulls = _step_tensors(model, sigmas, inversion, null)
-            edit_t = edit[:1].clone().float().to(device)
+            schedule = step_tensors(model, sigmas, inversion, null)
+            edit_t = autograd_copy(edit[:1], device)
             eps = eps_function(model, edit_extras, samples.shape)
             eps_u = eps_function(model, null_extras, samples.shape)
-            start = model.model.process_latent_in(samples.clone().float().to(device))
-            if inversion is None:
-                noise = torch.randn(samples.shape, generator=torch.Generator().manual_seed(seed)).to(device)
-                start = model.get_model_object("model_sampling").noise_scaling(sig[:1], noise, start)
-            latents = guided_trajectory(lambda x, s: eps(x, s, edit_t), eps_u, start, sig, nulls, guidance)
-            image_features = _image_features(model, vae, clip_vision)
-            with torch.no_grad():
-                edit_image = image_features(latents[-1])[0]
-            path = EditTrajectory(latents, sig, timesteps, nulls, edit_image)
+            image_features = latent_image_features(model, vae, clip_vision)
+            path = edit_trajectory(model, samples, lambda x, s: eps(x, s, edit_t), eps_u, schedule, guidance,
+                                   image_features, noise_seed=seed if inversion is None else None)
             embedding_vae = EmbeddingVAE(EmbeddingVAEConfig(architecture, edit.shape[1], edit.shape[2])).to(device)
             return _run_training(
                 lambda progress, interrupt: train_conditional_vae(embedding_vae, eps, edit_t, text_features, image_features,
@@ -323,7 +261,8 @@ class LoadEmbeddingVAE:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"vae_name": (folder_paths.get_filename_list(FOLDER), {"tooltip": "A file in models/embedding_vae/."})}}
+        files = folder_paths.get_filename_list(FOLDER)
+        return {"required": {"vae_name": (files, {"tooltip": "A file in models/embedding_vae/."})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, vae_name: str):

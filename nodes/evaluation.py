@@ -6,7 +6,8 @@ import folder_paths
 import torch
 
 from ..base.word_lists import split_word_list
-from ..evaluation.lpips import LPIPS
+from ..evaluation.clip_features import clip_image_features, clip_text_features
+from ..evaluation.lpips import LPIPS, LPIPSFileError
 from ..evaluation.metrics import (
     evaluate,
     markdown_table,
@@ -23,20 +24,11 @@ _LOADED: dict[str, LPIPS] = {}
 def load_lpips(name: str) -> LPIPS:
     path = folder_paths.get_full_path(LPIPS_FOLDER, name)
     if path is None:
-        raise ValueError(f"lpips_model: {name!r} is not in models/{LPIPS_FOLDER}/; put VGG-16 weights (and LPIPS's "
-                         "lin heads) there as safetensors, or choose 'none'")
+        raise LPIPSFileError(f"lpips_model: {name!r} is not in models/{LPIPS_FOLDER}/; put VGG-16 weights (and "
+                             "LPIPS's lin heads) there as safetensors, or choose 'none'")
     if path not in _LOADED:
         _LOADED[path] = LPIPS.load(path)
     return _LOADED[path]
-
-
-def clip_text_features(clip, prompt: str) -> torch.Tensor:
-    """The prompt's projected pooled CLIP text embedding (what CLIP compares with images)."""
-    return clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)[1].float()
-
-
-def clip_image_features(clip_vision):
-    return lambda images: clip_vision.encode_image(images)["image_embeds"].float()
 
 
 class EditMetrics:
@@ -60,14 +52,20 @@ class EditMetrics:
             "required": {
                 "images": ("IMAGE", {"tooltip": "The edits or variations (I'')."}),
                 "reference": ("IMAGE", {"tooltip": "The source image (I), same size."}),
-                "lpips_model": ([NONE] + folder_paths.get_filename_list(LPIPS_FOLDER), {"tooltip": "VGG-16 (+ LPIPS heads) weights in models/lpips/, or none."}),
-                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "For CLIP-T: the edit prompt (needs clip and clip_vision)."}),
+                "lpips_model": ([NONE] + folder_paths.get_filename_list(LPIPS_FOLDER), {"tooltip": (
+                    "VGG-16 (+ LPIPS heads) weights in models/lpips/, or none.")}),
+                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "For CLIP-T: the edit prompt (needs clip and clip_vision).")}),
             },
             "optional": {
-                "edit": ("IMAGE", {"tooltip": "The plain edit (I') without variation: adds eq. 5's bound LPIPS(I, I')."}),
+                "edit": ("IMAGE", {"tooltip": (
+                    "The plain edit (I') without variation: adds eq. 5's bound LPIPS(I, I').")}),
                 "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: CLIP-I and CLIP-T."}),
-                "clip": ("CLIP", {"tooltip": "The text encoder matching clip_vision, for CLIP-T and the class score."}),
-                "classes": ("STRING", {"default": "", "tooltip": "Class score: comma-separated class prompts, the target first (e.g. 'a dog, a cat, a fox'); CLIP zero-shot over them."}),
+                "clip": ("CLIP", {"tooltip": (
+                    "The text encoder matching clip_vision, for CLIP-T and the class score.")}),
+                "classes": ("STRING", {"default": "", "tooltip": (
+                    "Class score: comma-separated class prompts, the target first "
+                    "(e.g. 'a dog, a cat, a fox'); CLIP zero-shot over them.")}),
             },
         }
 

@@ -13,7 +13,14 @@ import torch
 
 from ..base.fingerprint import model_fingerprint
 from ..base.image_metrics import latent_mse, psnr, ssim
-from ..inversion.comfy_model import eps_function, load_for_gradients, paired_eps_function, sampling_sigmas
+from ..inversion.comfy_model import (
+    autograd_copy,
+    eps_function,
+    gradients_through,
+    model_space_latent,
+    paired_eps_function,
+    sampling_sigmas,
+)
 from ..inversion.comfy_patch import install
 from ..inversion.ddim import ddim_invert
 from ..inversion.null_text import NullTextSettings, null_text_invert
@@ -83,17 +90,32 @@ class InvertImage:
             "required": {
                 "model": ("MODEL", {"tooltip": "The SD1.x, SD2.x or SDXL model you will edit with."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
-                "negative": ("CONDITIONING", {"tooltip": "The null text: usually CLIP Text Encode of an empty prompt."}),
-                "method": (list(METHODS), {"default": "null-text fast", "tooltip": "null-text: the original recipe; null-text fast: starts from the source prompt and stops as soon as the step is reconstructed; direct: no optimisation, the sampler puts the source exactly back on the inversion at every step (exact at any cfg, fastest); negative-prompt: no optimisation; ddim: plain DDIM inversion (reconstructs only at cfg 1)."}),
-                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": "The scheduler the sampler will use."}),
-                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "The sampler's steps (ddim_uniform adds one when 1000 is not a multiple of steps)."}),
-                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": "The cfg you will sample with; null-text optimisation needs more than 1."}),
-                "inner_steps": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": "Null-text methods: at most this many updates per sampling step; 0: the method's default (null-text 10 as in the original recipe, null-text fast 1; 2 reconstructs a little better for about 1.7x the time)."}),
-                "early_stop": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "tooltip": "Null-text: a step is done when its loss is below this + step·2e-5."}),
+                "negative": ("CONDITIONING", {"tooltip": (
+                    "The null text: usually CLIP Text Encode of an empty prompt.")}),
+                "method": (list(METHODS), {"default": "null-text fast", "tooltip": (
+                    "null-text: the original recipe; null-text fast: starts from the source prompt and stops "
+                    "as soon as the step is reconstructed; direct: no optimisation, the sampler puts the "
+                    "source exactly back on the inversion at every step (exact at any cfg, fastest); "
+                    "negative-prompt: no optimisation; ddim: plain DDIM inversion "
+                    "(reconstructs only at cfg 1).")}),
+                "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform", "tooltip": (
+                    "The scheduler the sampler will use.")}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": (
+                    "The sampler's steps (ddim_uniform adds one when 1000 is not a multiple of steps).")}),
+                "guidance": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": (
+                    "The cfg you will sample with; null-text optimisation needs more than 1.")}),
+                "inner_steps": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": (
+                    "Null-text methods: at most this many updates per sampling step; 0: the method's default "
+                    "(null-text 10 as in the original recipe, null-text fast 1; 2 reconstructs a little "
+                    "better for about 1.7x the time).")}),
+                "early_stop": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "tooltip": (
+                    "Null-text: a step is done when its loss is below this + step·2e-5.")}),
             },
             "optional": {
-                "latent": ("LATENT", {"tooltip": "The photo's latent from VAE Encode (one image); or give image and vae."}),
-                "image": ("IMAGE", {"tooltip": "The photo (one image, sides a multiple of 8), encoded with vae; instead of latent."}),
+                "latent": ("LATENT", {"tooltip": (
+                    "The photo's latent from VAE Encode (one image); or give image and vae.")}),
+                "image": ("IMAGE", {"tooltip": (
+                    "The photo (one image, sides a multiple of 8), encoded with vae; instead of latent.")}),
                 "vae": ("VAE", {"tooltip": "The VAE that encodes image."}),
             },
         }
@@ -124,12 +146,9 @@ class InvertImage:
         n = len(sigmas) - 1
         total = n + (n * inner_steps if settings is not None else 0)
         bar = comfy.utils.ProgressBar(total)
-        with torch.inference_mode(False):
-            load_for_gradients(model)
-            device = model.load_device
-            x0 = model.model.process_latent_in(samples[:1].clone().float().to(device))
-            cond, null = cond.clone().float().to(device), null.clone().float().to(device)
-            sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
+        with gradients_through(model) as device:
+            x0 = model_space_latent(model, samples[:1])
+            cond, null, sig = (autograd_copy(t, device) for t in (cond, null, sigmas))
             eps_cond_ctx = eps_function(model, cond_extras, x0.shape)
             eps_uncond = eps_function(model, null_extras, x0.shape)
             interrupt = comfy.model_management.throw_exception_if_processing_interrupted
@@ -165,12 +184,18 @@ class ApplyInversion:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The model the inversion was made with (may already carry P2P patches)."}),
-            "inversion": (INVERSION, {"tooltip": "From 'Invert Image' or 'Load Inversion'."}),
-        }, "optional": {
-            "correct_edits": ("BOOLEAN", {"default": False, "tooltip": "Direct inversion only: also add the source's per-step correction to the edited items (off: the paper's default, the edits follow the attention control alone)."}),
-        }}
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": (
+                    "The model the inversion was made with (may already carry P2P patches).")}),
+                "inversion": (INVERSION, {"tooltip": "From 'Invert Image' or 'Load Inversion'."}),
+            },
+            "optional": {
+                "correct_edits": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Direct inversion only: also add the source's per-step correction to the edited items "
+                    "(off: the paper's default, the edits follow the attention control alone).")}),
+            },
+        }
 
     def apply(self, model, inversion, correct_edits: bool = False):
         try:
@@ -190,7 +215,8 @@ class SaveInversion:
     def INPUT_TYPES(cls):
         return {"required": {
             "inversion": (INVERSION, {"tooltip": "The inversion to keep."}),
-            "filename_prefix": ("STRING", {"default": "inversion", "tooltip": "File name prefix; a counter is appended."}),
+            "filename_prefix": ("STRING", {"default": "inversion", "tooltip": (
+                "File name prefix; a counter is appended.")}),
         }}
 
     def save(self, inversion, filename_prefix: str):
@@ -213,7 +239,8 @@ class LoadInversion:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"name": (folder_paths.get_filename_list(INVERSION_FOLDER), {"tooltip": "A file in models/inversions."})}}
+        files = folder_paths.get_filename_list(INVERSION_FOLDER)
+        return {"required": {"name": (files, {"tooltip": "A file in models/inversions."})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, name: str):

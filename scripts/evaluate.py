@@ -56,8 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         clip_vision = comfy.clip_vision.load(args.clip_vision)
         if clip_vision is None:
             sys.exit(f"--clip-vision: {args.clip_vision} is not a CLIP vision model ComfyUI recognises")
-        from comfyui_prompt_edit.nodes.evaluation import clip_image_features, clip_text_features
-
+        from comfyui_prompt_edit.evaluation.clip_features import clip_image_features, clip_text_features
         from comfyui_prompt_edit.evaluation.metrics import zero_shot_classifier
 
         image_features = clip_image_features(clip_vision)

@@ -262,14 +262,14 @@ def test_a_loader_whose_file_is_missing_says_which_workflow_makes_it(comfy_nodes
 
 
 def test_sd1_text_features_ignore_the_projection_comfyui_leaves_uninitialised(tiny_sd15_clip):
-    from comfyui_prompt_edit.nodes.embedding_vae import _text_features
+    from comfyui_prompt_edit.vae_embed.comfy_training import embedding_text_features
 
     weight = tiny_sd15_clip.cond_stage_model.clip_l.transformer.text_projection.weight
     kept = weight.detach().clone()
     try:
         with torch.no_grad():
             weight.fill_(float("nan"))  # what uninitialised memory may hold
-        features, conditioning = _text_features(tiny_sd15_clip, "a photo of a dog")
+        features, conditioning = embedding_text_features(tiny_sd15_clip, "a photo of a dog")
         assert torch.isfinite(features(conditioning[0][0])).all()
     finally:
         with torch.no_grad():
