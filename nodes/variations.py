@@ -7,12 +7,12 @@ import torch
 
 from ..attention.clip_tokens import clip_words, prompt_tokens
 from ..attention.edit_spec import P2PEdit
-from ..attention.errors import P2PInputError
 from ..attention.tokens import PromptTokens
 from ..base.word_lists import split_word_list
-from ..vae_embed.checkpoint import TrainedEmbeddingVAE
 from ..patching.sampling_call import COND, UNCOND
+from ..vae_embed.checkpoint import TrainedEmbeddingVAE
 from ..vae_embed.context_patch import SampledContextPatch
+from ..vae_embed.errors import VariationInputError
 from ..vae_embed.sampling import VAEDraws, item_noise, token_noise
 from .common import CATEGORY_VARIATIONS, EMBEDDING_VAE, P2P_EDIT
 from .latent_batch import repeat_latent
@@ -72,40 +72,58 @@ class StochasticEmbeddings:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model to sample with (after Apply Inversion when varying an inversion's null texts)."}),
-                "positive": ("CONDITIONING", {"tooltip": "One prompt, or the batch from P2P Prompts (then connect p2p_edit)."}),
-                "latent": ("LATENT", {"tooltip": "Its first item is used for every variation (e.g. the inverted latent)."}),
-                "mode": (MODES, {"default": "token noise", "tooltip": "token noise: Gaussian noise on chosen tokens, one draw per item; embedding VAE: a draw from the VAE per item and step."}),
-                "count": ("INT", {"default": 4, "min": 1, "max": 256, "tooltip": "Variations (per edited prompt with a p2p_edit)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True, "tooltip": "Item i draws from seed and i: the same seed gives the same variations."}),
-                "scale": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": "Token noise: noise norm relative to each token's norm. Embedding VAE: temperature of the latent noise (0: the mean)."}),
-                "words": ("STRING", {"default": "", "tooltip": "Token noise: the words to perturb, comma-separated. Empty: the edited words of a p2p_edit, or every column of a plain prompt."}),
+                "model": ("MODEL", {"tooltip": (
+                    "The model to sample with (after Apply Inversion when varying an inversion's null "
+                    "texts).")}),
+                "positive": ("CONDITIONING", {"tooltip": (
+                    "One prompt, or the batch from P2P Prompts (then connect p2p_edit).")}),
+                "latent": ("LATENT", {"tooltip": (
+                    "Its first item is used for every variation (e.g. the inverted latent).")}),
+                "mode": (MODES, {"default": "token noise", "tooltip": (
+                    "token noise: Gaussian noise on chosen tokens, one draw per item; embedding VAE: a draw "
+                    "from the VAE per item and step.")}),
+                "count": ("INT", {"default": 4, "min": 1, "max": 256, "tooltip": (
+                    "Variations (per edited prompt with a p2p_edit).")}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True,
+                    "tooltip": "Item i draws from seed and i: the same seed gives the same variations."}),
+                "scale": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 10.0, "step": 0.01, "tooltip": (
+                    "Token noise: noise norm relative to each token's norm. Embedding VAE: temperature of "
+                    "the latent noise (0: the mean).")}),
+                "words": ("STRING", {"default": "", "tooltip": (
+                    "Token noise: the words to perturb, comma-separated. Empty: the edited words of a "
+                    "p2p_edit, or every column of a plain prompt.")}),
             },
             "optional": {
-                "p2p_edit": (P2P_EDIT, {"tooltip": "From P2P Prompts (or P2P Reweight / Local Blend) when positive is a P2P batch: the edits are varied, the source is kept."}),
-                "embedding_vae": (EMBEDDING_VAE, {"tooltip": "For mode 'embedding VAE', from Load Embedding VAE or Train Embedding VAE."}),
-                "clip": ("CLIP", {"tooltip": "Token noise on words of a plain prompt: the CLIP that encoded it."}),
-                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": "Token noise on words of a plain prompt: its text."}),
+                "p2p_edit": (P2P_EDIT, {"tooltip": (
+                    "From P2P Prompts (or P2P Reweight / Local Blend) when positive is a P2P batch: the "
+                    "edits are varied, the source is kept.")}),
+                "embedding_vae": (EMBEDDING_VAE, {"tooltip": (
+                    "For mode 'embedding VAE', from Load Embedding VAE or Train Embedding VAE.")}),
+                "clip": ("CLIP", {"tooltip": (
+                    "Token noise on words of a plain prompt: the CLIP that encoded it.")}),
+                "prompt": ("STRING", {"default": "", "multiline": True, "tooltip": (
+                    "Token noise on words of a plain prompt: its text.")}),
             },
         }
 
     def vary(self, model, positive, latent, mode: str, count: int, seed: int, scale: float, words: str,
              p2p_edit: P2PEdit | None = None, embedding_vae: TrainedEmbeddingVAE | None = None, clip=None, prompt: str = ""):
         if mode not in MODES:
-            raise ValueError(f"mode: {mode!r} is not one of {MODES}")
+            raise VariationInputError(f"mode: {mode!r} is not one of {MODES}")
         batch = positive[0][0].shape[0]
         if p2p_edit is not None:
             if batch != p2p_edit.batch_size:
-                raise P2PInputError(f"positive: it holds {batch} prompts but p2p_edit {p2p_edit.batch_size}; "
-                                    "connect the positive and p2p_edit of the same P2P Prompts node")
+                raise VariationInputError(f"positive: it holds {batch} prompts but p2p_edit {p2p_edit.batch_size}; "
+                                          "connect the positive and p2p_edit of the same P2P Prompts node")
             edits = len(p2p_edit.targets)
             rows = [0] + [1 + e for _ in range(count) for e in range(edits)]
             p2p_edit = P2PEdit(p2p_edit.source, p2p_edit.targets * count, p2p_edit.reweights, p2p_edit.local_blend)
             varied = list(range(1, len(rows)))
         else:
             if batch != 1:
-                raise ValueError(f"positive: it holds {batch} prompts; give one prompt, or connect the p2p_edit "
-                                 "of the P2P Prompts node that made this batch")
+                raise VariationInputError(f"positive: it holds {batch} prompts; give one prompt, or connect the "
+                                          "p2p_edit of the P2P Prompts node that made this batch")
             rows, varied = [0] * count, list(range(count))
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
@@ -124,14 +142,16 @@ class StochasticEmbeddings:
             missing = [p2p_edit.targets[i - 1].text for i, c in columns.items() if not c]
             if missing:
                 what = f"the words {word_list}" if word_list else "a word that the source lacks"
-                raise P2PInputError(f"words: the edited prompt {missing[0]!r} has no {what}; name words of the edited prompt")
+                raise VariationInputError(f"words: the edited prompt {missing[0]!r} has no {what}; "
+                                          "name words of the edited prompt")
         elif word_list:
             if clip is None or not prompt.strip():
-                raise ValueError("words: to perturb words of a plain prompt, connect its clip and write it in prompt")
+                raise VariationInputError("words: to perturb words of a plain prompt, connect its clip and write "
+                                          "it in prompt")
             tokens = prompt_tokens(clip, prompt, clip.tokenize(prompt))
             found = [c for w in word_list for hit in tokens.find(clip_words(clip, w)) for c in hit]
             if not found:
-                raise P2PInputError(f"words: none of {word_list} is in the prompt {prompt!r}")
+                raise VariationInputError(f"words: none of {word_list} is in the prompt {prompt!r}")
             columns = {i: sorted(set(found)) for i in varied}
         else:
             columns = {i: list(range(positive[0][0].shape[1])) for i in varied}
@@ -148,12 +168,13 @@ class StochasticEmbeddings:
     @staticmethod
     def _vae_patch(model, positive, varied, seed, temperature, embedding_vae):
         if embedding_vae is None:
-            raise ValueError("embedding_vae: mode 'embedding VAE' needs one (Load Embedding VAE or Train Embedding VAE)")
+            raise VariationInputError("embedding_vae: mode 'embedding VAE' needs one (Load Embedding VAE or "
+                                      "Train Embedding VAE)")
         config = embedding_vae.vae.config
         width = positive[0][0].shape[-1]
         if config.dim != width:
-            raise ValueError(f"embedding_vae: it was trained for {config.dim}-channel embeddings, this model's text "
-                             f"conditioning has {width}; use a VAE trained with this model")
+            raise VariationInputError(f"embedding_vae: it was trained for {config.dim}-channel embeddings, this "
+                                      f"model's text conditioning has {width}; use a VAE trained with this model")
         chunk = COND if embedding_vae.target == "conditional" else UNCOND
         model_sampling = model.get_model_object("model_sampling")
         patch = SampledContextPatch(VAEDraws(embedding_vae.vae, seed, temperature), varied, chunk,
