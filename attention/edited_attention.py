@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from ..base.errors import PromptEditError
 from .cross_step import CrossStep
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,7 +31,7 @@ def _per_tile(v: torch.Tensor, num_columns: int) -> torch.Tensor:
     """``[..., r·N, F]`` → ``[..., r, N, F]``."""
     r = v.shape[-2] // num_columns
     if r * num_columns != v.shape[-2]:
-        raise ValueError(
+        raise PromptEditError(
             f"attention layer has {v.shape[-2]} key tokens, not a multiple of the "
             f"{num_columns} columns of the Prompt-to-Prompt prompts"
         )

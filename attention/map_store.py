@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..base.errors import PromptEditError
 from .step_window import step_of
 
 PLACES = ("input", "output")
@@ -47,13 +48,13 @@ class AttentionMapStore:
     def average(self, places: tuple[str, ...] = PLACES, start: float = 0.0, end: float = 1.0) -> torch.Tensor:
         """Mean map ``[B, H, W, N]`` over the layers of ``places`` and the steps in ``[start, end)``."""
         if self.empty:
-            raise RuntimeError("no attention maps were recorded: run a sampler with the patched model first")
+            raise PromptEditError("no attention maps were recorded: run a sampler with the patched model first")
         n = max(self.num_steps, 1 + max(s for s, _ in self.per_step))
         lo = step_of(start, n)
         hi = max(step_of(end, n), lo + 1)
         keys = [k for k in self.per_step if k[1] in places and lo <= k[0] < hi]
         if not keys:
-            raise ValueError(f"no maps recorded for places {places} in steps {lo}..{hi - 1} of {n}")
+            raise PromptEditError(f"no maps recorded for places {places} in steps {lo}..{hi - 1} of {n}")
         total = sum(self.per_step[k] for k in keys)
         count = sum(self.layer_counts[k] for k in keys)
         h, w = self.spatial

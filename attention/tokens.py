@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from ..base.errors import PromptEditError
+
 WORD_END = "</w>"
 START, END, PAD, EMBEDDING = "<start>", "<end>", "<pad>", "<embedding>"
 SPECIAL_STRINGS = (START, END, PAD)
@@ -98,7 +100,7 @@ def prompt_tokens_from_chunks(
     strings: list[str] = []
     lengths = {len(c) for c in chunks}
     if len(lengths) != 1:
-        raise ValueError(f"token chunks of unequal length {sorted(lengths)}")
+        raise PromptEditError(f"token chunks of unequal length {sorted(lengths)}")
     for chunk in chunks:
         ended = False
         for pos, token in enumerate(chunk):

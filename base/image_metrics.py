@@ -8,10 +8,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .errors import PromptEditError
+
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ; compare images of the same size and batch")
+        raise PromptEditError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ; compare images of the same size and batch")
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -37,7 +39,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     window = _gaussian_window().to(x.device).expand(channels, 1, -1, -1)
     blur = lambda t: F.conv2d(t, window, groups=channels)  # noqa: E731
     if min(x.shape[-2:]) < window.shape[-1]:
-        raise ValueError(f"ssim: images of {tuple(x.shape[-2:])} pixels are smaller than the 11×11 window")
+        raise PromptEditError(f"ssim: images of {tuple(x.shape[-2:])} pixels are smaller than the 11×11 window")
     c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
     mu_x, mu_y = blur(x), blur(y)
     var_x = blur(x * x) - mu_x**2

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..base.errors import PromptEditError
 from ..base.image_metrics import psnr, ssim
 
 __all__ = ["cosine", "check_same_size", "mean_pairwise", "lpips_report", "class_score",
@@ -25,7 +26,7 @@ Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # [N,H,W,3] x2 
 
 def check_same_size(images: torch.Tensor, reference: torch.Tensor, names: tuple[str, str]) -> None:
     if images.shape[1:3] != reference.shape[1:3]:
-        raise ValueError(f"{names[0]} / {names[1]}: the images are {images.shape[2]}x{images.shape[1]} and "
+        raise PromptEditError(f"{names[0]} / {names[1]}: the images are {images.shape[2]}x{images.shape[1]} and "
                          f"{reference.shape[2]}x{reference.shape[1]}; compare images of one size (scale one of them)")
 
 
@@ -38,7 +39,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def mean_pairwise(distance: Distance, images: torch.Tensor) -> float:
     """Mean distance over all unordered pairs of a batch (the diversity of variations)."""
     if images.shape[0] < 2:
-        raise ValueError("the diversity among variations needs at least 2 images")
+        raise PromptEditError("the diversity among variations needs at least 2 images")
     pairs = list(combinations(range(images.shape[0]), 2))
     first = torch.tensor([i for i, _ in pairs])
     second = torch.tensor([j for _, j in pairs])
@@ -62,7 +63,7 @@ def lpips_report(distance: Distance, source: torch.Tensor, variations: torch.Ten
 def class_score(logits: torch.Tensor, class_index: int) -> float:
     """Mean softmax probability of ``class_index`` under a classifier's ``logits [N, classes]``."""
     if not 0 <= class_index < logits.shape[-1]:
-        raise ValueError(f"class_index {class_index} is not one of the classifier's {logits.shape[-1]} classes")
+        raise PromptEditError(f"class_index {class_index} is not one of the classifier's {logits.shape[-1]} classes")
     return float(torch.softmax(logits.float(), dim=-1)[:, class_index].mean())
 
 

@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from ..base.errors import PromptEditError
 from .ddim import CondEps, PairedEps, Progress, UncondEps, euler_step, guided_eps
 
 MAX_LINE_STEP = 10.0  # the secant line search never goes further than 10 probe lengths
@@ -53,14 +54,14 @@ class NullTextSettings:
 
     def __post_init__(self) -> None:
         if self.guidance <= 1.0:
-            raise ValueError(
+            raise PromptEditError(
                 f"guidance {self.guidance} <= 1: null-text optimisation needs classifier-free guidance "
                 "above 1 (use the guidance you will edit with, e.g. 7.5)"
             )
         if self.init not in ("null", "source"):
-            raise ValueError(f"init {self.init!r} is not 'null' or 'source'")
+            raise PromptEditError(f"init {self.init!r} is not 'null' or 'source'")
         if self.optimizer not in ("adam", "secant"):
-            raise ValueError(f"optimizer {self.optimizer!r} is not 'adam' or 'secant'")
+            raise PromptEditError(f"optimizer {self.optimizer!r} is not 'adam' or 'secant'")
 
     def threshold(self, step: int) -> float:
         return self.epsilon + step * 2e-5

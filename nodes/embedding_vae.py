@@ -13,6 +13,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
 from ..inversion.comfy_model import autograd_copy, eps_function, gradients_through
 from ..inversion.result import Inversion
@@ -47,7 +48,7 @@ FOLDER = register_model_folder("embedding_vae")
 def _check_name(name: str) -> str:
     name = name.strip()
     if name and not re.fullmatch(r"[\w.\- ]+", name):
-        raise ValueError(f"save_as: {name!r} may hold only letters, digits, spaces, '.', '-' and '_'")
+        raise PromptEditError(f"save_as: {name!r} may hold only letters, digits, spaces, '.', '-' and '_'")
     return name
 
 
@@ -90,10 +91,10 @@ def _run_training(train: Callable[[Callable, Callable], list[float]], vae: Embed
 def _photo(latent, inversion) -> torch.Tensor:
     if inversion is not None:
         if latent is not None:
-            raise ValueError("latent / inversion: connect one of them; the inversion already holds its photo")
+            raise PromptEditError("latent / inversion: connect one of them; the inversion already holds its photo")
         return inversion.source
     if latent is None:
-        raise ValueError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
+        raise PromptEditError("latent / inversion: connect the photo's latent (VAE Encode) or its inversion")
     return latent["samples"]
 
 
@@ -224,7 +225,7 @@ class TrainConditionalEmbeddingVAE(_Trainer):
               inversion: Inversion | None = None):
         name = _check_name(save_as)
         if not edit_prompt.strip():
-            raise ValueError("edit_prompt: write the edited prompt whose embedding the VAE should vary")
+            raise PromptEditError("edit_prompt: write the edited prompt whose embedding the VAE should vary")
         settings = ConditionalVAESettings(iterations, variations, learning_rate, 1.0, kl_weight, diversity_weight,
                                           clip_lambda, 4, guidance, seed)
         null, null_extras = negative[0]
@@ -235,7 +236,7 @@ class TrainConditionalEmbeddingVAE(_Trainer):
             text_features, conditioning = embedding_text_features(clip, edit_prompt)
             edit, edit_extras = conditioning[0]
             if edit.shape[1:] != null.shape[1:]:
-                raise ValueError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "
+                raise PromptEditError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "
                                  "prompt under 75 tokens")
             schedule = step_tensors(model, sigmas, inversion, null)
             edit_t = autograd_copy(edit[:1], device)

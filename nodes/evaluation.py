@@ -5,6 +5,7 @@ from __future__ import annotations
 import folder_paths
 import torch
 
+from ..base.errors import PromptEditError
 from ..base.word_lists import split_word_list
 from ..evaluation.clip_features import clip_image_features, clip_text_features
 from ..evaluation.lpips import LPIPS, LPIPSFileError
@@ -74,9 +75,9 @@ class EditMetrics:
         class_names = split_word_list(classes)
         for name, wanted in (("prompt", prompt.strip()), ("classes", class_names)):
             if wanted and (clip is None or clip_vision is None):
-                raise ValueError(f"{name}: needs both clip and clip_vision connected (or clear {name})")
+                raise PromptEditError(f"{name}: needs both clip and clip_vision connected (or clear {name})")
         if len(class_names) == 1:
-            raise ValueError("classes: give the target class and at least one other, comma-separated")
+            raise PromptEditError("classes: give the target class and at least one other, comma-separated")
         lpips = None if lpips_model == NONE else load_lpips(lpips_model)
         image_features = clip_image_features(clip_vision) if clip_vision is not None else None
         with torch.inference_mode():

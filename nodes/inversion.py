@@ -11,6 +11,7 @@ import comfy.utils
 import folder_paths
 import torch
 
+from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
 from ..base.image_metrics import latent_mse, psnr, ssim
 from ..inversion.comfy_model import (
@@ -47,23 +48,23 @@ INVERSION_FOLDER = register_model_folder("inversions")
 
 def _single(conditioning, name: str) -> tuple[torch.Tensor, dict]:
     if not conditioning or conditioning[0][0].shape[0] != 1:
-        raise ValueError(f"{name}: give one prompt (a CONDITIONING with one item), as from CLIP Text Encode")
+        raise PromptEditError(f"{name}: give one prompt (a CONDITIONING with one item), as from CLIP Text Encode")
     return conditioning[0][0], conditioning[0][1]
 
 
 def _photo_latent(latent, image, vae) -> torch.Tensor:
     """The latent to invert: the LATENT input, or the IMAGE encoded with the VAE."""
     if (latent is None) == (image is None):
-        raise ValueError("latent / image: connect either a latent (from VAE Encode) or an image and a vae, not "
+        raise PromptEditError("latent / image: connect either a latent (from VAE Encode) or an image and a vae, not "
                          + ("both" if latent is not None else "neither"))
     if latent is not None:
         return latent["samples"]
     if vae is None:
-        raise ValueError("vae: connect the VAE that encodes image (e.g. the checkpoint's VAE)")
+        raise PromptEditError("vae: connect the VAE that encodes image (e.g. the checkpoint's VAE)")
     ratio = vae.downscale_ratio if isinstance(vae.downscale_ratio, int) else 8
     height, width = image.shape[1:3]
     if height % ratio or width % ratio:
-        raise ValueError(f"image: its size {width}x{height} is not a multiple of {ratio}; crop or scale it first "
+        raise PromptEditError(f"image: its size {width}x{height} is not a multiple of {ratio}; crop or scale it first "
                          f"(e.g. 'Upscale Image' to {width // ratio * ratio}x{height // ratio * ratio})")
     return vae.encode(image[:, :, :, :3])
 
@@ -123,23 +124,23 @@ class InvertImage:
     def invert(self, model, positive, negative, latent=None, method: str = "null-text fast", scheduler: str = "ddim_uniform",
                steps: int = 50, guidance: float = 7.5, inner_steps: int = 0, early_stop: float = 1e-5, image=None, vae=None):
         if method not in METHODS:
-            raise ValueError(f"method: {method!r} is not one of {list(METHODS)}")
+            raise PromptEditError(f"method: {method!r} is not one of {list(METHODS)}")
         if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-            raise ValueError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
+            raise PromptEditError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
         cond, cond_extras = _single(positive, "positive")
         null, null_extras = _single(negative, "negative")
         samples = _photo_latent(latent, image, vae)
         if samples.shape[0] != 1:
-            raise ValueError(f"latent: invert one image at a time (the latent holds {samples.shape[0]})")
+            raise PromptEditError(f"latent: invert one image at a time (the latent holds {samples.shape[0]})")
         settings = METHODS[method]
         if settings is not None:
             try:
                 inner_steps = inner_steps or DEFAULT_INNER_STEPS[method]
                 settings = dataclasses.replace(settings, guidance=guidance, inner_steps=inner_steps, epsilon=early_stop)
             except ValueError as e:
-                raise ValueError(f"guidance: {e}") from None
+                raise PromptEditError(f"guidance: {e}") from None
             if settings.init == "source" and cond.shape[1:] != null.shape[1:]:
-                raise ValueError(f"positive / negative: the prompts have {cond.shape[1]} and {null.shape[1]} token "
+                raise PromptEditError(f"positive / negative: the prompts have {cond.shape[1]} and {null.shape[1]} token "
                                  "columns; 'null-text fast' starts from the positive, so keep both under 75 tokens "
                                  "or use 'null-text'")
         sigmas = sampling_sigmas(model, scheduler, steps)
@@ -201,7 +202,7 @@ class ApplyInversion:
         try:
             return (install(model, inversion, correct_edits),)
         except ValueError as e:
-            raise ValueError(f"inversion: {e}") from None
+            raise PromptEditError(f"inversion: {e}") from None
 
 
 class SaveInversion:
@@ -277,7 +278,7 @@ class ReconstructionMetrics:
 
     def measure(self, original, reconstruction, original_latent=None, reconstructed_latent=None):
         if original.shape[1:] != reconstruction.shape[1:]:
-            raise ValueError(f"original / reconstruction: sizes {tuple(original.shape[1:3])} and "
+            raise PromptEditError(f"original / reconstruction: sizes {tuple(original.shape[1:3])} and "
                              f"{tuple(reconstruction.shape[1:3])} differ; compare images of the same size")
         reference = original.expand(reconstruction.shape[0], -1, -1, -1) if original.shape[0] == 1 else original
         p, s = psnr(reconstruction, reference).mean(), ssim(reconstruction, reference).mean()

@@ -96,3 +96,18 @@ def test_the_check_sees_a_host_import():
     tree = ast.parse("import comfy.samplers\nfrom folder_paths import x\nfrom ..patching.comfy_model import y\n")
     assert (0, "comfy.samplers") in imports(tree) and (0, "folder_paths") in imports(tree)
     assert (2, "patching.comfy_model.y") in imports(tree)
+
+
+def test_what_the_pack_raises_derives_from_the_error_base():
+    """No runtime module raises a built-in exception class itself: an error a user can cause is a
+    PromptEditError (a ValueError, so ``except ValueError`` still catches it) that names the input."""
+    builtin_errors = {name for name in dir(builtins)
+                      if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)}
+    strays = []
+    for path in sources(RUNTIME_PACKAGES):
+        for node in ast.walk(parse(path)):
+            if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+                name = base_name(node.exc.func)
+                if name in builtin_errors:
+                    strays.append(f"{path.relative_to(harness.ROOT)}:{node.lineno}: {name}")
+    assert not strays, f"raise {ERROR_BASE} (base/errors.py) or a class derived from it: {strays}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..base.errors import PromptEditError
+
 
 def cyclical_beta(step: int, total: int, cycles: int = 4, ramp: float = 0.5) -> float:
     """Cyclical KL weight (Fu et al.): each of ``cycles`` equal periods ramps linearly from 0 to 1
@@ -32,7 +34,7 @@ def cross_matched_clip_loss(image_varied: torch.Tensor, text_edit: torch.Tensor,
 def derangement(count: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random permutation with no fixed point (``Q_i ≠ P_i``), by shifting a shuffled cycle."""
     if count < 2:
-        raise ValueError(f"the diversity loss needs at least 2 samples, got {count}")
+        raise PromptEditError(f"the diversity loss needs at least 2 samples, got {count}")
     order = torch.randperm(count, generator=generator)
     result = torch.empty(count, dtype=torch.long)
     result[order] = order.roll(1)

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..base.errors import PromptEditError
+
 ARCHITECTURES = ("token_mlp", "sequence_mlp", "transformer")
 
 
@@ -39,12 +41,12 @@ class EmbeddingVAEConfig:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture {self.architecture!r} is not one of {ARCHITECTURES}")
+            raise PromptEditError(f"architecture {self.architecture!r} is not one of {ARCHITECTURES}")
         for name in ("tokens", "dim", "latent", "hidden", "reduced", "layers", "heads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise PromptEditError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.architecture == "transformer" and self.hidden % self.heads:
-            raise ValueError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
+            raise PromptEditError(f"hidden {self.hidden} is not a multiple of heads {self.heads}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +146,7 @@ class EmbeddingVAE(nn.Module):
     def _check(self, embedding: torch.Tensor) -> None:
         c = self.config
         if embedding.dim() != 3 or tuple(embedding.shape[1:]) != (c.tokens, c.dim):
-            raise ValueError(f"the embedding VAE was made for embeddings [batch, {c.tokens}, {c.dim}], got "
+            raise PromptEditError(f"the embedding VAE was made for embeddings [batch, {c.tokens}, {c.dim}], got "
                              f"{list(embedding.shape)}: use a VAE trained for this model and prompt length")
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..base.errors import PromptEditError
 from ..inversion.ddim import CondEps, UncondEps, euler_step, guided_eps
 from ..inversion.null_text import pivot_loss
 from .losses import cross_matched_clip_loss, cyclical_beta, diversity_loss
@@ -36,9 +37,9 @@ class NullTextVAESettings:
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch < 1:
-            raise ValueError("iterations and batch must be at least 1")
+            raise PromptEditError("iterations and batch must be at least 1")
         if self.guidance <= 1.0:
-            raise ValueError(f"guidance {self.guidance} <= 1: the null text only matters with guidance above 1")
+            raise PromptEditError(f"guidance {self.guidance} <= 1: the null text only matters with guidance above 1")
 
 
 @dataclass
@@ -131,13 +132,13 @@ class ConditionalVAESettings:
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
-            raise ValueError("iterations must be at least 1")
+            raise PromptEditError("iterations must be at least 1")
         if self.variations < 2:
-            raise ValueError(f"variations {self.variations}: the diversity loss needs at least 2 draws per iteration")
+            raise PromptEditError(f"variations {self.variations}: the diversity loss needs at least 2 draws per iteration")
         if self.diversity_weight > 0:
-            raise ValueError(f"diversity_weight {self.diversity_weight} > 0 would pull the draws together; use γ ≤ 0")
+            raise PromptEditError(f"diversity_weight {self.diversity_weight} > 0 would pull the draws together; use γ ≤ 0")
         if not 0.0 <= self.clip_lambda <= 1.0:
-            raise ValueError(f"clip_lambda {self.clip_lambda} is not in [0, 1]")
+            raise PromptEditError(f"clip_lambda {self.clip_lambda} is not in [0, 1]")
 
 
 @dataclass
