@@ -26,18 +26,13 @@ pixels).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tests/conftest.py
+import common  # first: it prepares the process for torch and puts tests/ on sys.path
+import torch
 
-import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import comfy_harness as harness  # noqa: E402
+from harness import comfyui, tiny_models, trained_model  # after common, which puts tests/ on sys.path
 
 GUIDANCE, SCHEDULER = 7.5, "ddim_uniform"
 # (row label, method, inner steps; 0 = the method's default)
@@ -56,18 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    root, reason = harness.find_comfyui()
-    if root is None:
-        sys.exit(f"bench/inversion.py needs ComfyUI: {reason}")
-    nodes = harness.ensure_comfyui()
+    nodes = common.init_comfyui("cpu")
     from comfyui_prompt_edit.base.image_metrics import psnr
 
     m = nodes.NODE_CLASS_MAPPINGS
-    model, clip = harness.trained_tiny_sd15()
-    vae = harness.tiny_vae()
-    latents, captions = harness.trained_dataset(clip)
+    model, clip = trained_model.trained_tiny_sd15()
+    vae = tiny_models.tiny_vae()
+    latents, captions = trained_model.trained_dataset(clip)
     latent, caption = latents[args.item : args.item + 1].clone(), captions[args.item]
-    positive, negative = harness.encode(clip, caption), harness.encode(clip, "")
+    positive, negative = comfyui.encode(clip, caption), comfyui.encode(clip, "")
     with torch.inference_mode():
         source_pixels = vae.decode(latent)
 

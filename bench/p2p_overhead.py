@@ -31,28 +31,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
-import os
 import statistics
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-# Tiny models run thousands of small ops; spin-waiting OpenMP threads stall on a shared CPU
-# (see tests/conftest.py). Both must be set before torch loads its OpenMP and profiler runtimes.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # the CPU memory meter's profiler logs start/stop lines
+import common  # first: it prepares the process for torch and puts tests/ on sys.path
+import torch
 
-import torch  # noqa: E402
+from harness import comfyui  # after common, which puts tests/ on sys.path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import comfy_harness as harness  # noqa: E402
-
-SEED = 0
-CFG = 7.5
-SAMPLER, SCHEDULER = "euler", "normal"
 SOURCE = "a photo of a cat riding a bicycle on a street"
 EDITS = (
     "a photo of a dog riding a bicycle on a street",
@@ -63,6 +51,7 @@ REWEIGHTS = (("bicycle", 2.0), ("street", 0.5))  # chained 'P2P Reweight' nodes
 BLEND = ("cat", "dog, teddy bear, fox", 0.3, 0.2)  # source words, target words, threshold, start
 CROSS_WINDOW = (0.0, 0.8)
 SELF_END = 0.4
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -105,40 +94,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def init_comfyui(device: str) -> Any:
-    """Initialise ComfyUI headless on ``device``; return its ``nodes`` module with the pack registered.
-
-    The harness's ensure_comfyui() sets ``args.cpu``, which ``comfy.model_management`` reads once,
-    at its import: importing that module first keeps the accelerator for a CUDA run.
-    """
-    root, reason = harness.find_comfyui()
-    if root is None:
-        raise SystemExit(f"p2p_overhead: {reason}")
-    if device != "cpu":
-        sys.path.insert(0, str(root))
-        import comfy.model_management  # noqa: F401
-    logging.disable(logging.WARNING)  # ComfyUI's import-time chatter (optional deps, CPU-mode notice)
-    try:
-        nodes = harness.ensure_comfyui()
-    finally:
-        logging.disable(logging.NOTSET)
-    if harness.pack_import_error() is not None:
-        raise SystemExit(f"p2p_overhead: the pack failed to import: {harness.pack_import_error()!r}")
-    import comfy.model_management as mm
-
-    if mm.get_torch_device().type != device:
-        raise SystemExit(f"p2p_overhead: ComfyUI runs on {mm.get_torch_device()}, not {device}")
-    return nodes
-
-
-def full_sd15(device: str, seed: int) -> tuple[Any, Any, str]:
-    """(model, CLIP, description) at full SD1.5 shape (860 M parameters, random weights, the real
-    layout: tests/comfy_harness.FULL_SIZE): fp16 on CUDA, fp32 on the CPU."""
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    model = harness.full_size_model("sd15", dtype, seed, compute_dtype=None)
-    return model, harness.full_width_clip("sd15", seed + 1), f"SD1.5 UNet (320 ch, 4 levels), {dtype}"
-
-
 @dataclass
 class Workload:
     """Everything one sampling call needs, shared by all variants."""
@@ -166,8 +121,8 @@ def build_workload(nodes: Any, model: Any, clip: Any, size: int, steps: int) -> 
             model, edit, "replace", *CROSS_WINDOW, SELF_END, v.self_layers, attention_path=v.path)[0]
         for v in VARIANTS
     }
-    noise = comfy.sample.prepare_noise(latent["samples"], SEED, latent["batch_index"])
-    workload = Workload(positive, harness.encode(clip, ""), latent["samples"], noise, steps)
+    noise = comfy.sample.prepare_noise(latent["samples"], common.SEED, latent["batch_index"])
+    workload = Workload(positive, comfyui.encode(clip, ""), latent["samples"], noise, steps)
     return workload, models
 
 
@@ -176,17 +131,12 @@ def sample(model: Any, work: Workload) -> torch.Tensor:
     import comfy.sample
 
     with torch.inference_mode():
-        return comfy.sample.sample(model, work.noise, work.steps, CFG, SAMPLER, SCHEDULER, work.positive,
-                                   work.negative, work.latent, seed=SEED, disable_pbar=True)
+        return comfy.sample.sample(model, work.noise, work.steps, common.CFG, common.SAMPLER, common.SCHEDULER,
+                                   work.positive, work.negative, work.latent, seed=common.SEED, disable_pbar=True)
 
 
 # ------------------------------------------------------------------------------------------------
 # Measuring
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 class CudaPeak:
@@ -267,10 +217,10 @@ def measure(
     results = {v: Result([]) for v in VARIANTS}
     for _ in range(repeats):
         for variant in VARIANTS:
-            synchronize(device)
+            common.synchronize(device)
             start = time.perf_counter()
             sample(models[variant], work)
-            synchronize(device)
+            common.synchronize(device)
             results[variant].times.append(time.perf_counter() - start)
     meter = CudaPeak() if device == "cuda" else TensorPeak()  # not while timing: the profiler slows
     meter_note = check_meter(meter, device)
@@ -309,19 +259,15 @@ def report(results: dict[Variant, Result], outputs: dict[Variant, torch.Tensor],
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    nodes = init_comfyui(args.device)
+    nodes = common.init_comfyui(args.device)
     from comfy.ldm.modules.attention import optimized_attention
 
-    if args.full:
-        model, clip, shape = full_sd15(args.device, SEED)
-    else:
-        model, clip = harness.tiny_sd15_model(SEED), harness.tiny_sd1_clip(SEED + 1)
-        shape = "tiny SD1.5-shaped UNet (32/64 ch), fp32"
+    model, clip, shape = common.sd15(args.full, args.device, common.SEED)
     work, models = build_workload(nodes, model, clip, args.size, args.steps)
     threads = f", {torch.get_num_threads()} torch threads" if args.device == "cpu" else ""
     print(f"device {args.device}{threads}; {shape}; attention {optimized_attention.__name__}")
-    print(f"batch 1 source + {len(EDITS)} edits, {args.size}² image ({args.size // 8}² latent), {SAMPLER} "
-          f"{args.steps} steps, cfg {CFG}; warm-up + median of {args.repeats} interleaved runs per variant")
+    print(f"batch 1 source + {len(EDITS)} edits, {args.size}² image ({args.size // 8}² latent), {common.SAMPLER} "
+          f"{args.steps} steps, cfg {common.CFG}; warm-up + median of {args.repeats} interleaved runs per variant")
     results, outputs, memory_note = measure(models, work, args.repeats, args.device)
     print(f"memory: {memory_note}")
     report(results, outputs, model.model.get_dtype())

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import p2p_overhead as common  # noqa: E402  (shared model builders and ComfyUI start-up)
-import torch  # noqa: E402
+import common  # first: it prepares the process for torch and puts tests/ on sys.path
+import torch
 
-harness = common.harness
+from harness import comfyui  # after common, which puts tests/ on sys.path
+
 PROMPT = "a photo of a cat riding a bicycle on a street"
 WORD = "cat"
 SCALE = 0.5
@@ -55,13 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
     from comfyui_prompt_edit.vae_embed.model import EmbeddingVAE, EmbeddingVAEConfig
 
-    if args.full:
-        model, clip, shape = common.full_sd15(args.device, common.SEED)
-    else:
-        model, clip = harness.tiny_sd15_model(common.SEED), harness.tiny_sd1_clip(common.SEED + 1)
-        shape = "tiny SD1.5-shaped UNet fp32"
+    model, clip, shape = common.sd15(args.full, args.device, common.SEED)
     vary = nodes.NODE_CLASS_MAPPINGS["PromptEditStochasticEmbeddings"]().vary
-    positive, negative = harness.encode(clip, PROMPT), harness.encode(clip, "")
+    positive, negative = comfyui.encode(clip, PROMPT), comfyui.encode(clip, "")
     one = {"samples": torch.zeros(1, 4, args.size // 8, args.size // 8)}
     n = args.count
     vae = EmbeddingVAE(EmbeddingVAEConfig("sequence_mlp", positive[0][0].shape[1], positive[0][0].shape[2]))

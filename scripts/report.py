@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The sweeps run on the tests' models and helpers (tests/harness/); scripts/ is on sys.path already.
 sys.path.insert(0, str(ROOT / "tests"))
 BENCHMARKS = ("bench/inversion.py", "bench/variations.py", "bench/p2p_overhead.py")
 INNER_STEPS = (1, 2, 3, 5, 10)
@@ -73,17 +74,17 @@ def line_plot(path: Path, title: str, x_label: str, series: dict[str, list[tuple
 def sweeps(lpips_path: str | None) -> tuple[dict, dict]:
     import torch
 
-    import comfy_harness as harness
-    from test_inversion_comfy import invert, node, reconstruct, rel_err
+    from harness import comfyui, tiny_models, trained_model
+    from harness.inversion_runs import invert, node, reconstruct, rel_err
 
-    harness.ensure_comfyui()
+    comfyui.ensure_comfyui()
     from comfyui_prompt_edit.base.image_metrics import psnr, ssim
     from comfyui_prompt_edit.evaluation.lpips import LPIPS
     from comfyui_prompt_edit.evaluation.metrics import mean_pairwise
 
-    model, clip = harness.trained_tiny_sd15()
-    vae = harness.tiny_vae()
-    latents, captions = harness.trained_dataset(clip)
+    model, clip = trained_model.trained_tiny_sd15()
+    vae = tiny_models.tiny_vae()
+    latents, captions = trained_model.trained_dataset(clip)
     latent, caption = latents[:1].clone(), captions[0]
     steps = 20
     reconstruction: dict[str, list[tuple[float, float]]] = {"null-text (Adam)": [], "null-text fast (secant)": []}

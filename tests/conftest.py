@@ -1,4 +1,6 @@
-"""pytest wiring: finds ComfyUI (or runs without it), the `comfy` marker, and model fixtures.
+"""pytest wiring: finds ComfyUI (or runs without it), the `comfy` and `full_size` markers,
+--no-skips and --full-size, and the fixtures (tiny models and CLIPs, the test checkpoint, the
+trained tiny SD1.5, random LPIPS weights, a ComfyUI server); what they build is in tests/harness/.
 
 With ComfyUI, it is initialised headless on the CPU and the pack is imported as
 `comfyui_prompt_edit` with its nodes registered. Without it, `comfyui_prompt_edit` is a bare
@@ -23,17 +25,18 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
-import comfy_harness as harness  # noqa: E402
+from harness import comfyui, model_files, pack, tiny_models, trained_model  # noqa: E402
+from workflow_api import load_workflow  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
-COMFYUI_ROOT, COMFYUI_MISSING = harness.find_comfyui()
+COMFYUI_ROOT, COMFYUI_MISSING = comfyui.find_comfyui()
 if COMFYUI_ROOT is not None:
-    harness.ensure_comfyui()
+    comfyui.ensure_comfyui()
 else:
-    harness.import_pack(execute_init=False)
+    pack.import_pack(execute_init=False)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,19 +60,19 @@ def _alias_rootdir_package(config: pytest.Config) -> None:
     __init__ is neither run twice (duplicate module objects) nor, without ComfyUI, run at all."""
     from _pytest.pathlib import resolve_pkg_root_and_module_name
 
-    init_file = harness.ROOT / "__init__.py"
+    init_file = pack.ROOT / "__init__.py"
     if init_file.is_file():
         consider_namespace = config.getini("consider_namespace_packages")
         _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
-        sys.modules.setdefault(name, sys.modules[harness.PACK])
+        sys.modules.setdefault(name, sys.modules[pack.PACK])
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if COMFYUI_ROOT is None:
         return COMFYUI_MISSING
-    error = harness.pack_import_error()
-    pack = f"{harness.PACK} FAILED to import: {error!r}" if error else f"{harness.PACK} imported"
-    return f"ComfyUI: {COMFYUI_ROOT} (CPU); {pack}"
+    error = comfyui.pack_import_error()
+    status = f"{pack.PACK} FAILED to import: {error!r}" if error else f"{pack.PACK} imported"
+    return f"ComfyUI: {COMFYUI_ROOT} (CPU); {status}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -99,7 +102,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _require_comfyui() -> Any:
     if COMFYUI_ROOT is None:
         pytest.skip(COMFYUI_MISSING)
-    return harness.ensure_comfyui()
+    return comfyui.ensure_comfyui()
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +116,8 @@ def sd15_checkpoint() -> str:
     """Name of a random-weight SD1.5 checkpoint visible to CheckpointLoaderSimple (generated once
     into the user cache, about 470 MB)."""
     _require_comfyui()
-    path = harness.make_sd15_checkpoint(harness.sd15_checkpoint_path())
-    harness.register_checkpoint_dir(path.parent)
+    path = model_files.make_sd15_checkpoint(model_files.sd15_checkpoint_path())
+    model_files.register_checkpoint_dir(path.parent)
     return path.name
 
 
@@ -124,40 +127,40 @@ def sd15_checkpoint() -> str:
 
 @pytest.fixture(scope="session")
 def trained_sd15() -> tuple[Any, Any]:
-    """(ModelPatcher, CLIP): the tiny SD1.5 trained into a real denoiser (harness.trained_tiny_sd15;
+    """(ModelPatcher, CLIP): the tiny SD1.5 trained into a real denoiser (trained_model.trained_tiny_sd15;
     trains about a minute on first use, then cached across sessions), with the frozen tiny SD1
     CLIP it was trained with. Shared by the session: clone() before patching, as nodes do, and
-    never modify the weights. In-distribution latents: harness.trained_dataset()."""
+    never modify the weights. In-distribution latents: trained_model.trained_dataset()."""
     _require_comfyui()
-    return harness.trained_tiny_sd15()
+    return trained_model.trained_tiny_sd15()
 
 
 @pytest.fixture
 def tiny_sd15() -> Any:
-    """SD1.5-shaped EPS ModelPatcher, context 32 (see harness.tiny_sd15_model)."""
+    """SD1.5-shaped EPS ModelPatcher, context 32 (see tiny_models.tiny_sd15_model)."""
     _require_comfyui()
-    return harness.tiny_sd15_model()
+    return tiny_models.tiny_sd15_model()
 
 
 @pytest.fixture
 def tiny_sd2v() -> Any:
-    """SD2-shaped V_PREDICTION ModelPatcher, context 48 (see harness.tiny_sd2v_model)."""
+    """SD2-shaped V_PREDICTION ModelPatcher, context 48 (see tiny_models.tiny_sd2v_model)."""
     _require_comfyui()
-    return harness.tiny_sd2v_model()
+    return tiny_models.tiny_sd2v_model()
 
 
 @pytest.fixture
 def tiny_sdxl() -> Any:
-    """SDXL-shaped ModelPatcher, context 96, pooled 64 (see harness.tiny_sdxl_model)."""
+    """SDXL-shaped ModelPatcher, context 96, pooled 64 (see tiny_models.tiny_sdxl_model)."""
     _require_comfyui()
-    return harness.tiny_sdxl_model()
+    return tiny_models.tiny_sdxl_model()
 
 
 @pytest.fixture
 def tiny_vae() -> Any:
     """Tiny AutoencoderKL-based comfy.sd.VAE (downscale 8, 4 channels)."""
     _require_comfyui()
-    return harness.tiny_vae()
+    return tiny_models.tiny_vae()
 
 
 # CLIPs take longer to build (tokenizer files), so each test gets a clone of a session CLIP:
@@ -168,19 +171,19 @@ def tiny_vae() -> Any:
 @pytest.fixture(scope="session")
 def _sd1_clip() -> Any:
     _require_comfyui()
-    return harness.tiny_sd1_clip()
+    return tiny_models.tiny_sd1_clip()
 
 
 @pytest.fixture(scope="session")
 def _sd2_clip() -> Any:
     _require_comfyui()
-    return harness.tiny_sd2_clip()
+    return tiny_models.tiny_sd2_clip()
 
 
 @pytest.fixture(scope="session")
 def _sdxl_clip() -> Any:
     _require_comfyui()
-    return harness.tiny_sdxl_clip()
+    return tiny_models.tiny_sdxl_clip()
 
 
 @pytest.fixture
@@ -201,6 +204,29 @@ def tiny_sdxl_clip(_sdxl_clip: Any) -> Any:
     return _sdxl_clip.clone()
 
 
+VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision vgg16().features conv indices
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory):
+    """(path, tensors): random VGG-16 weights in torchvision's layout, with LPIPS heads, as a
+    safetensors file (what the LPIPS loader and the Edit Metrics node read)."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors, channels = {}, 3
+    widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+    for index, width in zip(VGG_CONVS, widths):
+        tensors[f"features.{index}.weight"] = torch.randn(width, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5
+        tensors[f"features.{index}.bias"] = torch.randn(width, generator=g) * 0.01
+        channels = width
+    for i, width in enumerate((64, 128, 256, 512, 512)):
+        tensors[f"lin{i}.weight"] = torch.rand(1, width, 1, 1, generator=g)
+    path = tmp_path_factory.mktemp("lpips") / "vgg16_lpips.safetensors"
+    save_file(tensors, str(path))
+    return path, tensors
+
+
 SERVER_STARTUP_SECONDS = 180
 
 
@@ -209,17 +235,17 @@ def comfy_server(tmp_path_factory):
     """ComfyUI's own main.py on 127.0.0.1 (CPU), with a base directory whose custom_nodes/ holds
     this pack and which has the files the example workflows name (see _server_files). Yields
     (url, test checkpoint name, base directory); stopped at the end of the session."""
-    root, reason = harness.find_comfyui()
+    root, reason = comfyui.find_comfyui()
     if root is None:
         pytest.skip(reason)
     if importlib.util.find_spec("comfyui_frontend_package") is None:
         pytest.skip("the ComfyUI server needs comfyui-frontend-package (pip install -r requirements-test.txt)")
-    checkpoint = harness.make_sd15_checkpoint(harness.sd15_checkpoint_path())
+    checkpoint = model_files.make_sd15_checkpoint(model_files.sd15_checkpoint_path())
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "comfyui_prompt_edit").symlink_to(harness.ROOT, target_is_directory=True)
+    (base / "custom_nodes" / "comfyui_prompt_edit").symlink_to(pack.ROOT, target_is_directory=True)
     _server_files(base, checkpoint)
-    port = harness.free_port()
+    port = comfyui.free_port()
     log = open(base / "server.log", "w")
     process = subprocess.Popen([sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--cpu",
                                 "--base-directory", str(base), "--disable-auto-launch"],
@@ -249,11 +275,11 @@ def comfy_server(tmp_path_factory):
 
 def _server_files(base, checkpoint) -> None:
     """The test checkpoint under its own name and under every name the example workflows load,
-    their input photo, their CLIP vision model (harness.make_clip_vision_file) and their embedding
-    VAEs (harness.write_workflow_embedding_vae)."""
+    their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
+    VAEs (model_files.write_workflow_embedding_vae)."""
     from PIL import Image
 
-    workflows = [harness.load_workflow(p) for p in sorted((harness.ROOT / "example_workflows").glob("*.json"))]
+    workflows = [load_workflow(p) for p in sorted((pack.ROOT / "example_workflows").glob("*.json"))]
     widgets = [(n["type"], n["widgets_values"]) for w in workflows for n in w["nodes"]]
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -267,8 +293,8 @@ def _server_files(base, checkpoint) -> None:
     clip_visions = base / "models" / "clip_vision"
     clip_visions.mkdir(parents=True)
     for name in {values[0] for kind, values in widgets if kind == "CLIPVisionLoader"}:
-        (clip_visions / name).symlink_to(harness.make_clip_vision_file())
+        (clip_visions / name).symlink_to(model_files.make_clip_vision_file())
     vaes = base / "models" / "embedding_vae"
     vaes.mkdir(parents=True)
     for name in {values[0] for kind, values in widgets if kind == "PromptEditLoadEmbeddingVAE"}:
-        harness.write_workflow_embedding_vae(vaes / name)
+        model_files.write_workflow_embedding_vae(vaes / name)

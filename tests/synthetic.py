@@ -1,8 +1,12 @@
-"""Synthetic prompts for tests that need no tokenizer: words are made of fake BPE sub-tokens."""
+"""Synthetic inputs for the tests that need no tokenizer or model: prompts whose words are made of
+fake BPE sub-tokens, and random q/k/v with a fused-attention stand-in in the host's layout."""
 
 from __future__ import annotations
 
 from typing import Sequence
+
+import torch
+import torch.nn.functional as F
 
 from comfyui_prompt_edit.attention.tokens import prompt_tokens_from_chunks
 
@@ -82,3 +86,22 @@ def make_pair(src_words, tgt_words, **kw):
     a, b = make_prompt(src_words, **kw), make_prompt(tgt_words, **kw)
     n = max(a.num_chunks, b.num_chunks)
     return make_prompt(src_words, num_chunks=n, **kw), make_prompt(tgt_words, num_chunks=n, **kw)
+
+
+HEADS, DIM = 4, 8
+"""Attention heads and channels per head of qkv()'s tensors."""
+
+
+def sdpa(q, k, v, heads=HEADS):
+    """A fused-kernel stand-in with the host's merged-heads layout."""
+    b, nq, hd = q.shape
+    split = lambda t: t.reshape(b, t.shape[1], heads, hd // heads).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    return out.transpose(1, 2).reshape(b, nq, hd)
+
+
+def qkv(batch, nq, nk, dtype=torch.float32, seed=0):
+    """Random (q [batch, nq, HEADS*DIM], k and v [batch, nk, HEADS*DIM]), seeded."""
+    g = torch.Generator().manual_seed(seed)
+    make = lambda n: torch.randn(batch, n, HEADS * DIM, generator=g).to(dtype)  # noqa: E731
+    return make(nq), make(nk), make(nk)

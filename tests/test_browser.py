@@ -23,12 +23,12 @@ import pytest
 
 from PIL import Image
 
-import comfy_harness as harness
+from harness import pack
+from workflow_api import FRONTEND_ONLY_NODES, load_workflow
 
 pytestmark = pytest.mark.comfy
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-WORKFLOWS = sorted(p.stem for p in (harness.ROOT / "example_workflows").glob("*.json"))
-FRONTEND_ONLY = harness.workflow_api.FRONTEND_ONLY_NODES
+WORKFLOWS = sorted(p.stem for p in (pack.ROOT / "example_workflows").glob("*.json"))
 QUEUED = "p2p_replace"
 # Shrunk for the CPU; "steps" is set alike on an inversion, its sampler and a trainer, as it must be.
 SMALL = {"steps": 2, "width": 64, "height": 64, "iterations": 2, "inner_steps": 1}
@@ -77,7 +77,7 @@ def browser_page(comfy_server):
 
 
 def workflow_path(name: str) -> Path:
-    return harness.ROOT / "example_workflows" / f"{name}.json"
+    return pack.ROOT / "example_workflows" / f"{name}.json"
 
 
 def urllib_json(url: str):
@@ -103,7 +103,7 @@ def open_template(page, name: str) -> None:
     dialog = page.get_by_role("dialog")
     # The pack's section is an option in frontend 1.27 and a button in 1.49; the search box's
     # placeholder went from "Search templates..." to "Search ...".
-    section = dialog.get_by_role("option", name=harness.PACK).or_(dialog.get_by_role("button", name=harness.PACK))
+    section = dialog.get_by_role("option", name=pack.PACK).or_(dialog.get_by_role("button", name=pack.PACK))
     section.first.click(timeout=30000)
     dialog.locator("input[placeholder^='Search']").first.fill(name)  # the grid shows only its first cards
     # The card shows the workflow's thumbnail, loaded (test_packaging checks that each one has its
@@ -120,7 +120,7 @@ def open_template(page, name: str) -> None:
 def picture_dirs(tmp_path_factory) -> tuple[Path, Path]:
     """(where the key-node crops go, where the thumbnails go)."""
     if os.environ.get("PROMPT_EDIT_UPDATE_PICTURES") == "1":
-        return harness.ROOT / "docs" / "screenshots", harness.ROOT / "example_workflows"
+        return pack.ROOT / "docs" / "screenshots", pack.ROOT / "example_workflows"
     directory = tmp_path_factory.mktemp("pictures")
     return directory, directory
 
@@ -180,9 +180,9 @@ def test_each_example_opens_from_the_templates_browser_without_errors(browser_pa
     open_template(page, name)
     known = set(urllib_json(f"{url}/object_info"))
     types = page.evaluate("() => window.app.graph._nodes.map(n => n.type)")
-    expected = [n["type"] for n in harness.load_workflow(workflow_path(name))["nodes"]]
+    expected = [n["type"] for n in load_workflow(workflow_path(name))["nodes"]]
     assert sorted(types) == sorted(expected), "the frontend did not load the whole workflow"
-    missing = sorted(set(types) - known - set(FRONTEND_ONLY))
+    missing = sorted(set(types) - known - set(FRONTEND_ONLY_NODES))
     assert not missing, f"{name}: nodes the server does not know: {missing}"
     assert not page.get_by_text("missing", exact=False).filter(has_text="node").is_visible()
     problems = page.evaluate(WIDGET_PROBLEMS)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy_harness as harness
+from harness import comfyui, model_files, tiny_models
 
 pytestmark = pytest.mark.comfy
 
@@ -29,7 +29,7 @@ def stock(name):
 
 
 def run_stock(name: str, *args):
-    return harness.run_node(stock(name), *args)
+    return comfyui.run_node(stock(name), *args)
 
 
 def pack(name: str):
@@ -59,7 +59,7 @@ def scene(tiny_sd15_clip):
     clip = tiny_sd15_clip
     positive, latent, edit = pack("P2PPrompts").build(clip, {"samples": torch.zeros(1, 4, SIZE, SIZE)}, SOURCE, EDIT)
     alone = {"samples": latent["samples"][:1], "batch_index": [0]}
-    return positive, harness.encode(clip, ""), latent, edit, harness.encode(clip, SOURCE), alone
+    return positive, comfyui.encode(clip, ""), latent, edit, comfyui.encode(clip, SOURCE), alone
 
 
 def assert_composes(base, other, scene, self_end=0.4, orders=("before", "after")):
@@ -105,7 +105,7 @@ def test_freeu_v2_composes_in_either_order(tiny_sd15, scene):
 def test_a_lora_loaded_by_lora_loader_composes_in_either_order(tiny_sd15, tiny_sd15_clip, scene, tmp_path, monkeypatch):
     import folder_paths
 
-    harness.write_tiny_sd15_lora(tmp_path / "tiny_lora.safetensors", tiny_sd15)
+    model_files.write_tiny_sd15_lora(tmp_path / "tiny_lora.safetensors", tiny_sd15)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
     lora = lambda m: stock("LoraLoaderModelOnly")().load_lora_model_only(m, "tiny_lora.safetensors", 1.0)[0]  # noqa: E731
     assert_composes(tiny_sd15, lora, scene)
@@ -113,7 +113,7 @@ def test_a_lora_loaded_by_lora_loader_composes_in_either_order(tiny_sd15, tiny_s
 
 def test_a_controlnet_composes(tiny_sd15, scene):
     positive, negative, latent, edit, source_positive, alone = scene
-    control_net = harness.tiny_sd15_controlnet()
+    control_net = tiny_models.tiny_sd15_controlnet()
     hint = torch.rand(1, SIZE * 8, SIZE * 8, 3, generator=torch.Generator().manual_seed(0))
     apply = stock("ControlNetApplyAdvanced")()
 
@@ -187,7 +187,7 @@ def test_p2p_twice_on_one_model_is_refused_and_two_edits_from_one_model_work(tin
 
 def test_apply_inversion_p2p_and_stochastic_embeddings_compose_in_any_order_beside_another_pack(tiny_sd15, tiny_sd15_clip):
     clip, steps = tiny_sd15_clip, 4
-    positive_source, negative = harness.encode(clip, SOURCE), harness.encode(clip, "")
+    positive_source, negative = comfyui.encode(clip, SOURCE), comfyui.encode(clip, "")
     photo = {"samples": torch.randn(1, 4, SIZE, SIZE, generator=torch.Generator().manual_seed(1))}
     with torch.inference_mode():
         noisy, inversion = pack("InvertImage").invert(tiny_sd15, positive_source, negative, photo, "null-text fast",

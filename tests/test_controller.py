@@ -8,8 +8,7 @@ from comfyui_prompt_edit.attention.edit_plan import build_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window
 
-from synthetic import make_prompt
-from test_edited_attention import HEADS, qkv, sdpa
+from synthetic import HEADS, make_prompt, qkv, sdpa
 
 LAYOUT = LayerLayout({("input", 1, 0): 0, ("input", 4, 0): 1, ("middle", 0, 0): 2, ("output", 3, 0): 1})
 SCHEDULE = torch.linspace(10.0, 0.0, 11)

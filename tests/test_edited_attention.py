@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from comfyui_prompt_edit.attention.cross_step import CrossStep
 from comfyui_prompt_edit.attention.edit_plan import build_plan
@@ -16,23 +15,7 @@ from comfyui_prompt_edit.attention.edited_attention import (
 )
 from comfyui_prompt_edit.attention.local_blend import blend_denoised, blend_mask
 
-from synthetic import make_prompt
-
-HEADS, DIM = 4, 8
-
-
-def sdpa(q, k, v, heads=HEADS):
-    """A fused-kernel stand-in with the host's merged-heads layout."""
-    b, nq, hd = q.shape
-    split = lambda t: t.reshape(b, t.shape[1], heads, hd // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-    return out.transpose(1, 2).reshape(b, nq, hd)
-
-
-def qkv(batch, nq, nk, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    make = lambda n: torch.randn(batch, n, HEADS * DIM, generator=g).to(dtype)  # noqa: E731
-    return make(nq), make(nk), make(nk)
+from synthetic import HEADS, make_prompt, qkv, sdpa
 
 
 def plan_step(kind, step=0, num_steps=10, reweight=None, word_windows=()):

@@ -9,25 +9,6 @@ from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
 from comfyui_prompt_edit.evaluation.metrics import (check_same_size, class_score, cosine, lpips_report,
                                                     markdown_table, mean_pairwise, table_image)
 
-VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision vgg16().features conv indices
-
-
-@pytest.fixture(scope="module")
-def vgg_file(tmp_path_factory):
-    """Random VGG-16 weights in torchvision's layout, with LPIPS heads."""
-    g = torch.Generator().manual_seed(0)
-    tensors, channels = {}, 3
-    widths = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
-    for index, width in zip(VGG_CONVS, widths):
-        tensors[f"features.{index}.weight"] = torch.randn(width, channels, 3, 3, generator=g) * (2 / (9 * channels)) ** 0.5
-        tensors[f"features.{index}.bias"] = torch.randn(width, generator=g) * 0.01
-        channels = width
-    for i, width in enumerate((64, 128, 256, 512, 512)):
-        tensors[f"lin{i}.weight"] = torch.rand(1, width, 1, 1, generator=g)
-    path = tmp_path_factory.mktemp("lpips") / "vgg16_lpips.safetensors"
-    save_file(tensors, str(path))
-    return path, tensors
-
 
 def reference_lpips(tensors, a, b):
     """LPIPS written out from its definition, layer by layer with functional ops."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy_harness as harness
-from test_evaluation import vgg_file  # noqa: F401 (fixture)
+from harness import tiny_models
 
 pytestmark = pytest.mark.comfy
 
@@ -18,7 +17,7 @@ def node():
 
 
 @pytest.fixture
-def lpips_name(vgg_file, monkeypatch):  # noqa: F811
+def lpips_name(vgg_file, monkeypatch):
     import folder_paths
 
     path, _ = vgg_file
@@ -27,7 +26,7 @@ def lpips_name(vgg_file, monkeypatch):  # noqa: F811
 
 
 def test_identical_images_score_perfectly_and_variations_do_not(comfy_nodes, lpips_name, tiny_sd15_clip):
-    clip_vision = harness.tiny_clip_vision()
+    clip_vision = tiny_models.tiny_clip_vision()
     g = torch.Generator().manual_seed(0)
     source = torch.rand(1, 64, 64, 3, generator=g)
     same = node().measure(source.repeat(2, 1, 1, 1), source, lpips_name, "a red square", clip_vision=clip_vision,

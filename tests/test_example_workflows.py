@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import comfy_harness as harness
+from harness import model_files, pack, workflows
+from workflow_api import FRONTEND_ONLY_NODES, load_workflow, ui_to_api
 
 pytestmark = pytest.mark.comfy
 
-WORKFLOW_DIR = harness.ROOT / "example_workflows"
+WORKFLOW_DIR = pack.ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-FRONTEND_ONLY = harness.workflow_api.FRONTEND_ONLY_NODES
 IMAGE_OUTPUTS = {"SaveImage", "PreviewImage"}
 MAPS_NODE = "PromptEditP2PAttentionMaps"
 SIZE, STEPS = 64, 3
@@ -72,7 +72,7 @@ def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
         for key in ("type", "pos", "size", "flags", "order", "mode", "properties", "widgets_values"):
             assert key in node, f"{where}: missing {key!r}"
         assert len(node["pos"]) == 2 and len(node["size"]) == 2, where
-        if node["type"] not in FRONTEND_ONLY:
+        if node["type"] not in FRONTEND_ONLY_NODES:
             assert node["type"] in node_class_mappings, f"{where}: unknown node type"
             assert node["properties"].get("Node name for S&R") == node["type"], where
         for slot, entry in enumerate(node.get("inputs") or []):
@@ -153,17 +153,17 @@ def write_embedding_vaes(workflow: dict, directory: Path) -> None:
     """An embedding VAE under the name of every Load Embedding VAE of the workflow."""
     for node in workflow["nodes"]:
         if node["type"] == LOAD_VAE_NODE:
-            harness.write_workflow_embedding_vae(directory / node["widgets_values"][0])
+            model_files.write_workflow_embedding_vae(directory / node["widgets_values"][0])
 
 
 def link_clip_vision_files(workflow: dict, directory: Path) -> None:
-    """The random-weight ViT-L/14 (harness.make_clip_vision_file) under the name of every Load CLIP
+    """The random-weight ViT-L/14 (model_files.make_clip_vision_file) under the name of every Load CLIP
     Vision of the workflow."""
     for node in workflow["nodes"]:
         if node["type"] == "CLIPVisionLoader":
             target = directory / node["widgets_values"][0]
             if not target.exists():
-                target.symlink_to(harness.make_clip_vision_file())
+                target.symlink_to(model_files.make_clip_vision_file())
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def saved_tensors(comfy_nodes, monkeypatch):
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir,
                               clip_vision_dir):
-    workflow = harness.load_workflow(path)
+    workflow = load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
     assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
@@ -281,7 +281,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     write_input_images(workflow)
     write_embedding_vaes(workflow, embedding_vae_dir)
     link_clip_vision_files(workflow, clip_vision_dir)
-    prompt = harness.ui_to_api(workflow, mappings)
+    prompt = ui_to_api(workflow, mappings)
     inverted_samplers = check_inversion_wiring(prompt, path.name)
     if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
         assert inverted_samplers, f"{path.name}: Apply Inversion feeds no sampler that could be checked"
@@ -290,7 +290,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     assert output_nodes, "the workflow saves no image"
 
     start = time.perf_counter()
-    outputs = harness.run_api_prompt(prompt)
+    outputs = workflows.run_api_prompt(prompt)
     elapsed = time.perf_counter() - start
     print(f"\n{path.name}: executed in {elapsed:.2f} s")
 
@@ -298,7 +298,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
         assert bool(tensor.isfinite().all()), f"{path.name}: a saved image has non-finite pixels"
 
     for node_id, node in output_nodes.items():
-        images = harness.output_images(outputs, node_id)
+        images = workflows.output_images(outputs, node_id)
         source = node["inputs"]["images"]
         assert images, f"{path.name}: {node['class_type']} {node_id} produced no image"
         for image in images:

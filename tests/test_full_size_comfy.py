@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy_harness as harness
+from harness import comfyui, tiny_models
 
 pytestmark = [pytest.mark.comfy, pytest.mark.full_size]
 
@@ -24,16 +24,16 @@ EDITS = {"replace": "a photo of a dog sitting on a mat", "refine": "a photo of a
 LAYOUT = {"sd15": (16, 2, 6), "sd21v": (16, 2, 6), "sdxl": (70, 2, 60)}
 
 
-@pytest.fixture(scope="module", params=sorted(harness.FULL_SIZE))
+@pytest.fixture(scope="module", params=sorted(tiny_models.FULL_SIZE))
 def family(request):
     """(family, ModelPatcher, CLIP); one family in memory at a time."""
     import gc
 
     name = request.param
-    harness.ensure_comfyui()
+    comfyui.ensure_comfyui()
     import comfy.model_management as mm
 
-    yield name, harness.full_size_model(name), harness.full_width_clip(name)
+    yield name, tiny_models.full_size_model(name), tiny_models.full_width_clip(name)
     # ComfyUI keeps every model it loaded for sampling in its loaded list: let this family go
     # before the next is built (SDXL alone is 5 GB).
     mm.unload_all_models()
@@ -98,7 +98,7 @@ def test_the_layer_layout_is_the_real_one(family):
     for key in layout.levels:
         observed.set_model_attn2_replace(recorder, *key)
     patched, controller = pack("P2PAttentionControl").apply(observed, edit, "replace", 0.0, 1.0, 0.5, "coarse")[:2]
-    sample(patched, positive, harness.encode(clip, ""), latent)
+    sample(patched, positive, comfyui.encode(clip, ""), latent)
     assert set(recorder.seen) == set(layout.levels)
     for key, level in layout.levels.items():
         (h, w), columns = recorder.seen[key]
@@ -114,10 +114,10 @@ def test_every_edit_kind_samples_with_the_source_untouched(family, kind):
                                                       SOURCE, EDITS[kind])
     if kind == "reweight":
         edit = pack("P2PReweight").reweight(edit, clip, "cat", 3.0)[0]
-    negative = harness.encode(clip, "")
+    negative = comfyui.encode(clip, "")
     patched = pack("P2PAttentionControl").apply(model, edit, kind, 0.0, 0.8, 0.5, "coarse")[0]
     out = sample(patched, positive, negative, latent)
-    alone = sample(model, harness.encode(clip, SOURCE), negative, {"samples": latent["samples"][:1], "batch_index": [0]})
+    alone = sample(model, comfyui.encode(clip, SOURCE), negative, {"samples": latent["samples"][:1], "batch_index": [0]})
     assert torch.isfinite(out).all()
     assert relative(out[0], alone[0]) < 1e-3, f"{name}: the source item changed"
     assert relative(out[1], out[0]) > 1e-3, f"{name}: the {kind} edit changed nothing"
@@ -125,7 +125,7 @@ def test_every_edit_kind_samples_with_the_source_untouched(family, kind):
 
 def test_an_inversion_edit_and_its_variations_run_end_to_end(family):
     name, model, clip = family
-    positive_source, negative = harness.encode(clip, SOURCE), harness.encode(clip, "")
+    positive_source, negative = comfyui.encode(clip, SOURCE), comfyui.encode(clip, "")
     photo = {"samples": torch.randn(1, 4, LATENT, LATENT, generator=torch.Generator().manual_seed(0))}
     with torch.inference_mode():
         noisy, inversion = pack("InvertImage").invert(model, positive_source, negative, photo, "null-text fast",

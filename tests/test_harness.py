@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import comfy_harness as harness
+from harness import comfyui, model_files, pack, tiny_models, workflows
+from workflow_api import ui_to_api
 import pytest
 import torch
 
@@ -19,9 +20,9 @@ pytestmark = pytest.mark.comfy
 
 FAMILIES = {
     # name: (model fixture, clip fixture, model type, cond width, pooled width)
-    "sd15": ("tiny_sd15", "tiny_sd15_clip", "EPS", harness.TINY_SD15_CONTEXT_DIM, harness.TINY_SD15_CONTEXT_DIM),
-    "sd2v": ("tiny_sd2v", "tiny_sd2_clip", "V_PREDICTION", harness.TINY_SD2_CONTEXT_DIM, harness.TINY_SD2_CONTEXT_DIM),
-    "sdxl": ("tiny_sdxl", "tiny_sdxl_clip", "EPS", harness.TINY_SDXL_CONTEXT_DIM, harness.TINY_SDXL_POOLED_DIM),
+    "sd15": ("tiny_sd15", "tiny_sd15_clip", "EPS", tiny_models.TINY_SD15_CONTEXT_DIM, tiny_models.TINY_SD15_CONTEXT_DIM),
+    "sd2v": ("tiny_sd2v", "tiny_sd2_clip", "V_PREDICTION", tiny_models.TINY_SD2_CONTEXT_DIM, tiny_models.TINY_SD2_CONTEXT_DIM),
+    "sdxl": ("tiny_sdxl", "tiny_sdxl_clip", "EPS", tiny_models.TINY_SDXL_CONTEXT_DIM, tiny_models.TINY_SDXL_POOLED_DIM),
 }
 
 
@@ -41,8 +42,8 @@ def test_tiny_model_samples_through_stock_sampler(request: pytest.FixtureRequest
     model = request.getfixturevalue(model_fixture)
     clip = request.getfixturevalue(clip_fixture)
     assert model.model.model_type.name == model_type
-    positive = harness.encode(clip, "a photo of a cat on a mat")
-    negative = harness.encode(clip, "")
+    positive = comfyui.encode(clip, "a photo of a cat on a mat")
+    negative = comfyui.encode(clip, "")
     cond, extra = positive[0]
     assert cond.shape == (1, 77, cond_dim) and cond.dtype == torch.float32
     assert extra["pooled_output"].shape == (1, pooled_dim)
@@ -52,7 +53,7 @@ def test_tiny_model_samples_through_stock_sampler(request: pytest.FixtureRequest
     assert torch.isfinite(first).all() and first.std() > 0
     assert torch.equal(first, _sample(model, positive, negative, seed=1))
     assert not torch.equal(first, _sample(model, positive, negative, seed=2))
-    edited = _sample(model, harness.encode(clip, "a photo of a dog on a mat"), negative, seed=1)
+    edited = _sample(model, comfyui.encode(clip, "a photo of a dog on a mat"), negative, seed=1)
     assert (edited - first).abs().max() > 1e-2 * first.abs().max()  # the prompt matters
 
 
@@ -114,12 +115,12 @@ def test_checkpoint_is_detected_as_sd15(comfy_nodes: Any, sd15_checkpoint: str) 
     model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(sd15_checkpoint)
     assert type(model.model.model_config) is comfy.supported_models.SD15
     assert clip is not None and vae.first_stage_model is not None
-    assert harness.sd15_checkpoint_path().name == sd15_checkpoint
+    assert model_files.sd15_checkpoint_path().name == sd15_checkpoint
 
 
 def test_stock_prompt_runs_and_saves_image(sd15_checkpoint: str) -> None:
-    outputs = harness.run_api_prompt(_stock_api_prompt(sd15_checkpoint), fresh_executor=True)
-    (image,) = harness.output_images(outputs, "9")
+    outputs = workflows.run_api_prompt(_stock_api_prompt(sd15_checkpoint), fresh_executor=True)
+    (image,) = workflows.output_images(outputs, "9")
     assert image.shape == (64, 64, 3)
 
 
@@ -127,7 +128,7 @@ def test_invalid_prompt_reports_node_errors(sd15_checkpoint: str) -> None:
     prompt = _stock_api_prompt(sd15_checkpoint)
     prompt["3"]["inputs"]["steps"] = 0
     with pytest.raises(AssertionError, match=r"node 3 \(KSampler\):\n.*steps"):
-        harness.run_api_prompt(prompt)
+        workflows.run_api_prompt(prompt)
 
 
 def test_execution_error_names_node_and_exception(comfy_nodes: Any) -> None:
@@ -139,13 +140,13 @@ def test_execution_error_names_node_and_exception(comfy_nodes: Any) -> None:
         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
     }
     with pytest.raises(AssertionError, match=r"LoadImage \(node 1\) raised PIL\.UnidentifiedImageError"):
-        harness.run_api_prompt(prompt, fresh_executor=True)
+        workflows.run_api_prompt(prompt, fresh_executor=True)
 
 
 def test_pack_nodes_are_registered_with_the_executor(comfy_nodes: Any) -> None:
-    if harness.pack_import_error() is not None:
-        raise harness.pack_import_error()
-    mappings = getattr(sys.modules[harness.PACK], "NODE_CLASS_MAPPINGS", None)
+    if comfyui.pack_import_error() is not None:
+        raise comfyui.pack_import_error()
+    mappings = getattr(sys.modules[pack.PACK], "NODE_CLASS_MAPPINGS", None)
     if mappings is None:
         pytest.skip("the pack defines no NODE_CLASS_MAPPINGS yet")
     assert all(comfy_nodes.NODE_CLASS_MAPPINGS[name] is cls for name, cls in mappings.items())
@@ -260,7 +261,7 @@ STOCK_LINKS = [
 
 def test_ui_workflow_converts_to_hand_written_api_prompt(comfy_nodes: Any) -> None:
     workflow = _workflow(_stock_ui_nodes("tiny_sd15.safetensors"), STOCK_LINKS)
-    prompt = harness.ui_to_api(workflow, comfy_nodes.NODE_CLASS_MAPPINGS)
+    prompt = ui_to_api(workflow, comfy_nodes.NODE_CLASS_MAPPINGS)
     assert prompt == _stock_api_prompt("tiny_sd15.safetensors")
 
 
@@ -302,7 +303,7 @@ def test_ui_conversion_resolves_frontend_only_muted_bypassed_and_v3_nodes(comfy_
         [25, 14, 0, 3, 3, "LATENT"],
         [26, 8, 0, 15, 0, "IMAGE"],
     ]
-    prompt = harness.ui_to_api(_workflow([*nodes.values(), *extra], links), comfy_nodes.NODE_CLASS_MAPPINGS)
+    prompt = ui_to_api(_workflow([*nodes.values(), *extra], links), comfy_nodes.NODE_CLASS_MAPPINGS)
 
     expected = _stock_api_prompt("tiny_sd15.safetensors")
     expected["5"]["inputs"]["width"] = ["11", 0]
@@ -315,7 +316,7 @@ def test_ui_conversion_rejects_misaligned_widget_values(comfy_nodes: Any) -> Non
     nodes = _stock_ui_nodes("tiny_sd15.safetensors")
     nodes[4]["widgets_values"] = [42, 3, 7, "euler", "normal", 1]  # KSampler without its seed control
     with pytest.raises(ValueError, match=r"node 3 \(KSampler\): widgets_values has 6 entries"):
-        harness.ui_to_api(_workflow(nodes, STOCK_LINKS), comfy_nodes.NODE_CLASS_MAPPINGS)
+        ui_to_api(_workflow(nodes, STOCK_LINKS), comfy_nodes.NODE_CLASS_MAPPINGS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -324,10 +325,10 @@ def test_ui_conversion_rejects_misaligned_widget_values(comfy_nodes: Any) -> Non
 
 def test_find_comfyui_honours_comfyui_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("COMFYUI_PATH", raising=False)
-    fallback, _ = harness.find_comfyui()
+    fallback, _ = comfyui.find_comfyui()
     monkeypatch.setenv("COMFYUI_PATH", str(tmp_path))
-    assert harness.find_comfyui()[0] == fallback  # no nodes.py/comfy/ there: the next candidate wins
+    assert comfyui.find_comfyui()[0] == fallback  # no nodes.py/comfy/ there: the next candidate wins
 
     (tmp_path / "comfy").mkdir()
     (tmp_path / "nodes.py").write_text("")
-    assert harness.find_comfyui() == (tmp_path.resolve(), "")
+    assert comfyui.find_comfyui() == (tmp_path.resolve(), "")

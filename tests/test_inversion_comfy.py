@@ -5,37 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import comfy_harness as harness
+from harness import comfyui, tiny_models
+from harness.inversion_runs import STEPS, invert, node, reconstruct, rel_err
 
 pytestmark = pytest.mark.comfy
-
-STEPS = 10
-
-
-def node(name):
-    import nodes
-
-    return nodes.NODE_CLASS_MAPPINGS[name]()
-
-
-def invert(model, clip, latent, method, steps=STEPS, guidance=7.5, inner_steps=0, prompt=None):
-    positive = harness.encode(clip, prompt or "a red square")
-    negative = harness.encode(clip, "")
-    with torch.inference_mode():
-        noisy, inversion = node("PromptEditInvertImage").invert(model, positive, negative, {"samples": latent}, method,
-                                                               "ddim_uniform", steps, guidance, inner_steps, 1e-5)
-    return positive, negative, noisy, inversion
-
-
-def reconstruct(model, positive, negative, noisy, inversion, cfg=None, sampler="euler", steps=STEPS, add_noise="disable"):
-    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
-    with torch.inference_mode():
-        return node("KSamplerAdvanced").sample(patched, add_noise, 0, steps, inversion.guidance if cfg is None else cfg,
-                                               sampler, "ddim_uniform", positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
-
-
-def rel_err(a, b):
-    return float((a - b).norm() / b.norm())
 
 
 @pytest.fixture
@@ -95,7 +68,7 @@ def test_save_load_round_trip_and_foreign_model(random_photo, tmp_path):
     torch.testing.assert_close(reconstruct(model, positive, negative, loaded_latent, loaded),
                                reconstruct(model, positive, negative, noisy, inversion))
     with pytest.raises(ValueError, match="made with another model"):
-        node("PromptEditApplyInversion").apply(harness.tiny_sd15_model(seed=1), loaded)
+        node("PromptEditApplyInversion").apply(tiny_models.tiny_sd15_model(seed=1), loaded)
 
 
 def test_guidance_of_one_is_refused_for_null_text(random_photo):
@@ -150,7 +123,7 @@ def test_latent_batch_must_be_one_image(tiny_sd15, tiny_sd15_clip):
 
 def test_an_image_is_encoded_with_the_vae(tiny_sd15, tiny_sd15_clip, tiny_vae):
     image = torch.rand(1, 64, 48, 3, generator=torch.Generator().manual_seed(0))
-    positive, negative = harness.encode(tiny_sd15_clip, "a photo"), harness.encode(tiny_sd15_clip, "")
+    positive, negative = comfyui.encode(tiny_sd15_clip, "a photo"), comfyui.encode(tiny_sd15_clip, "")
     with torch.inference_mode():
         noisy, inversion = node("PromptEditInvertImage").invert(tiny_sd15, positive, negative, image=image, vae=tiny_vae,
                                                                method="ddim", steps=3)
@@ -167,7 +140,7 @@ def test_an_image_is_encoded_with_the_vae(tiny_sd15, tiny_sd15_clip, tiny_vae):
 ])
 def test_bad_photo_inputs_are_named(tiny_sd15, tiny_sd15_clip, tiny_vae, inputs, message):
     inputs = {"vae": tiny_vae, **inputs}
-    positive, negative = harness.encode(tiny_sd15_clip, "a photo"), harness.encode(tiny_sd15_clip, "")
+    positive, negative = comfyui.encode(tiny_sd15_clip, "a photo"), comfyui.encode(tiny_sd15_clip, "")
     with pytest.raises(ValueError, match=message), torch.inference_mode():
         node("PromptEditInvertImage").invert(tiny_sd15, positive, negative, method="ddim", steps=3, **inputs)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-import comfy_harness as harness
-from test_inversion_comfy import invert, reconstruct, rel_err
+from harness import trained_model
+from harness.inversion_runs import invert, reconstruct, rel_err
 
 pytestmark = pytest.mark.comfy
 
@@ -19,7 +19,7 @@ STEPS = 20
 @pytest.fixture
 def photo(trained_sd15):
     model, clip = trained_sd15
-    latents, captions = harness.trained_dataset(clip)
+    latents, captions = trained_model.trained_dataset(clip)
     return model, clip, latents[:1].clone(), captions[0]
 
 

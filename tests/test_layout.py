@@ -7,8 +7,7 @@ import ast
 import builtins
 from pathlib import Path
 
-import comfy_harness as harness
-from test_packaging import HOST_MODULES, RUNTIME_PACKAGES
+from harness import pack
 
 ERROR_BASE = "PromptEditError"
 # An ImportError on purpose: the pack refuses to load on a ComfyUI that lacks a feature it needs.
@@ -20,7 +19,7 @@ HOST_MODULE_PREFIX = "comfy_"  # comfy_patch.py, comfy_model.py, …: the module
 def sources(entries: tuple[str, ...]) -> list[Path]:
     found = []
     for entry in entries:
-        path = harness.ROOT / entry
+        path = pack.ROOT / entry
         found += [path] if path.is_file() else sorted(path.rglob("*.py"))
     return found
 
@@ -37,12 +36,12 @@ def base_name(node: ast.expr) -> str:
 def test_every_exception_class_of_the_pack_derives_from_the_error_base():
     bases: dict[str, list[str]] = {}
     where: dict[str, str] = {}
-    for path in sources(RUNTIME_PACKAGES):
+    for path in sources(pack.RUNTIME_PACKAGES):
         for node in ast.walk(parse(path)):
             if isinstance(node, ast.ClassDef):
                 assert node.name not in bases, f"two classes named {node.name}: {where[node.name]}, {path}"
                 bases[node.name] = [base_name(b) for b in node.bases]
-                where[node.name] = str(path.relative_to(harness.ROOT))
+                where[node.name] = str(path.relative_to(pack.ROOT))
 
     def is_exception(name: str) -> bool:
         if name in bases:
@@ -83,10 +82,10 @@ def test_the_core_meets_comfyui_only_in_modules_named_for_it():
             continue
         for level, name in imports(parse(path)):
             parts = name.split(".")
-            host = level == 0 and parts[0] in HOST_MODULES
+            host = level == 0 and parts[0] in pack.HOST_MODULES
             through_host_module = level > 0 and any(part.startswith(HOST_MODULE_PREFIX) for part in parts)
             if host or through_host_module:
-                offenders.append(f"{path.relative_to(harness.ROOT)}: {'.' * level}{name}")
+                offenders.append(f"{path.relative_to(pack.ROOT)}: {'.' * level}{name}")
     assert not offenders, (f"move what meets ComfyUI into a module named {HOST_MODULE_PREFIX}*.py "
                            f"(or into nodes/): {offenders}")
 
@@ -104,10 +103,10 @@ def test_what_the_pack_raises_derives_from_the_error_base():
     builtin_errors = {name for name in dir(builtins)
                       if isinstance(getattr(builtins, name), type) and issubclass(getattr(builtins, name), Exception)}
     strays = []
-    for path in sources(RUNTIME_PACKAGES):
+    for path in sources(pack.RUNTIME_PACKAGES):
         for node in ast.walk(parse(path)):
             if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
                 name = base_name(node.exc.func)
                 if name in builtin_errors:
-                    strays.append(f"{path.relative_to(harness.ROOT)}:{node.lineno}: {name}")
+                    strays.append(f"{path.relative_to(pack.ROOT)}:{node.lineno}: {name}")
     assert not strays, f"raise {ERROR_BASE} (base/errors.py) or a class derived from it: {strays}"

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-import comfy_harness as harness
+from harness import comfyui
 
 pytestmark = pytest.mark.comfy
 
@@ -63,19 +63,19 @@ def test_identity_edit_reproduces_the_source_and_the_source_equals_plain_samplin
     model, clip = model_and_clip
     prompt = "a photo of a cat sitting on a mat"
     positive, latent, edit = build(clip, prompt, f"{prompt}\n{prompt}")
-    negative = harness.encode(clip, "")
+    negative = comfyui.encode(clip, "")
     patched, _ = control(model, edit, cross=(0.0, 1.0), self_end=1.0, layers="all")
     edited = sample(patched, positive, negative, latent)
     assert_same(edited[1], edited[0])
     assert_same(edited[2], edited[0])
-    plain = sample(model, harness.encode(clip, prompt), negative, {"samples": latent["samples"][:1], "batch_index": [0]})
+    plain = sample(model, comfyui.encode(clip, prompt), negative, {"samples": latent["samples"][:1], "batch_index": [0]})
     assert_same(edited[0], plain[0])
 
 
 def test_edits_change_only_the_edited_items(model_and_clip):
     model, clip = model_and_clip
     positive, latent, edit = build(clip, "a photo of a cat on a mat", "a photo of a dog on a mat")
-    negative = harness.encode(clip, "")
+    negative = comfyui.encode(clip, "")
     plain = sample(model, positive, negative, latent)
     patched, _ = control(model, edit)
     edited = sample(patched, positive, negative, latent)
@@ -86,7 +86,7 @@ def test_edits_change_only_the_edited_items(model_and_clip):
 def test_all_ones_reweight_equals_no_reweight(tiny_sd15, tiny_sd15_clip):
     _, reweight, *_ = pack_nodes()
     positive, latent, edit = build(tiny_sd15_clip, "a cat riding a bicycle", "a dog riding a bicycle")
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     plain_edit = sample(control(tiny_sd15, edit)[0], positive, negative, latent)
     ones = reweight.reweight(edit, tiny_sd15_clip, "dog, bicycle", 1.0)[0]
     torch.testing.assert_close(sample(control(tiny_sd15, ones)[0], positive, negative, latent), plain_edit)
@@ -105,7 +105,7 @@ def test_fast_path_equals_reference_path_through_the_sampler(tiny_sd15, tiny_sd1
     clip = tiny_sd15_clip
     positive, latent, edit = build(clip, "a photo of a cat riding a bicycle", edits)
     edit = reweight_node.reweight(edit, clip, "bicycle", 2.5)[0]
-    negative = harness.encode(clip, "")
+    negative = comfyui.encode(clip, "")
     if dtype == torch.float16:
         tiny_sd15.model.to(dtype)
         tiny_sd15.model.manual_cast_dtype = None
@@ -117,7 +117,7 @@ def test_fast_path_equals_reference_path_through_the_sampler(tiny_sd15, tiny_sd1
 
 def test_unconditional_chunk_is_never_modified(tiny_sd15, tiny_sd15_clip):
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat\na fox on a mat")
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     records = {}
 
     def recorder(tag):
@@ -145,7 +145,7 @@ def test_cond_and_uncond_in_separate_unet_calls_give_the_same_result(tiny_sd15, 
     import comfy.patcher_extension as pe
 
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     patched, _ = control(tiny_sd15, edit, self_end=0.5)
     together = sample(patched, positive, negative, latent)
     calls = []
@@ -167,7 +167,7 @@ def test_no_state_leaks_between_queued_runs(tiny_sd15, tiny_sd15_clip):
     _, _, blend, _, _ = pack_nodes()
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
     edit = blend.blend(edit, tiny_sd15_clip, "cat", "dog", 0.3, 0.2)[0]
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     patched, controller = control(tiny_sd15, edit)
     first = sample(patched, positive, negative, latent)
     layers_first = dict(controller.store.layer_counts)
@@ -179,7 +179,7 @@ def test_no_state_leaks_between_queued_runs(tiny_sd15, tiny_sd15_clip):
 def test_stock_samplers_agree(tiny_sd15, tiny_sd15_clip, comfy_nodes):
     m = comfy_nodes.NODE_CLASS_MAPPINGS
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     patched, _ = control(tiny_sd15, edit)
     with torch.inference_mode():
         ks = m["KSampler"]().sample(patched, SEED, STEPS, CFG, "euler", "normal", positive, negative, latent)[0]
@@ -187,9 +187,9 @@ def test_stock_samplers_agree(tiny_sd15, tiny_sd15_clip, comfy_nodes):
                                              latent, 0, 10000, "disable")[0]
         guider = m["CFGGuider"]().execute(patched, positive, negative, CFG)[0] if hasattr(m["CFGGuider"], "execute") else m["CFGGuider"]().get_guider(patched, positive, negative, CFG)[0]
         noise = m["RandomNoise"]().execute(SEED)[0] if hasattr(m["RandomNoise"], "execute") else m["RandomNoise"]().get_noise(SEED)[0]
-        sampler = harness.run_node(m["KSamplerSelect"], "euler")
-        sigmas = harness.run_node(m["BasicScheduler"], patched, "normal", STEPS, 1.0)
-        sca = harness.run_node(m["SamplerCustomAdvanced"], noise, guider, sampler, sigmas, latent)
+        sampler = comfyui.run_node(m["KSamplerSelect"], "euler")
+        sigmas = comfyui.run_node(m["BasicScheduler"], patched, "normal", STEPS, 1.0)
+        sca = comfyui.run_node(m["SamplerCustomAdvanced"], noise, guider, sampler, sigmas, latent)
     torch.testing.assert_close(ksa["samples"], ks["samples"])
     assert_same(sca["samples"], ks["samples"])
 
@@ -199,7 +199,7 @@ def test_local_blend_keeps_the_source_outside_the_edited_region(tiny_sd15, tiny_
 
     _, _, blend, _, _ = pack_nodes()
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat", size=16)
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
 
     def final_mask(controller, threshold):
         store = controller.store
@@ -227,7 +227,7 @@ def test_long_prompts_and_edits_past_the_first_chunk(tiny_sd15, tiny_sd15_clip):
     positive, latent, edit = build(tiny_sd15_clip, source, f"{source.replace('mat', 'rug')}")
     assert positive[0][0].shape[1] == 154
     assert edit.targets[0].find(("rug",))[0][0] >= 77  # the swapped word lies in the second chunk
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     out = sample(control(tiny_sd15, edit)[0], positive, negative, latent)
     assert torch.isfinite(out).all()
     identical, latent2, same = build(tiny_sd15_clip, source, source)
@@ -239,7 +239,7 @@ def test_attention_maps_image(tiny_sd15, tiny_sd15_clip):
     *_, maps_node = pack_nodes()
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
     patched, controller = control(tiny_sd15, edit)
-    out = sample(patched, positive, harness.encode(tiny_sd15_clip, ""), latent)
+    out = sample(patched, positive, comfyui.encode(tiny_sd15_clip, ""), latent)
     image = maps_node.render(controller, {"samples": out}, 1, "input+output", 0.0, 1.0, False, 64, 8)[0]
     assert image.shape == (1, 64 + 20, 5 * 64, 3)  # 5 words: a dog on a mat
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
@@ -314,7 +314,7 @@ def test_latent_batch_mismatch_fails_before_the_unet_runs(tiny_sd15, tiny_sd15_c
     calls = []
     patched.set_model_unet_function_wrapper(lambda f, a: calls.append(1) or f(a["input"], a["timestep"], **a["c"]))
     with pytest.raises(ValueError, match="LATENT output of 'P2P Prompts'"):
-        sample(patched, positive, harness.encode(tiny_sd15_clip, ""), empty_latent())
+        sample(patched, positive, comfyui.encode(tiny_sd15_clip, ""), empty_latent())
     assert not calls
 
 
@@ -324,7 +324,7 @@ def test_conditioning_shorter_than_the_prompts_fails_before_sampling(tiny_sd15, 
     short_positive, _, _ = build(tiny_sd15_clip, "a cat", "a dog")
     patched, _ = control(tiny_sd15, edit)
     with pytest.raises(ValueError, match="past the conditioning's last chunk"):
-        sample(patched, short_positive, harness.encode(tiny_sd15_clip, ""), latent)
+        sample(patched, short_positive, comfyui.encode(tiny_sd15_clip, ""), latent)
 
 
 def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
@@ -350,7 +350,7 @@ def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
 
 def test_word_windows_override_one_word(tiny_sd15, tiny_sd15_clip):
     positive, latent, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
-    negative = harness.encode(tiny_sd15_clip, "")
+    negative = comfyui.encode(tiny_sd15_clip, "")
     patched, controller = control(tiny_sd15, edit, word_windows="dog=0.2-0.5", clip=tiny_sd15_clip)
     dog = edit.targets[0].find(("dog",))[0][0]
     mat = edit.targets[0].find(("mat",))[0][0]

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-import comfy_harness as harness
+from harness import pack
 
 pytestmark = pytest.mark.comfy
 
@@ -25,7 +25,7 @@ def test_the_real_loader_registers_every_node(comfy_nodes):
     try:
         for name in expected:
             del comfy_nodes.NODE_CLASS_MAPPINGS[name]
-        assert asyncio.run(comfy_nodes.load_custom_node(str(harness.ROOT)))
+        assert asyncio.run(comfy_nodes.load_custom_node(str(pack.ROOT)))
         assert expected <= set(comfy_nodes.NODE_CLASS_MAPPINGS)
         assert expected <= set(comfy_nodes.NODE_DISPLAY_NAME_MAPPINGS)
     finally:

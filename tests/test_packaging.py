@@ -7,18 +7,16 @@ import sys
 import tomllib
 from pathlib import Path
 
-import comfy_harness as harness
+from harness import pack
 
-RUNTIME_PACKAGES = ("__init__.py", "attention", "base", "inversion", "vae_embed", "patching", "nodes", "evaluation")
 # import name -> distribution name, for the ones that differ
 DISTRIBUTIONS = {"PIL": "pillow"}
-HOST_MODULES = {"comfy", "comfy_api", "folder_paths", "nodes", "server", "node_helpers", "comfy_extras"}
 
 
 def imported_top_level_modules() -> set[str]:
     found = set()
-    for entry in RUNTIME_PACKAGES:
-        path = harness.ROOT / entry
+    for entry in pack.RUNTIME_PACKAGES:
+        path = pack.ROOT / entry
         for source in ([path] if path.is_file() else sorted(path.rglob("*.py"))):
             for node in ast.walk(ast.parse(source.read_text(), str(source))):
                 if isinstance(node, ast.Import):
@@ -34,16 +32,16 @@ def declared(path: Path) -> set[str]:
 
 
 def test_declared_dependencies_are_exactly_the_third_party_imports():
-    third_party = imported_top_level_modules() - set(sys.stdlib_module_names) - HOST_MODULES
+    third_party = imported_top_level_modules() - set(sys.stdlib_module_names) - pack.HOST_MODULES
     expected = {DISTRIBUTIONS.get(name, name) for name in third_party}
-    project = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())["project"]
-    assert declared(harness.ROOT / "requirements.txt") == expected
+    project = tomllib.loads((pack.ROOT / "pyproject.toml").read_text())["project"]
+    assert declared(pack.ROOT / "requirements.txt") == expected
     assert set(project["dependencies"]) == expected
 
 
 def test_the_declared_license_file_is_the_gpl_3():
-    project = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())["project"]
-    license_file = harness.ROOT / project["license"]["file"]
+    project = tomllib.loads((pack.ROOT / "pyproject.toml").read_text())["project"]
+    license_file = pack.ROOT / project["license"]["file"]
     text = license_file.read_text()
     assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
 
@@ -51,7 +49,7 @@ def test_the_declared_license_file_is_the_gpl_3():
 def test_every_example_checkpoint_loader_offers_its_model_download():
     import json
 
-    for path in sorted((harness.ROOT / "example_workflows").glob("*.json")):
+    for path in sorted((pack.ROOT / "example_workflows").glob("*.json")):
         for node in json.loads(path.read_text())["nodes"]:
             if node["type"] != "CheckpointLoaderSimple":
                 continue
@@ -66,12 +64,12 @@ def test_pyproject_has_what_the_comfy_registry_requires():
 
     from PIL import Image
 
-    config = tomllib.loads((harness.ROOT / "pyproject.toml").read_text())
+    config = tomllib.loads((pack.ROOT / "pyproject.toml").read_text())
     project, comfy = config["project"], config["tool"]["comfy"]
     # node id: < 100 characters, letters, digits and single - _ . between them, starting with a letter
     assert len(project["name"]) < 100 and re.fullmatch(r"[A-Za-z][A-Za-z0-9]*([-_.][A-Za-z0-9]+)*", project["name"])
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]), "the Registry takes X.Y.Z versions"
-    assert (harness.ROOT / project["license"]["file"]).is_file()
+    assert (pack.ROOT / project["license"]["file"]).is_file()
     assert project["description"]
     repository = project["urls"]["Repository"]
     assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository)
@@ -81,10 +79,10 @@ def test_pyproject_has_what_the_comfy_registry_requires():
     owner_name = repository.removeprefix("https://github.com/")
     prefix = f"https://raw.githubusercontent.com/{owner_name}/main/"
     assert comfy["Icon"].startswith(prefix), "the Icon should be a file of this repository"
-    with Image.open(harness.ROOT / comfy["Icon"].removeprefix(prefix)) as icon:
+    with Image.open(pack.ROOT / comfy["Icon"].removeprefix(prefix)) as icon:
         assert icon.width == icon.height <= 400, icon.size
     # the oldest host the pack is tested on (read from the source: nodes/ imports ComfyUI)
-    oldest = re.search(r'^OLDEST_TESTED = "([\d.]+)"$', (harness.ROOT / "nodes" / "host.py").read_text(), re.M)
+    oldest = re.search(r'^OLDEST_TESTED = "([\d.]+)"$', (pack.ROOT / "nodes" / "host.py").read_text(), re.M)
     assert comfy["requires-comfyui"] == f">={oldest.group(1)}"
 
 
@@ -93,10 +91,10 @@ def test_every_example_workflow_has_its_thumbnail_for_the_templates_browser():
     checks that it loads); the pictures come from test_browser with PROMPT_EDIT_UPDATE_PICTURES=1."""
     from PIL import Image
 
-    for path in sorted((harness.ROOT / "example_workflows").glob("*.json")):
+    for path in sorted((pack.ROOT / "example_workflows").glob("*.json")):
         thumbnail = path.with_suffix(".jpg")
         assert thumbnail.is_file(), f"{path.name} has no thumbnail {thumbnail.name}"
         with Image.open(thumbnail) as picture:
             assert picture.format == "JPEG" and picture.size == (640, 480), (thumbnail.name, picture.size)
-    pictures = {p.stem for p in (harness.ROOT / "example_workflows").glob("*.jpg")}
-    assert pictures == {p.stem for p in (harness.ROOT / "example_workflows").glob("*.json")}, "a thumbnail without its workflow"
+    pictures = {p.stem for p in (pack.ROOT / "example_workflows").glob("*.jpg")}
+    assert pictures == {p.stem for p in (pack.ROOT / "example_workflows").glob("*.json")}, "a thumbnail without its workflow"

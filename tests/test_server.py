@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import comfy_harness as harness
+from harness import comfyui, pack
 
 pytestmark = pytest.mark.comfy
-SCRIPT = harness.ROOT / "scripts" / "queue_variations.py"
+SCRIPT = pack.ROOT / "scripts" / "queue_variations.py"
 
 
 def queue(*args: str) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def test_queue_script_runs_seeds_and_scales_and_summarises(comfy_server, tmp_pat
     reference = tmp_path / "reference.png"
     Image.fromarray(np.full((64, 64, 3), 128, dtype=np.uint8)).save(reference)
     out = tmp_path / "runs"
-    result = queue(str(harness.ROOT / "example_workflows" / "variations_token_noise.json"), "--server", url,
+    result = queue(str(pack.ROOT / "example_workflows" / "variations_token_noise.json"), "--server", url,
                    "--count", "2", "--scales", "0,0.5", "--out", str(out), "--reference", str(reference),
                    "--set", f"ckpt_name={checkpoint}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
                    "--set", "count=2", "--timeout", "300")
@@ -45,7 +45,7 @@ def test_queue_script_fails_cleanly(comfy_server, tmp_path):
     result = queue(str(unknown), "--server", url, "--out", str(tmp_path / "a"))
     assert result.returncode != 0 and "does not know the node types ['NoSuchNode']" in result.stderr
     assert not (tmp_path / "a").exists() and not list(tmp_path.glob(".queue_*"))
-    result = queue(str(unknown), "--server", f"http://127.0.0.1:{harness.free_port()}", "--out", str(tmp_path / "b"),
+    result = queue(str(unknown), "--server", f"http://127.0.0.1:{comfyui.free_port()}", "--out", str(tmp_path / "b"),
                    "--timeout", "5")
     assert result.returncode != 0 and "cannot reach the ComfyUI server" in result.stderr
     assert not (tmp_path / "b").exists()
@@ -55,6 +55,6 @@ def test_the_server_serves_the_node_help_pages_where_the_frontend_looks(comfy_se
     import urllib.request
 
     url, _, _ = comfy_server
-    page = harness.ROOT / "web" / "docs" / "PromptEditInvertImage.md"
-    with urllib.request.urlopen(f"{url}/extensions/{harness.PACK}/docs/PromptEditInvertImage.md", timeout=30) as response:
+    page = pack.ROOT / "web" / "docs" / "PromptEditInvertImage.md"
+    with urllib.request.urlopen(f"{url}/extensions/{pack.PACK}/docs/PromptEditInvertImage.md", timeout=30) as response:
         assert response.read().decode() == page.read_text()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import comfy_harness as harness
 import pytest
 import torch
-from test_inversion_comfy import node, rel_err
+from comfy_cli import WorkflowError, execute_prompt
+
+from harness import comfyui, model_files, pack, tiny_models, trained_model
+from harness.inversion_runs import node, rel_err
 
 pytestmark = pytest.mark.comfy
 
@@ -38,7 +40,7 @@ def perturbed_vae(target, dim=32, tokens=77, seed=0):
 @pytest.fixture
 def setup(tiny_sd15, tiny_sd15_clip):
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    return tiny_sd15, tiny_sd15_clip, harness.encode(tiny_sd15_clip, PROMPT), harness.encode(tiny_sd15_clip, ""), latent
+    return tiny_sd15, tiny_sd15_clip, comfyui.encode(tiny_sd15_clip, PROMPT), comfyui.encode(tiny_sd15_clip, ""), latent
 
 
 def test_zero_noise_is_the_plain_run_and_noise_varies_items_reproducibly(setup):
@@ -120,7 +122,7 @@ def test_bad_inputs_are_named(setup):
 
 
 def test_sdxl_token_noise_keeps_the_pooled_output_batched(tiny_sdxl, tiny_sdxl_clip):
-    positive, negative = harness.encode(tiny_sdxl_clip, PROMPT), harness.encode(tiny_sdxl_clip, "")
+    positive, negative = comfyui.encode(tiny_sdxl_clip, PROMPT), comfyui.encode(tiny_sdxl_clip, "")
     m, p, lat, _ = vary(tiny_sdxl, positive, {"samples": torch.zeros(1, 4, 8, 8)}, count=2)
     assert p[0][1]["pooled_output"].shape[0] == 2
     out = ksample(m, p, negative, lat)
@@ -132,8 +134,8 @@ def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tm
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
 
     model, clip = trained_sd15
-    latents, captions = harness.trained_dataset(clip)
-    positive, negative = harness.encode(clip, captions[0]), harness.encode(clip, "")
+    latents, captions = trained_model.trained_dataset(clip)
+    positive, negative = comfyui.encode(clip, captions[0]), comfyui.encode(clip, "")
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "embedding_vae", ([str(tmp_path)], {".safetensors"}))
     losses = []
     import comfyui_prompt_edit.nodes.embedding_vae as module
@@ -163,8 +165,8 @@ def test_null_text_vae_training_lowers_the_loss_and_round_trips(trained_sd15, tm
 
 def test_conditional_vae_trains_in_graph_and_varies_the_edit(trained_sd15, tiny_vae):
     model, clip = trained_sd15
-    clip_vision = harness.tiny_clip_vision()
-    negative = harness.encode(clip, "")
+    clip_vision = tiny_models.tiny_clip_vision()
+    negative = comfyui.encode(clip, "")
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     with torch.inference_mode():
         output = node("PromptEditTrainConditionalEmbeddingVAE").train(
@@ -173,7 +175,7 @@ def test_conditional_vae_trains_in_graph_and_varies_the_edit(trained_sd15, tiny_
     (trained,) = output["result"]
     assert trained.target == "conditional" and trained.steps_trained == 12
     assert any(p.abs().sum() > 0 for p in trained.vae._last_layer().parameters())  # it learnt something
-    positive = harness.encode(clip, "a blue circle")
+    positive = comfyui.encode(clip, "a blue circle")
     m, p, lat, _ = vary(model, positive, latent, mode="embedding VAE", count=2, embedding_vae=trained)
     out = ksample(m, p, negative, lat)
     assert torch.isfinite(out).all() and rel_err(out[0], out[1]) > 1e-5
@@ -183,7 +185,7 @@ def test_conditional_vae_training_refuses_a_positive_diversity_weight(trained_sd
     model, clip = trained_sd15
     with pytest.raises(ValueError, match="γ ≤ 0"), torch.inference_mode():
         node("PromptEditTrainConditionalEmbeddingVAE").train(
-            model, clip, tiny_vae, harness.tiny_clip_vision(), "a blue circle", harness.encode(clip, ""),
+            model, clip, tiny_vae, tiny_models.tiny_clip_vision(), "a blue circle", comfyui.encode(clip, ""),
             {"samples": torch.zeros(1, 4, 8, 8)}, "token_mlp", "ddim_uniform", 6, 7.5, 2, 3e-3, 1e-4, 0, "", 2, 0.5, 0.5)
 
 
@@ -199,11 +201,11 @@ def test_command_line_training_writes_a_loadable_vae(sd15_checkpoint, tmp_path):
         pixels = np.full((64, 64, 3), 40 + 100 * i, dtype=np.uint8)
         pixels[16:40, 20:44] = (200, 60, 30)
         Image.fromarray(pixels).save(tmp_path / f"photo{i}.png")
-    checkpoint = harness.sd15_checkpoint_path()
+    checkpoint = model_files.sd15_checkpoint_path()
     out = tmp_path / "cli.safetensors"
-    root, _ = harness.find_comfyui()
+    root, _ = comfyui.find_comfyui()
     result = subprocess.run(
-        [sys.executable, str(harness.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint", str(checkpoint),
+        [sys.executable, str(pack.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint", str(checkpoint),
          "--images", str(tmp_path), "--prompt", "a red square", "--out", str(out), "--steps", "3", "--iterations", "4",
          "--cpu", "--comfyui", str(root)],
         capture_output=True, text=True, timeout=600)
@@ -212,7 +214,7 @@ def test_command_line_training_writes_a_loadable_vae(sd15_checkpoint, tmp_path):
     loaded = TrainedEmbeddingVAE.load(out)
     assert loaded.target == "null-text" and loaded.steps_trained == 4 and loaded.vae.config.dim == 768
 
-    bad = subprocess.run([sys.executable, str(harness.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint",
+    bad = subprocess.run([sys.executable, str(pack.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint",
                           str(checkpoint), "--images", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(out),
                           "--comfyui", str(root)], capture_output=True, text=True, timeout=600)
     assert bad.returncode != 0 and "cannot read" in bad.stderr
@@ -225,7 +227,7 @@ def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15,
     from comfyui_prompt_edit.vae_embed.checkpoint import TrainedEmbeddingVAE
 
     model, clip = trained_sd15
-    latents, captions = harness.trained_dataset(clip)
+    latents, captions = trained_model.trained_dataset(clip)
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "embedding_vae", ([str(tmp_path)], {".safetensors"}))
     shown = []
     update_absolute = comfy.utils.ProgressBar.update_absolute
@@ -241,7 +243,7 @@ def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15,
     try:
         with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
             node("PromptEditTrainEmbeddingVAE").train(
-                model, harness.encode(clip, captions[0]), harness.encode(clip, ""), "token_mlp", "ddim_uniform", 3, 7.5,
+                model, comfyui.encode(clip, captions[0]), comfyui.encode(clip, ""), "token_mlp", "ddim_uniform", 3, 7.5,
                 1000, 1e-3, 1e-4, 0, "partial", latent={"samples": latents[:1]})
     finally:
         mm.interrupt_current_processing(False)
@@ -257,8 +259,8 @@ def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15,
 def test_a_loader_whose_file_is_missing_says_which_workflow_makes_it(comfy_nodes, class_type, widget, advice):
     prompt = {"1": {"class_type": class_type, "inputs": {widget: "not_made_yet.safetensors"}},
               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}  # an output, so that "1" is validated
-    with pytest.raises(harness.comfy_cli.WorkflowError, match=rf"'not_made_yet.safetensors' is not there \(models/.*\); .*{advice}"):
-        harness.comfy_cli.execute_prompt(prompt)
+    with pytest.raises(WorkflowError, match=rf"'not_made_yet.safetensors' is not there \(models/.*\); .*{advice}"):
+        execute_prompt(prompt)
 
 
 def test_sd1_text_features_ignore_the_projection_comfyui_leaves_uninitialised(tiny_sd15_clip):

@@ -1,0 +1,80 @@
+"""What the benchmarks share: the process set-up (thread waiting, sys.path), starting ComfyUI
+headless on the chosen device with the pack registered, the SD1.5-shaped models (the tests' tiny
+one, or the full layout with random weights), and the sampling settings of the P2P and variations
+benchmarks. Import it before torch: it sets environment variables that torch reads as it loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Tiny models run thousands of small ops; spin-waiting OpenMP threads stall on a shared CPU
+# (see tests/conftest.py). Both must be set before torch loads its OpenMP and profiler runtimes.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # p2p_overhead's CPU memory meter: the profiler logs start/stop lines
+
+# The benchmarks run as `python bench/NAME.py` and build their models with the tests' harness
+# (tests/harness/), which imports the command-line tools' shared modules (scripts/comfy_cli.py)
+# by module name: both folders go on sys.path, here, once for every benchmark.
+REPO = Path(__file__).resolve().parents[1]
+for folder in ("scripts", "tests"):
+    if str(REPO / folder) not in sys.path:
+        sys.path.insert(0, str(REPO / folder))
+
+import torch  # noqa: E402
+
+from harness import comfyui, tiny_models  # noqa: E402
+
+SEED = 0
+CFG = 7.5
+SAMPLER, SCHEDULER = "euler", "normal"
+
+
+def init_comfyui(device: str) -> Any:
+    """Initialise ComfyUI headless on ``device``; return its ``nodes`` module with the pack registered.
+
+    The harness's ensure_comfyui() sets ``args.cpu``, which ``comfy.model_management`` reads once,
+    at its import: importing that module first keeps the accelerator for a CUDA run. Exits with
+    the reason when there is no ComfyUI, the pack fails to import or the device is not ``device``.
+    """
+    script = Path(sys.argv[0]).name
+    root, reason = comfyui.find_comfyui()
+    if root is None:
+        raise SystemExit(f"{script}: {reason}")
+    if device != "cpu":
+        sys.path.insert(0, str(root))
+        import comfy.model_management  # noqa: F401
+    logging.disable(logging.WARNING)  # ComfyUI's import-time chatter (optional deps, CPU-mode notice)
+    try:
+        nodes = comfyui.ensure_comfyui()
+    finally:
+        logging.disable(logging.NOTSET)
+    if comfyui.pack_import_error() is not None:
+        raise SystemExit(f"{script}: the pack failed to import: {comfyui.pack_import_error()!r}")
+    import comfy.model_management as mm
+
+    if mm.get_torch_device().type != device:
+        raise SystemExit(f"{script}: ComfyUI runs on {mm.get_torch_device()}, not {device}")
+    return nodes
+
+
+def sd15(full: bool, device: str, seed: int) -> tuple[Any, Any, str]:
+    """(model, CLIP, description) of an SD1.5-shaped model with random weights: the tests' tiny one
+    (tiny_models.tiny_sd15_model(seed), tiny_sd1_clip(seed + 1)), fp32; or with ``full`` the real
+    layout (860 M parameters, tests/harness/tiny_models.FULL_SIZE), fp16 on CUDA, fp32 on the CPU."""
+    if not full:
+        return (tiny_models.tiny_sd15_model(seed), tiny_models.tiny_sd1_clip(seed + 1),
+                "tiny SD1.5-shaped UNet (32/64 ch), fp32")
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    model = tiny_models.full_size_model("sd15", dtype, seed, compute_dtype=None)
+    return model, tiny_models.full_width_clip("sd15", seed + 1), f"SD1.5 UNet (320 ch, 4 levels), {dtype}"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that a timer reads the work done."""
+    if device == "cuda":
+        torch.cuda.synchronize()
