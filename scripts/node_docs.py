@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_cli import find_comfyui, start_comfyui  # noqa: E402
+from comfy_cli import find_comfyui, start_comfyui
 
 
 def main(argv: list[str] | None = None) -> None:

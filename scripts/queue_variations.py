@@ -26,8 +26,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from workflow_api import (FRONTEND_ONLY_NODES, OverrideError, apply_overrides, is_api_format,  # noqa: E402
+from workflow_api import (FRONTEND_ONLY_NODES, OverrideError, apply_overrides, is_api_format,
                           load_workflow, ui_to_api)
 
 VARIATIONS_NODE = "PromptEditStochasticEmbeddings"

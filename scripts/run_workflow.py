@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_cli import WorkflowError, execute_prompt, find_comfyui, has_accelerator, start_comfyui  # noqa: E402
-from workflow_api import OverrideError, apply_overrides, load_workflow, to_api  # noqa: E402
+from comfy_cli import WorkflowError, execute_prompt, find_comfyui, has_accelerator, start_comfyui
+from workflow_api import OverrideError, apply_overrides, load_workflow, to_api
 
 
 def main(argv: list[str] | None = None) -> None:

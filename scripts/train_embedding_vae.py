@@ -23,9 +23,8 @@ import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from comfy_cli import find_comfyui, has_accelerator, start_comfyui  # noqa: E402
-from image_files import load_images  # noqa: E402
+from comfy_cli import find_comfyui, has_accelerator, start_comfyui
+from image_files import load_images
 
 
 def main(argv: list[str] | None = None) -> None:
