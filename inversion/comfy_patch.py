@@ -1,6 +1,11 @@
 """Apply an :class:`~.result.Inversion` to a ComfyUI model: step ``k`` of the stock sampler gets the
 unconditional context ``unconds[k]`` (null-text methods) or has its source item corrected onto
-pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused."""
+pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused.
+
+On UNets (SD1.x, SD2.x, SDXL) the unconditional context is swapped in their cross-attention
+patch. MMDiT models (Flux, SD3) consult no such patch, so there only the methods that need none
+apply: ``direct`` and ``ddim`` (whose unconditional context is the sampler's own negative).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from .result import Inversion
 
 WRAPPER_KEY = "prompt_edit_null_text"
 EXACT_SAMPLERS = ("sample_euler",)  # ComfyUI's "euler" and "ddim" (= euler) are deterministic DDIM
+# The methods whose unconditional contexts reach the model through the UNet's cross-attention patch.
+CONTEXT_METHODS = ("null-text", "null-text fast", "negative-prompt")
 
 
 class InversionMismatchError(PromptEditError):
@@ -84,6 +91,40 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
                         "reconstruction will be less exact", inversion.guidance, cfg)
 
 
+def has_unet_cross_attention(model) -> bool:
+    """Whether the model is a UNet whose cross-attention ComfyUI patches (SD1.x, SD2.x, SDXL)."""
+    unet = model.model.diffusion_model
+    return all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks"))
+
+
+def check_method_fits_model(method: str, model) -> None:
+    """Refuse a method that needs the UNet cross-attention patch on a model that has none."""
+    if method in CONTEXT_METHODS and not has_unet_cross_attention(model):
+        raise InversionMismatchError(
+            f"method: '{method}' swaps the unconditional context in a UNet's cross-attention, which "
+            f"{type(model.model).__name__} (an MMDiT) does not have; use 'direct' (exact at any guidance) or 'ddim'"
+        )
+
+
+def start_noise(model, noise: torch.Tensor, latent_image: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """The noise with which the sampler starts from ``latent_image`` itself, the inverted latent.
+
+    The stock sampler starts at ``noise_scaling(σ0, noise, latent)``: ``latent + σ0·noise`` on
+    ε-prediction models, so no noise (add_noise 'disable') keeps the latent; but on flow models
+    (Flux, SD3: ``σ0·noise + (1−σ0)·latent``, and σ0 = 1) it would start from zeros and lose the
+    inversion. ``noise_scaling`` is affine in the noise, so the noise that keeps the latent is
+    solved for from two evaluations, whatever the model's sampling (0 on ε models).
+    """
+    sampling = model.get_model_object("model_sampling")
+    latent = model.model.process_latent_in(latent_image) if torch.count_nonzero(latent_image) > 0 else latent_image
+    sigma = sigma.to(latent.device, latent.dtype)
+    at_zero = sampling.noise_scaling(sigma, torch.zeros_like(latent), latent)
+    per_unit = sampling.noise_scaling(sigma, torch.ones_like(latent), latent) - at_zero
+    if torch.equal(at_zero, latent):  # ε models: no noise keeps the latent (bit for bit)
+        return noise
+    return ((latent - at_zero) / per_unit).to(noise.device, noise.dtype)
+
+
 class DirectInversionCorrection:
     """Post-CFG function: puts the source item (item 0) of every step exactly on the next pivot
     (inversion.direct); with ``correct_edits`` the other items get the same correction."""
@@ -109,14 +150,16 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
         raise InversionMismatchError(
             "this inversion was made with another model; invert the image again with this model"
         )
+    check_method_fits_model(inversion.method, model)
     patched = model.clone()
     if inversion.method == "direct":
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
-    else:
+    elif has_unet_cross_attention(model):
         patched.set_model_attn2_patch(NullTextPatch(inversion))
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
+        noise = start_noise(executor.class_obj.model_patcher, noise, latent_image, sigmas[0])
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     set_outer_sample(patched, WRAPPER_KEY, outer_sample)

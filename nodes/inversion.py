@@ -22,7 +22,7 @@ from ..inversion.comfy_model import (
     paired_eps_function,
     sampling_sigmas,
 )
-from ..inversion.comfy_patch import install
+from ..inversion.comfy_patch import check_method_fits_model, install
 from ..inversion.ddim import ddim_invert
 from ..inversion.null_text import NullTextSettings, null_text_invert
 from ..inversion.result import Inversion
@@ -127,6 +127,7 @@ class InvertImage:
             raise PromptEditError(f"method: {method!r} is not one of {list(METHODS)}")
         if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
             raise PromptEditError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
+        check_method_fits_model(method, model)
         cond, cond_extras = _single(positive, "positive")
         null, null_extras = _single(negative, "negative")
         samples = _photo_latent(latent, image, vae)
