@@ -1,0 +1,121 @@
+"""Exact inversion on flow-matching MMDiT models (Flux, SD3) through the stock samplers, with tiny
+random-weight models built through ComfyUI's classes: 'Invert Image' (direct) then 'Apply
+Inversion' and KSamplerAdvanced / SamplerCustomAdvanced with the noise disabled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import comfyui, mmdit_models
+from harness.inversion_runs import node, rel_err
+
+pytestmark = pytest.mark.comfy
+
+STEPS = 8
+FAMILIES = {"flux": mmdit_models.tiny_flux_model, "sd3": mmdit_models.tiny_sd3_model}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    return request.param, FAMILIES[request.param]()
+
+
+def photo_latent(seed: int = 5) -> torch.Tensor:
+    """A LATENT-space 'photo' [1, 16, 16, 16] (random: the models are random too)."""
+    return torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def prompts():
+    return mmdit_models.random_conditioning(seed=1), mmdit_models.random_conditioning(seed=2)
+
+
+def invert(model, latent, method="direct", cfg=1.0):
+    positive, negative = prompts()
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(model, positive, negative, {"samples": latent}, method,
+                                                               "simple", STEPS, cfg, 0, 1e-5)
+    return positive, negative, noisy, inversion
+
+
+def sample_advanced(model, positive, negative, latent, cfg):
+    with torch.inference_mode():
+        return node("KSamplerAdvanced").sample(model, "disable", 0, STEPS, cfg, "euler", "simple", positive, negative,
+                                               latent, 0, 10000, "disable")[0]["samples"]
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_direct_inversion_reconstructs_exactly_through_ksampler_advanced(family, cfg):
+    _, model = family
+    latent = photo_latent()
+    positive, negative, noisy, inversion = invert(model, latent, cfg=cfg)
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    assert rel_err(sample_advanced(patched, positive, negative, noisy, cfg), latent) < 1e-6
+    # without the correction the same start drifts: the exactness is the correction's, not luck
+    assert rel_err(sample_advanced(model, positive, negative, noisy, cfg), latent) > 1e-2
+
+
+def test_an_uncorrected_item_starts_from_the_inverted_latent(family):
+    """Flow models start at σ0·noise + (1−σ0)·latent with σ0 = 1: with the noise disabled the
+    sampler would start from zeros. The source item hides that (the correction pulls it back), so
+    check an uncorrected item: it must equal plain sampling from z_T."""
+    import comfy.sample
+
+    _, model = family
+    latent = photo_latent()
+    positive, negative, noisy, inversion = invert(model, latent)
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    batch = {"samples": noisy["samples"].repeat(2, 1, 1, 1)}
+    both = sample_advanced(patched, positive, negative, batch, 1.0)
+    with torch.inference_mode():
+        z_t = model.model.process_latent_in(noisy["samples"])
+        from_z_t = comfy.sample.sample(model, z_t, STEPS, 1.0, "euler", "simple", positive, negative,
+                                       torch.zeros_like(z_t), disable_pbar=True, seed=0)
+    assert rel_err(both[0], latent[0]) < 1e-6
+    assert rel_err(both[1], from_z_t[0]) < 1e-5
+
+
+def test_direct_inversion_reconstructs_through_sampler_custom_advanced(family):
+    _, model = family
+    m = comfyui.ensure_comfyui().NODE_CLASS_MAPPINGS
+    latent = photo_latent()
+    positive, negative, noisy, inversion = invert(model, latent, cfg=2.0)
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    with torch.inference_mode():
+        guider = comfyui.run_node(m["CFGGuider"], patched, positive, negative, 2.0)
+        noise = comfyui.run_node(m["DisableNoise"])
+        sampler = comfyui.run_node(m["KSamplerSelect"], "euler")
+        sigmas = comfyui.run_node(m["BasicScheduler"], patched, "simple", STEPS, 1.0)
+        out = comfyui.run_node(m["SamplerCustomAdvanced"], noise, guider, sampler, sigmas, noisy)
+    assert rel_err(out["samples"], latent) < 1e-6
+
+
+def test_ddim_inversion_samples_from_the_inverted_latent(family):
+    """Plain DDIM inversion needs no patch on an MMDiT: Apply Inversion only checks the sampler and
+    starts it from z_T, so it equals plain sampling from z_T."""
+    import comfy.sample
+
+    _, model = family
+    positive, negative, noisy, inversion = invert(model, photo_latent(), method="ddim")
+    out = sample_advanced(node("PromptEditApplyInversion").apply(model, inversion)[0], positive, negative, noisy, 1.0)
+    with torch.inference_mode():
+        z_t = model.model.process_latent_in(noisy["samples"])
+        from_z_t = comfy.sample.sample(model, z_t, STEPS, 1.0, "euler", "simple", positive, negative,
+                                       torch.zeros_like(z_t), disable_pbar=True, seed=0)
+    assert rel_err(out, from_z_t) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["null-text", "null-text fast", "negative-prompt"])
+def test_methods_that_need_a_unet_cross_attention_are_refused_naming_the_method(family, method):
+    name, model = family
+    with pytest.raises(ValueError, match=rf"method: '{method}' swaps the unconditional context .* use 'direct'"):
+        invert(model, photo_latent(), method=method, cfg=3.0)
+
+
+def test_the_sampler_must_not_add_noise_on_a_flow_model(family):
+    _, model = family
+    positive, negative, noisy, inversion = invert(model, photo_latent())
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    with pytest.raises(ValueError, match="add_noise 'disable'"), torch.inference_mode():
+        node("KSamplerAdvanced").sample(patched, "enable", 0, STEPS, 1.0, "euler", "simple", positive, negative,
+                                        noisy, 0, 10000, "disable")
