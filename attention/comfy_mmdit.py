@@ -1,0 +1,82 @@
+"""Where the MMDiT edit (:mod:`.mmdit_edit`) meets ComfyUI's Flux and SD3 models.
+
+Both hosts (0.3.64 … 0.33.0) call a ``patches_replace["dit"]`` patch around every Flux double and
+single block (``("double_block", i)``, ``("single_block", i)``) and every SD3 joint block
+(``("double_block", i)``), and hand each attention call's ``transformer_options`` to an
+``optimized_attention_override``. The pack puts a :class:`~..patching.compose.ComposedBlock` on
+every block, which runs the block (or the patch that was on it) with a copy of the options that
+carries the qk override where the step is in the window; an override already on the model (another
+node's, e.g. a different attention kernel) is called by it. Nothing of the blocks' code is copied.
+"""
+
+from __future__ import annotations
+
+import comfy.model_base
+
+from ..patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample
+from .comfy_patch import UnsupportedModelError
+from .edit_spec import P2PEdit
+from .mmdit_edit import QKEdit, QKSettings
+from .sampled_batch import check_sampled_batch
+
+WRAPPER_KEY = "prompt_edit_p2p_mmdit"
+FAMILY = "P2P Attention Control"
+
+# Exactly these classes: subclasses (Chroma, Flux2, LongCat-Image, …) change the blocks or the
+# conditioning, and are refused with the other transformers until they are tested.
+_BLOCKS = {"Flux": (("double_blocks", "double_block"), ("single_blocks", "single_block")),
+           "SD3": (("joint_blocks", "double_block"),)}
+
+
+def mmdit_family(model) -> str | None:
+    """``"Flux"`` (dev, schnell, Kontext …) or ``"SD3"`` (SD3, SD3.5) for a model the MMDiT edit
+    supports, else None (a UNet, or another transformer)."""
+    name = type(model.model).__name__
+    if name in _BLOCKS and type(model.model) is getattr(comfy.model_base, name, None):
+        return name
+    return None
+
+
+def mmdit_blocks(model) -> list[tuple[str, int]]:
+    """Every transformer block of the model as its ``dit`` patch key, double blocks first."""
+    family = mmdit_family(model)
+    if family is None:
+        raise UnsupportedModelError(f"{type(model.model).__name__} is not a Flux or SD3 model")
+    diffusion_model = model.model.diffusion_model
+    return [(kind, i) for attribute, kind in _BLOCKS[family]
+            for i in range(len(getattr(diffusion_model, attribute, ())))]
+
+
+def _block_arguments(edit: QKEdit):
+    def arguments(kind: str, index: int, args: dict) -> dict | None:
+        opts = args.get("transformer_options") or {}
+        if kind == "double_block":  # [B, T, D] text and [B, N, D] image streams
+            text_length = args["txt"].shape[1]
+            joint_length = text_length + args["img"].shape[1]
+        else:  # Flux single block: one [B, T + N, D] stream; 0.33.0 also says where the image starts
+            img_slice = opts.get("img_slice")
+            text_length = int(img_slice[0]) if img_slice else None
+            joint_length = args["img"].shape[1]
+        edited = edit.block_options(opts, text_length, joint_length)
+        return None if edited is None else {**args, "transformer_options": edited}
+
+    return arguments
+
+
+def install_qk(model, p2p_edit: P2PEdit, settings: QKSettings):
+    """Return ``(patched clone, QKEdit)`` for a Flux / SD3 model; the input model is never modified.
+    The ``dit`` patches and the attention override other nodes put on the model are kept and run."""
+    blocks = mmdit_blocks(model)
+    edit = QKEdit(p2p_edit, settings)
+    patched = model.clone()
+    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit))
+
+    def outer_sample(executor, noise, latent_image, *args, **kwargs):
+        guider = executor.class_obj
+        check_sampled_batch(p2p_edit, guider, latent_image)
+        check_blocks_intact(guider.model_options, blocks, FAMILY, edit)
+        edit.reset()
+        return executor(noise, latent_image, *args, **kwargs)
+
+    set_outer_sample(patched, WRAPPER_KEY, outer_sample)
+    return patched, edit

@@ -1,0 +1,176 @@
+"""Prompt-to-Prompt on MMDiT models (Flux, SD3): the qk edit of Shin et al. (ICCV 2025), plain torch.
+
+Flux and SD3 run one joint attention over ``[text (T), image (N)]`` tokens in every block. The qk
+edit gives each edited item, for the first steps, the source item's (item 0's) image-token queries
+and keys: the image→image block of the joint attention (the MMDiT's self-attention) becomes the
+source's, so the layout is kept, while each edit keeps its own text tokens and values, so its prompt
+still says what is drawn. It is the official code's ``qiki`` method (``exploring-mmdit``,
+``utils/dit_utils.py``) with its defaults: the first 20 % of the steps (``DEFAULT_REPLACE_STEPS``),
+every joint-attention block (``replace_blocks=None``), SD3.5's image-only second attention left as
+it is, and only the conditional chunks edited (as Prompt-to-Prompt and the pack's UNet edit do).
+
+The host hands :class:`QKEdit` each block call's facts (``transformer_options``, the text length and
+the joint-attention length) and gets back the options the block must run with: a copy that carries
+an attention override (:class:`QKOverride`) where this call edits. The override protocol is the
+host's ``optimized_attention_override(func, *args, **kwargs)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..patching.sampling_call import COND, chunk_rows, sampling_step
+from .edit_spec import EDIT_KINDS, P2PEdit
+from .errors import P2PInputError
+from .step_window import Window
+
+QK_END_DEFAULT = 0.2
+"""Fraction of steps with the qk edit: τ of Shin et al.'s Algorithm 1 (the official code's default)."""
+
+MMDIT_EDIT_KIND = "replace"
+"""The one ``edit`` value of P2P Attention Control that the qk edit honours: it needs no word alignment."""
+
+
+@dataclass(frozen=True)
+class QKSettings:
+    """Which steps the qk edit runs on (every joint-attention block, as the paper does)."""
+
+    window: Window = Window(0.0, QK_END_DEFAULT)
+
+
+def check_qk_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str) -> None:
+    """Refuse what P2P Attention Control offers on UNet models but the qk edit cannot do on Flux /
+    SD3: every edit that works on the per-token attention probabilities of the text."""
+    if kind not in EDIT_KINDS:
+        raise P2PInputError(f"edit: {kind!r} is not one of {EDIT_KINDS}")
+    if not edit.is_t5:
+        raise P2PInputError(
+            "p2p_edit: its prompts were encoded by a CLIP without T5 (SD1.x, SD2.x or SDXL), but this model "
+            "is an MMDiT (Flux or SD3); connect the model's own text encoder to 'P2P Prompts'")
+    if kind != MMDIT_EDIT_KIND:
+        why = ("reweighting scales the attention of single words"
+               if kind == "reweight" else "refine aligns the attention of the prompts' words")
+        raise P2PInputError(
+            f"edit: {kind!r} is not available on Flux / SD3 yet ({why}; the MMDiT edit replaces each edited "
+            f"prompt's image queries and keys by the source's, whatever the words). Choose '{MMDIT_EDIT_KIND}': "
+            "it covers swapped and added words alike")
+    if edit.reweights:
+        raise P2PInputError(
+            "p2p_edit: it carries a P2P Reweight, which is not available on Flux / SD3 yet; remove the "
+            "P2P Reweight node (the MMDiT edit does not weight single words)")
+    if edit.local_blend is not None:
+        raise P2PInputError(
+            "p2p_edit: it carries a P2P Local Blend, which is not available on Flux / SD3 yet (it needs "
+            "per-word attention maps); remove the P2P Local Blend node")
+    if word_windows.strip():
+        raise P2PInputError(
+            "word_windows: per-word windows are not available on Flux / SD3 yet; clear it and set the "
+            "steps of the edit with qk_end")
+    if attention_path != "fast":
+        raise P2PInputError(
+            f"attention_path: {attention_path!r} exists for SD1.x, SD2.x and SDXL only (it materialises the "
+            "UNet's attention maps); on Flux / SD3 leave it at 'fast'")
+
+
+def with_source_image_tokens(x: torch.Tensor, token_axis: int, text_length: int,
+                             chunks: list[tuple[slice, bool]]) -> torch.Tensor:
+    """``x`` (q or k of a joint attention, batch first) where, in every conditional chunk, the edit
+    rows' image tokens (``text_length:`` along ``token_axis``) are the chunk's first row's; the
+    text tokens and the unconditional chunks are kept. ``x`` itself is not modified."""
+    edited = [rows for rows, cond in chunks if cond and rows.stop - rows.start > 1]
+    if not edited:
+        return x
+    out = x.clone()
+    within = (slice(None),) * (token_axis - 1) + (slice(text_length, None),)
+    for rows in edited:
+        out[(slice(rows.start + 1, rows.stop),) + within] = x[(slice(rows.start, rows.start + 1),) + within]
+    return out
+
+
+class QKOverride:
+    """The attention override of one block call: the joint attention (``joint_length`` tokens, text
+    first) with the source's image queries and keys on the edit rows; any other attention the block
+    runs (SD3.5's image-only attn2, N tokens) unchanged. Calls the override it was layered on, or
+    the host's attention function."""
+
+    def __init__(self, edit: "QKEdit", text_length: int, joint_length: int, previous: Callable | None):
+        self.edit, self.text_length, self.joint_length, self.previous = edit, text_length, joint_length, previous
+
+    def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
+        if len(args) >= 2 and isinstance(args[0], torch.Tensor):
+            q, k = args[0], args[1]
+            token_axis = 2 if kwargs.get("skip_reshape", False) else 1  # Flux: [B, H, L, D]; SD3: [B, L, H·D]
+            if q.ndim > token_axis and q.shape[token_axis] == self.joint_length:
+                chunks = self.edit.chunks(kwargs.get("transformer_options") or {}, q.shape[0])
+                if chunks:
+                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks)
+                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks)
+                    args = (q, k) + args[2:]
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+
+class QKEdit:
+    """The qk edit of one P2P batch (item 0 = source), applied step by step to one sampling run at a time."""
+
+    def __init__(self, edit: P2PEdit, settings: QKSettings):
+        self.edit = edit
+        self.settings = settings
+        self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
+        self._text_length: int | None = None
+
+    def __deepcopy__(self, memo: dict) -> "QKEdit":
+        return self  # older hosts' clone() deep-copies model_options; the patches must keep this state
+
+    def reset(self) -> None:
+        """Forget everything about the previous sampling run."""
+        self._sigma_cache = None
+        self._text_length = None
+
+    def _step(self, opts: dict) -> tuple[int, int] | None:
+        sigmas, schedule = opts.get("sigmas"), opts.get("sample_sigmas")
+        if sigmas is None or schedule is None or len(schedule) < 2:
+            return None  # a direct model call (e.g. an inversion), not a sampling step
+        cached = self._sigma_cache
+        if cached is not None and cached[0] is sigmas and cached[1] is schedule:
+            return cached[2]
+        position = (sampling_step(float(sigmas.reshape(-1)[0]), schedule), len(schedule) - 1)
+        self._sigma_cache = (sigmas, schedule, position)
+        return position
+
+    def chunks(self, opts: dict, rows: int) -> list[tuple[slice, bool]] | None:
+        """``(rows, conditional?)`` of each chunk of this call, or None outside sampling."""
+        chunks = chunk_rows(opts, rows)
+        if chunks is None:
+            return None
+        size = chunks[0][0].stop
+        if size != self.edit.batch_size:
+            raise P2PInputError(
+                f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
+                f"hold {self.edit.batch_size} (1 source + {len(self.edit.targets)} edits); "
+                "feed the LATENT output of 'P2P Prompts' to the sampler")
+        return [(r, chunk == COND) for r, chunk in chunks]
+
+    def block_options(self, opts: dict, text_length: int | None, joint_length: int) -> dict | None:
+        """The ``transformer_options`` one block call must run with where it edits (a copy of
+        ``opts`` with a :class:`QKOverride` layered on the override already there), or None where
+        it does not. ``text_length`` is None in Flux's single blocks, whose input no longer tells
+        text from image tokens: the last double block's text length is used (the host runs every
+        double block before the single ones)."""
+        if text_length is None:
+            text_length = self._text_length
+        else:
+            self._text_length = text_length
+        if text_length is None or joint_length <= text_length:
+            return None
+        position = self._step(opts)
+        if position is None or not self.settings.window.active(*position):
+            return None
+        edited = dict(opts)  # a copy: the host shares one dict across blocks
+        edited["optimized_attention_override"] = QKOverride(
+            self, text_length, joint_length, opts.get("optimized_attention_override"))
+        return edited
