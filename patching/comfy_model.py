@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import comfy.patcher_extension
 
 from ..base.errors import PromptEditError
-from .compose import ComposedAttention, EditedAttention, PlainAttention, describe_patch
+from .compose import BlockArguments, ComposedAttention, ComposedBlock, EditedAttention, PlainAttention, describe_patch
 
 LayerKey = tuple[str, int, int]
 
@@ -70,6 +70,36 @@ def check_attention_intact(model_options: dict, kind: str, keys: Iterable[LayerK
                 f"{family}: a node applied after it replaced the {kind} attention of layer {key} with "
                 f"{describe_patch(patch)}, which drops the edit there. Apply that node before {family} "
                 "(between the checkpoint and it), so that the edit can wrap it")
+
+
+def install_blocks(patched, blocks: Iterable[tuple[str, int]], family: str, owner: object,
+                   arguments: BlockArguments) -> None:
+    """Install a :class:`ComposedBlock` on every transformer block ``(kind, index)`` of ``patched``
+    (a clone of a Flux / SD3 model), wrapping the ``dit`` patch each block had. Refuses a second
+    patch of the same ``family`` on the same blocks."""
+    blocks = list(blocks)
+    patches = replace_patches(patched.model_options, "dit")
+    for key in blocks:
+        existing = patches.get(key)
+        if isinstance(existing, ComposedBlock) and existing.family == family:
+            raise PatchConflictError(
+                f"this MODEL already went through {family}; apply it once, to the model that comes before "
+                f"the first {family} node (each edit needs its own {family} on the unedited model)")
+    for kind, index in blocks:
+        patched.set_model_patch_replace(ComposedBlock(family, owner, kind, index, arguments, patches.get((kind, index))),
+                                        "dit", kind, index)
+
+
+def check_blocks_intact(model_options: dict, blocks: Iterable[tuple[str, int]], family: str, owner: object) -> None:
+    """Before sampling: refuse when a node applied after the pack replaced one of its block patches."""
+    patches = replace_patches(model_options, "dit")
+    for key in blocks:
+        patch = patches.get(key)
+        if not (isinstance(patch, ComposedBlock) and patch.owner is owner):
+            raise PatchConflictError(
+                f"{family}: a node applied after it replaced the transformer block {key} with "
+                f"{describe_patch(patch)}, which drops the edit there. Apply that node before {family} "
+                "(between the model loader and it), so that the edit can wrap it")
 
 
 def set_outer_sample(patched, key: str, wrapper: Callable) -> None:

@@ -49,8 +49,35 @@ def describe_patch(function: object) -> str:
     """A readable name for another node's patch: its module's last part and qualified name say
     which node made it (e.g. ``nodes_sag.SelfAttentionGuidance.execute.attn_and_record``; hosts
     load some node modules by file path, so the module may be a path)."""
-    if isinstance(function, ComposedAttention):
+    if isinstance(function, (ComposedAttention, ComposedBlock)):
         return function.family
     target = function if hasattr(function, "__qualname__") else type(function)
     module = str(getattr(target, "__module__", "?")).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[-1]
     return f"{module}.{target.__qualname__}".replace(".<locals>", "")
+
+
+BlockPatch = Callable[[dict, dict], dict]
+BlockArguments = Callable[[str, int, dict], Optional[dict]]
+
+
+class ComposedBlock:
+    """``patches_replace["dit"]`` patch of one transformer block (Flux, SD3): ``arguments(kind,
+    index, args)`` gives the block's arguments for this call (None = as they are), with which the
+    patch that was on the block runs (``previous``), or the block itself. The pack changes only what
+    the block is called with, so the earlier patch keeps doing whatever it did around the block."""
+
+    def __init__(self, family: str, owner: object, kind: str, index: int, arguments: BlockArguments,
+                 previous: BlockPatch | None = None):
+        self.family, self.owner = family, owner
+        self.kind, self.index, self.arguments, self.previous = kind, index, arguments, previous
+
+    def __deepcopy__(self, memo: dict) -> "ComposedBlock":
+        return self  # as ComposedAttention: clone() of older hosts must keep the owner shared
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        changed = self.arguments(self.kind, self.index, args)
+        if changed is not None:
+            args = changed
+        if self.previous is not None:
+            return self.previous(args, extra)
+        return extra["original_block"](args)
