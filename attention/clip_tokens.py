@@ -1,8 +1,10 @@
 """Tokenise and encode Prompt-to-Prompt prompts with the user's own CLIP (duck-typed host object).
 
 All prompts of one P2P batch are tokenised by the CLIP's own tokenizer (weight syntax,
-embeddings and chunking behave exactly as in CLIPTextEncode), padded with empty 77-token chunks
-to one width, and encoded as one CONDITIONING batch (item 0 = source).
+embeddings and chunking behave exactly as in CLIPTextEncode), brought to one length, and encoded
+as one CONDITIONING batch (item 0 = source): CLIP encoders (77-token chunks) get empty chunks, an
+unchunked encoder (T5 on Flux and SD3) gets pad tokens, as its own ``min_length`` padding does,
+so every prompt's context has the same number of tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from .edit_spec import CLIP_ENCODER, T5_ENCODER
 from .errors import P2PInputError
 from .tokens import PromptTokens, prompt_tokens_from_chunks
 
@@ -24,9 +27,14 @@ def layout_key(tokens: dict) -> str:
         if key in tokens:
             return key
     raise P2PInputError(
-        f"this CLIP's tokenizer produces {sorted(tokens)} tokens; Prompt-to-Prompt supports the CLIP "
-        "text encoders of SD1.x, SD2.x and SDXL"
+        f"this CLIP's tokenizer produces {sorted(tokens)} tokens; Prompt-to-Prompt supports the text "
+        "encoders of SD1.x, SD2.x, SDXL, Flux and SD3"
     )
+
+
+def prompt_encoder(tokens: dict) -> str:
+    """T5_ENCODER when the CLIP has a T5 (Flux, SD3), else CLIP_ENCODER (`tokens` = clip.tokenize(…))."""
+    return T5_ENCODER if "t5xxl" in tokens else CLIP_ENCODER
 
 
 def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
@@ -47,14 +55,39 @@ def clip_words(clip, text: str) -> tuple[str, ...]:
     return tuple(w.text for w in prompt_tokens(clip, text, tokens).words)
 
 
-def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens]]:
-    """CONDITIONING with one batch item per prompt, and each prompt's :class:`PromptTokens`."""
+def _sub_tokenizer(clip, key: str):
+    """The tokenizer of one encoder of ``clip`` (``clip_l`` for key ``l``, ``t5xxl`` for ``t5xxl``)."""
+    return getattr(clip.tokenizer, f"clip_{key}", None) or getattr(clip.tokenizer, key, None)
+
+
+def _pad_to_one_length(clip, tokenized: list[dict], empty: dict) -> None:
+    """Bring every prompt's tokens of each encoder to one shape, in place: as many chunks (empty
+    ones added), then within each chunk as many tokens (the encoder's pad token added; CLIP chunks
+    are 77 already, an unchunked T5 list is as long as its prompt, at least its min_length)."""
+    for key in tokenized[0]:
+        width = max(len(t[key]) for t in tokenized)
+        for t in tokenized:
+            t[key].extend(list(empty[key][0]) for _ in range(width - len(t[key])))
+        for c in range(width):
+            length = max(len(t[key][c]) for t in tokenized)
+            short = [t[key][c] for t in tokenized if len(t[key][c]) < length]
+            if not short:
+                continue
+            pad = getattr(_sub_tokenizer(clip, key), "pad_token", None)
+            if pad is None:
+                raise P2PInputError(
+                    f"the prompts give this CLIP's {key!r} encoder different lengths and it has no pad token "
+                    "to even them out; make the prompts about as long")
+            for chunk in short:
+                entry = (pad, 1.0) + (0,) * (len(chunk[0]) - 2)  # (token, weight[, word id]) like the chunk's own
+                chunk.extend([entry] * (length - len(chunk)))
+
+
+def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens], str]:
+    """CONDITIONING with one batch item per prompt, each prompt's :class:`PromptTokens` (text only
+    for a T5 encoder, whose context the pack does not map to words) and the encoder kind."""
     tokenized = [clip.tokenize(p) for p in prompts]
-    empty = clip.tokenize("")
-    width = max(len(t[layout_key(t)]) for t in tokenized)
-    for t in tokenized:
-        for key, chunks in t.items():
-            chunks.extend(empty[key][0] for _ in range(width - len(chunks)))
+    _pad_to_one_length(clip, tokenized, clip.tokenize(""))
     encoded = [clip.encode_from_tokens(t, return_pooled=True, return_dict=True) for t in tokenized]
     cond = torch.cat([e["cond"] for e in encoded])
     extras = {}
@@ -65,4 +98,9 @@ def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptToken
             extras[key] = torch.cat([e[key] for e in encoded])
         else:
             extras[key] = value
-    return [[cond, extras]], [prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]
+    encoder = prompt_encoder(tokenized[0])
+    if encoder == T5_ENCODER:
+        tokens = [PromptTokens.text_only(p) for p in prompts]
+    else:
+        tokens = [prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]
+    return [[cond, extras]], tokens, encoder

@@ -16,6 +16,7 @@ from ..patching.comfy_model import check_attention_intact, install_attention, se
 from .controller import LayerKey, LayerLayout, P2PController
 from .edit_plan import EditPlan
 from .errors import P2PInputError
+from .sampled_batch import check_sampled_batch
 
 WRAPPER_KEY = "prompt_edit_p2p"
 FAMILY = "P2P Attention Control"
@@ -35,8 +36,8 @@ def unet_layer_layout(model) -> LayerLayout:
     name = type(model.model).__name__
     if not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
         raise UnsupportedModelError(
-            f"Prompt-to-Prompt needs a UNet model with cross-attention (SD1.x, SD2.x, SDXL); "
-            f"this model is {name}, which has none. Load an SD1.x, SD2.x or SDXL checkpoint."
+            f"P2P Attention Control edits SD1.x, SD2.x and SDXL (UNet) and Flux and SD3 / SD3.5 (MMDiT) models; "
+            f"this model is {name}, which is neither. Load one of those checkpoints."
         )
     levels: dict[LayerKey, int] = {}
 
@@ -70,18 +71,7 @@ def host_attention(q, k, v, heads: int, opts: dict):
 
 def _check_batch(controller: P2PController, guider, latent_image) -> None:
     edit = controller.plan.edit
-    if latent_image.shape[0] != edit.batch_size:
-        raise P2PInputError(
-            f"the sampler's latent has {latent_image.shape[0]} item(s) but the P2P prompts make a batch "
-            f"of {edit.batch_size} (1 source + {len(edit.targets)} edits); connect the LATENT output of "
-            "'P2P Prompts' to the sampler"
-        )
-    positives = [c for c in guider.conds.get("positive", []) if "cross_attn" in c]
-    if not any(c["cross_attn"].shape[0] == edit.batch_size for c in positives):
-        raise P2PInputError(
-            f"no positive CONDITIONING holds the {edit.batch_size} P2P prompts; connect the "
-            "CONDITIONING output of 'P2P Prompts' to the sampler's positive input"
-        )
+    positives = check_sampled_batch(edit, guider, latent_image)
     for c in positives:
         width = c["cross_attn"].shape[1]
         if c["cross_attn"].shape[0] == edit.batch_size and width % edit.num_columns:

@@ -56,6 +56,10 @@ class EditPlan:
 
 def build_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
     """Align every edited prompt with the source and lay out the per-column tensors."""
+    if edit.is_t5:
+        raise P2PInputError(
+            "p2p_edit: its prompts were encoded by a text encoder with T5 (a Flux or SD3 CLIP), but this model "
+            "is a UNet (SD1.x, SD2.x or SDXL); connect the checkpoint's own CLIP to 'P2P Prompts'")
     n = edit.num_columns
     mappers, alphas, weights, windows = [], [], [], []
     for i, target in enumerate(edit.targets, 1):

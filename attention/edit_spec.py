@@ -13,6 +13,10 @@ from .tokens import PromptTokens
 
 EDIT_KINDS = ("replace", "refine", "reweight")
 SELF_ATTENTION_LAYERS = ("coarse", "all")
+CLIP_ENCODER, T5_ENCODER = "clip", "t5"
+"""How the prompts were encoded: by CLIP alone (SD1.x, SD2.x, SDXL: the conditioning's columns are
+the prompts' CLIP tokens, which the word edits locate), or with a T5 (Flux: T5; SD3: CLIP-L‖G then
+T5), whose context the pack does not map to words: such an edit has no word columns."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,18 @@ class P2PEdit:
     targets: tuple[PromptTokens, ...]
     reweights: tuple[Reweight, ...] = ()
     local_blend: LocalBlend | None = None
+    encoder: str = CLIP_ENCODER
+
+    @property
+    def is_t5(self) -> bool:
+        """Encoded with a T5 (Flux, SD3): the prompts have no word columns."""
+        return self.encoder == T5_ENCODER
+
+    def _require_word_columns(self, node: str) -> None:
+        if self.is_t5:
+            raise P2PInputError(
+                f"{node}: these prompts were encoded for Flux / SD3 (a text encoder with T5), where "
+                f"{node} is not available yet; remove it (P2P Attention Control edits Flux / SD3 without it)")
 
     @property
     def batch_size(self) -> int:
@@ -47,6 +63,7 @@ class P2PEdit:
         return self.source.num_columns
 
     def with_reweight(self, reweight: Reweight) -> "P2PEdit":
+        self._require_word_columns("P2P Reweight")
         if not any(t.find(reweight.words) for t in self.targets):
             raise P2PInputError(
                 f"reweight word {' '.join(reweight.words)!r} is not in any edited prompt "
@@ -55,6 +72,7 @@ class P2PEdit:
         return replace(self, reweights=self.reweights + (reweight,))
 
     def with_local_blend(self, blend: LocalBlend) -> "P2PEdit":
+        self._require_word_columns("P2P Local Blend")
         for words in blend.source_words:
             if not self.source.find(words):
                 raise P2PInputError(

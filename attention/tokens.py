@@ -41,7 +41,13 @@ class PromptTokens:
 
     @property
     def num_chunks(self) -> int:
-        return self.num_columns // self.chunk_length
+        return self.num_columns // self.chunk_length if self.chunk_length else 0
+
+    @classmethod
+    def text_only(cls, text: str) -> "PromptTokens":
+        """A prompt whose tokens are not laid out as conditioning columns (a T5 context): its text,
+        no columns, no words."""
+        return cls(text, (), (), 0)
 
     def is_special(self, column: int) -> bool:
         return self.token_strings[column] in SPECIAL_STRINGS
