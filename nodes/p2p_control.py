@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ..attention.clip_tokens import clip_words
-from ..attention.comfy_patch import install
+from ..attention.comfy_mmdit import install_qk, mmdit_family
+from ..attention.comfy_patch import install, unet_layer_layout
 from ..attention.controller import PATHS
 from ..attention.edit_plan import build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
+from ..attention.mmdit_edit import QK_END_DEFAULT, QKSettings, check_qk_request
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
@@ -30,7 +32,10 @@ class P2PAttentionControl:
         "Returns a patched copy of the MODEL that injects the source prompt's attention into the "
         "edited prompts while a stock KSampler / KSamplerAdvanced / SamplerCustomAdvanced samples the "
         "'P2P Prompts' batch. With a deterministic sampler (euler, ddim) this is Prompt-to-Prompt's "
-        "algorithm, apart from the few deliberate differences the pack's README lists."
+        "algorithm, apart from the few deliberate differences the pack's README lists. On Flux and "
+        "SD3 / SD3.5 the edit gives the edited prompts the source's image queries and keys for the "
+        "first qk_end of the steps (Shin et al., ICCV 2025); the cross- and self-attention inputs "
+        "are for SD1.x, SD2.x and SDXL."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "apply"
@@ -45,24 +50,26 @@ class P2PAttentionControl:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x or SDXL model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x, SDXL, Flux (dev, schnell) or SD3 / SD3.5 model."}),
                 "p2p_edit": (P2P_EDIT, {
                     "tooltip": "From 'P2P Prompts', optionally through Reweight / Local Blend."}),
                 "edit": (list(EDIT_KINDS), {
                     "default": "replace",
                     "tooltip": "replace: swap words (spans may differ in length); refine: add words "
-                               "(aligned by global alignment); reweight: same prompt, only reweighting."}),
+                               "(aligned by global alignment); reweight: same prompt, only reweighting. "
+                               "Flux / SD3: replace (any prompt change)."}),
                 "cross_attention_start": _fraction(
-                    0.0, "Fraction of steps where cross-attention injection starts."),
+                    0.0, "SD1.x, SD2.x, SDXL: fraction of steps where cross-attention injection starts."),
                 "cross_attention_end": _fraction(
-                    0.8, "Fraction of steps where cross-attention injection ends (higher keeps more of "
-                         "the source's layout)."),
+                    0.8, "SD1.x, SD2.x, SDXL: fraction of steps where cross-attention injection ends "
+                         "(higher keeps more of the source's layout)."),
                 "self_attention_end": _fraction(
-                    0.4, "Fraction of steps with self-attention injection (0 = none, 1 = all steps)."),
+                    0.4, "SD1.x, SD2.x, SDXL: fraction of steps with self-attention injection (0 = none, "
+                         "1 = all steps)."),
                 "self_attention_layers": (list(SELF_ATTENTION_LAYERS), {
                     "default": "coarse",
-                    "tooltip": "coarse: only the low-resolution layers, as Prompt-to-Prompt does; all: "
-                               "every self-attention layer."}),
+                    "tooltip": "SD1.x, SD2.x, SDXL: coarse: only the low-resolution layers, as "
+                               "Prompt-to-Prompt does; all: every self-attention layer."}),
             },
             "optional": {
                 "word_windows": ("STRING", {
@@ -73,13 +80,23 @@ class P2PAttentionControl:
                 "attention_path": (list(PATHS), {
                     "default": "fast",
                     "tooltip": "fast: edits on the values through the fused attention kernel; reference: "
-                               "materialises attention maps as the paper does (slow, for checking)."}),
+                               "materialises attention maps as the paper does (slow, for checking; "
+                               "SD1.x, SD2.x, SDXL only)."}),
+                "qk_end": _fraction(
+                    QK_END_DEFAULT, "Flux / SD3: fraction of steps in which every edited prompt's image "
+                                    "queries and keys are the source's, in every block (Shin et al. use "
+                                    "0.2; higher keeps more of the source's layout, 0 = no edit). "
+                                    "SD1.x, SD2.x, SDXL ignore it."),
             },
         }
 
     def apply(self, model, p2p_edit, edit: str, cross_attention_start: float, cross_attention_end: float,
               self_attention_end: float, self_attention_layers: str, word_windows: str = "", clip=None,
-              attention_path: str = "fast"):
+              attention_path: str = "fast", qk_end: float = QK_END_DEFAULT):
+        if mmdit_family(model) is not None:
+            check_qk_request(p2p_edit, edit, word_windows, attention_path)
+            return install_qk(model, p2p_edit, QKSettings(_window("qk_end", 0.0, qk_end)))
+        unet_layer_layout(model)  # another transformer is refused as such, before its prompts are checked
         windows = ()
         if word_windows.strip():
             if clip is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..attention.errors import P2PInputError
 from ..attention.map_store import PLACES
+from ..attention.mmdit_edit import QKEdit
 from ..attention.tokens import END, START
 from ..attention.visualize import label_grid, token_tiles
 from .common import CATEGORY_P2P, P2P_ATTENTION
@@ -56,6 +57,11 @@ class P2PAttentionMaps:
 
     def render(self, attention, samples, item: int, layers: str, step_start: float, step_end: float,
                include_special: bool, tile_size: int, tiles_per_row: int, images=None):
+        if isinstance(attention, QKEdit):
+            raise P2PInputError(
+                "attention: it comes from a Flux / SD3 model, where P2P Attention Control edits image "
+                "queries and keys and records no word attention maps (not available on MMDiT yet); "
+                "maps are drawn for SD1.x, SD2.x and SDXL")
         edit = attention.plan.edit
         if item >= edit.batch_size:
             raise P2PInputError(f"item: {item} is past the batch of {edit.batch_size} prompts (0 = source)")

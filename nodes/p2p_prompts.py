@@ -29,7 +29,7 @@ class P2PPrompts:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "The text encoder of the checkpoint (SD1.x, SD2.x or SDXL)."}),
+                "clip": ("CLIP", {"tooltip": "The text encoder of the checkpoint (SD1.x, SD2.x, SDXL, Flux or SD3)."}),
                 "latent": ("LATENT", {"tooltip": "Initial latent with one item (e.g. Empty Latent Image, "
                                                  "batch 1), or a latent from an inversion."}),
                 "source": ("STRING", {
@@ -49,7 +49,7 @@ class P2PPrompts:
             raise P2PInputError("edits: write at least one edited prompt (one per line)")
         if clip is None:
             raise P2PInputError("clip: the checkpoint has no text encoder; load one with a CLIP loader")
-        conditioning, tokens = encode_prompts(clip, [source.strip()] + targets)
-        edit = P2PEdit(tokens[0], tuple(tokens[1:]))
+        conditioning, tokens, encoder = encode_prompts(clip, [source.strip()] + targets)
+        edit = P2PEdit(tokens[0], tuple(tokens[1:]), encoder=encoder)
         return conditioning, repeat_latent(latent, edit.batch_size), edit
 

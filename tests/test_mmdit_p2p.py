@@ -1,0 +1,395 @@
+"""Prompt-to-Prompt on Flux and SD3 (the qk edit) through ComfyUI's stock sampling, with tiny
+random-weight models (tests/harness/mmdit_models.py)."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from harness import comfyui, mmdit_models, workflows
+
+pytestmark = pytest.mark.comfy
+
+STEPS, SEED = 10, 7
+LATENT = 16  # a 16×16 latent: 8×8 = 64 image tokens
+FAMILIES = ["flux-dev", "flux-schnell", "sd3", "sd3.5"]
+
+
+def model_of(family: str):
+    if family.startswith("flux"):
+        return mmdit_models.tiny_flux_model(schnell=family == "flux-schnell")
+    return mmdit_models.tiny_sd3_model(x_block_self_attn_layers=(0,) if family == "sd3.5" else ())
+
+
+def node(name: str):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[f"PromptEdit{name}"]()
+
+
+def t5_edit(targets: int = 1):
+    from comfyui_prompt_edit.attention.edit_spec import T5_ENCODER, P2PEdit
+    from comfyui_prompt_edit.attention.tokens import PromptTokens
+
+    return P2PEdit(PromptTokens.text_only("source"), tuple(PromptTokens.text_only(f"edit {i}") for i in range(targets)),
+                   encoder=T5_ENCODER)
+
+
+def batch_conditioning(rows: list[int], tokens: int = 8) -> list:
+    """A P2P-style positive: one random prompt per seed in ``rows`` (equal seeds = equal prompts)."""
+    parts = [mmdit_models.random_conditioning(tokens=tokens, seed=s)[0] for s in rows]
+    return [[torch.cat([p[0] for p in parts]), {"pooled_output": torch.cat([p[1]["pooled_output"] for p in parts])}]]
+
+
+def latent(batch: int) -> dict:
+    return {"samples": torch.zeros(batch, mmdit_models.MMDIT_LATENT_CHANNELS, LATENT, LATENT), "batch_index": [0] * batch}
+
+
+def sample(model, positive, latent_image, cfg=1.0, negative=None, steps=STEPS):
+    import comfy.sample
+
+    if negative is None:
+        negative = mmdit_models.random_conditioning(seed=99)
+    samples = latent_image["samples"]
+    noise = comfy.sample.prepare_noise(samples, SEED, latent_image.get("batch_index"))
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, samples,
+                                   seed=SEED, disable_pbar=True)
+
+
+def control(model, edit, qk_end=0.2, kind="replace", **kw):
+    return node("P2PAttentionControl").apply(model, edit, kind, 0.0, 0.8, 0.4, "coarse", qk_end=qk_end, **kw)
+
+
+def assert_same(actual, expected, tol=1e-6):
+    scale = expected.abs().max().clamp_min(1.0)
+    torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
+
+
+def set_override(model, override) -> None:
+    """Put an attention override ``override(func, *args, **kwargs)`` on the model as another node would."""
+    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
+
+
+class Capture:
+    """An attention override of another node: records each call's q, k (detached) and its step, then
+    runs the attention it was given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):
+        return self  # 0.3.64's ModelPatcher.clone() deep-copies model_options
+
+    def __call__(self, func, *args, **kwargs):
+        from comfyui_prompt_edit.patching.sampling_call import sampling_step
+
+        opts = kwargs.get("transformer_options") or {}
+        step = sampling_step(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
+        axis = 2 if kwargs.get("skip_reshape", False) else 1
+        self.calls.append((step, list(opts.get("cond_or_uncond", [])), axis, args[0].clone(), args[1].clone()))
+        return func(*args, **kwargs)
+
+
+# -- identity, windows, the source ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.5])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_equal_prompts_give_the_source_and_the_patched_source_is_plain_sampling(family, cfg):
+    model = model_of(family)
+    positive = batch_conditioning([1, 1, 1])
+    patched, _ = control(model, t5_edit(targets=2), qk_end=1.0)
+    edited = sample(patched, positive, latent(3), cfg)
+    assert_same(edited[1], edited[0])
+    assert_same(edited[2], edited[0])
+    plain = sample(model, batch_conditioning([1]), latent(1), cfg)
+    assert_same(edited[0], plain[0])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_empty_window_is_no_patch_and_the_edit_moves_only_the_edited_item(family):
+    model = model_of(family)
+    positive = batch_conditioning([1, 2])
+    plain = sample(model, positive, latent(2), cfg=2.0)
+    empty, _ = control(model, t5_edit(), qk_end=0.0)
+    assert torch.equal(sample(empty, positive, latent(2), cfg=2.0), plain)
+    edited = sample(control(model, t5_edit())[0], positive, latent(2), cfg=2.0)
+    assert torch.equal(edited[0], plain[0])
+    # random weights make the rows' image tokens alike, so the edit moves little; but any change at
+    # all is the edit's (an empty window is bit-exact), and the next test checks what it does
+    assert not torch.equal(edited[1], plain[1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inside_the_window_the_edit_has_the_source_image_queries_and_keys(family):
+    model = model_of(family).clone()
+    capture = Capture()
+    set_override(model, capture)  # applied before P2P: it must still run, on the edited q, k
+    positive, text = batch_conditioning([1, 2]), 8
+    sample(control(model, t5_edit(), qk_end=0.2)[0], positive, latent(2), cfg=1.0)
+    image_tokens = (LATENT // 2) ** 2
+    joint = [c for c in capture.calls if c[3].shape[c[2]] == text + image_tokens]
+    assert {c[0] for c in joint} == set(range(STEPS))  # every block of every step went through the override
+    blocks = len(joint) // STEPS
+    assert blocks == {"flux-dev": 3, "flux-schnell": 3}.get(family, 2)
+    for step, _, axis, q, k in joint:
+        for x in (q, k):
+            image = x.narrow(axis, text, image_tokens)
+            if step < 2:  # 0.2 of 10 steps
+                assert torch.equal(image[1], image[0])
+                assert not torch.equal(x.narrow(axis, 0, text)[1], x.narrow(axis, 0, text)[0])  # own text kept
+            elif step >= 3:
+                assert not torch.equal(image[1], image[0])
+
+
+@pytest.mark.parametrize("family", ["flux-dev", "sd3"])
+def test_with_cfg_only_the_conditional_chunk_is_edited_in_the_order_the_host_batches(family):
+    model = model_of(family).clone()
+    capture = Capture()
+    set_override(model, capture)
+    text, image_tokens = 8, (LATENT // 2) ** 2
+    sample(control(model, t5_edit(), qk_end=0.3)[0], batch_conditioning([1, 2]), latent(2), cfg=3.0)
+    orders = {tuple(c[1]) for c in capture.calls}
+    assert all(len(order) == 2 for order in orders)  # cond and uncond in one call
+    if family == "sd3":
+        assert orders == {(1, 0)}
+    checked = 0
+    for step, order, axis, q, _ in capture.calls:
+        if not 1 <= step < 3 or q.shape[axis] != text + image_tokens:
+            continue
+        for chunk, kind in enumerate(order):
+            image = q[2 * chunk:2 * chunk + 2].narrow(axis, text, image_tokens)
+            assert torch.equal(image[1], image[0]) == (kind == 0)
+            checked += 1
+    assert checked > 0
+
+
+def test_sd35_image_only_attention_is_left_alone():
+    model = model_of("sd3.5").clone()
+    capture = Capture()
+    set_override(model, capture)
+    text, image_tokens = 8, (LATENT // 2) ** 2
+    sample(control(model, t5_edit(), qk_end=0.5)[0], batch_conditioning([1, 2]), latent(2))
+    image_only = [c for c in capture.calls if c[3].shape[c[2]] == image_tokens]
+    joint = [c for c in capture.calls if c[3].shape[c[2]] == text + image_tokens]
+    assert {c[0] for c in image_only} == set(range(STEPS))  # block 0's attn2, every step
+    assert all(not torch.equal(q[1], q[0]) for step, _, _, q, _ in image_only if 1 <= step < 5)
+    assert all(torch.equal(q[1, text:], q[0, text:]) for step, _, _, q, _ in joint if step < 5)
+
+
+# -- composition -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["flux-dev", "sd3"])
+def test_a_dit_patch_already_on_the_model_keeps_running_inside_the_edit(family):
+    base = model_of(family)
+    seen = []
+
+    def damp(args, extra):  # another node's block patch: scales the block's image output
+        seen.append("optimized_attention_override" in args["transformer_options"])
+        out = extra["original_block"](args)
+        return {**out, "img": out["img"] * 0.9}
+
+    with_patch = base.clone()
+    with_patch.set_model_patch_replace(damp, "dit", "double_block", 0)
+    positive = batch_conditioning([1, 2])
+    reference = sample(with_patch, positive, latent(2))
+    seen.clear()
+    edited = sample(control(with_patch, t5_edit(), qk_end=0.2)[0], positive, latent(2))
+    assert len(seen) == STEPS and seen[:2] == [True, True] and not any(seen[2:])
+    assert torch.equal(edited[0], reference[0])  # the source: exactly the patched model's
+    assert not torch.equal(edited[1], reference[1])
+
+
+def test_an_attention_kernel_set_on_the_model_runs_the_edited_attention():
+    import comfy.model_patcher
+
+    if not hasattr(comfy.model_patcher.ModelPatcher, "set_model_optimized_attention"):
+        pytest.skip("this ComfyUI has no ModelPatcher.set_model_optimized_attention (0.3.64)")
+    from comfy.ldm.modules.attention import attention_pytorch
+
+    calls = []
+
+    def kernel(q, k, v, heads, **kwargs):  # another node's attention function (e.g. a faster kernel)
+        calls.append(q.shape)
+        return attention_pytorch(q, k, v, heads, **kwargs)
+
+    model = mmdit_models.tiny_flux_model()
+    with_kernel = model.clone()
+    with_kernel.set_model_optimized_attention(kernel)
+    positive = batch_conditioning([1, 1])
+    edited = sample(control(with_kernel, t5_edit(), qk_end=1.0)[0], positive, latent(2))
+    assert len(calls) == 3 * STEPS
+    assert_same(edited[1], edited[0])
+    assert_same(edited[0], sample(model, batch_conditioning([1]), latent(1))[0])
+
+
+def test_a_block_patch_applied_after_the_edit_or_a_second_edit_is_refused():
+    from comfyui_prompt_edit.patching.comfy_model import PatchConflictError
+
+    patched, _ = control(mmdit_models.tiny_flux_model(), t5_edit())
+    with pytest.raises(PatchConflictError, match="already went through P2P Attention Control"):
+        control(patched, t5_edit())
+    later = patched.clone()
+    later.set_model_patch_replace(lambda args, extra: extra["original_block"](args), "dit", "single_block", 1)
+    with pytest.raises(PatchConflictError, match=r"replaced the transformer block \('single_block', 1\)"):
+        sample(later, batch_conditioning([1, 2]), latent(2))
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+
+def test_what_mmdit_cannot_do_yet_is_refused_clearly(tiny_sd15):
+    from comfyui_prompt_edit.attention.errors import P2PInputError
+
+    model = mmdit_models.tiny_sd3_model()
+    with pytest.raises(P2PInputError, match="edit: 'reweight' is not available on Flux / SD3"):
+        control(model, t5_edit(), kind="reweight")
+    with pytest.raises(P2PInputError, match="word_windows"):
+        control(model, t5_edit(), word_windows="dog=0.5")
+    _, handle = control(model, t5_edit())
+    with pytest.raises(P2PInputError, match="attention: it comes from a Flux / SD3 model"):
+        node("P2PAttentionMaps").render(handle, latent(2), 0, "input+output", 0.0, 1.0, False, 64, 4)
+    with pytest.raises(P2PInputError, match="is a UNet"):
+        control(tiny_sd15, t5_edit())
+    with pytest.raises(P2PInputError, match="sampler's latent has 1 item"):
+        sample(control(model, t5_edit())[0], batch_conditioning([1, 2]), latent(1))
+
+
+def test_other_transformers_keep_a_clear_refusal():
+    import comfy.model_base
+    from comfyui_prompt_edit.attention.comfy_mmdit import mmdit_family
+    from comfyui_prompt_edit.attention.comfy_patch import UnsupportedModelError
+
+    for name in ("Chroma", "HiDream", "QwenImage", "Flux2"):
+        cls = getattr(comfy.model_base, name, None)
+        if cls is not None:
+            assert mmdit_family(types.SimpleNamespace(model=object.__new__(cls))) is None, name
+    hidream = types.SimpleNamespace(model=type("HiDream", (), {"diffusion_model": types.SimpleNamespace()})())
+    with pytest.raises(UnsupportedModelError, match="Flux and SD3 / SD3.5 .* this model is HiDream"):
+        control(hidream, t5_edit())
+
+
+# -- P2P Prompts with Flux's and SD3's text encoders -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flux_clip():
+    comfyui.ensure_comfyui()
+    return mmdit_models.tiny_flux_clip()
+
+
+@pytest.fixture(scope="module")
+def sd3_clip():
+    comfyui.ensure_comfyui()
+    return mmdit_models.tiny_sd3_clip()
+
+
+LONG = ", ".join(["a photo of a (cat:1.2) on a red mat"] * 40)  # > 256 T5 tokens, 4 CLIP chunks
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_p2p_prompts_encode_every_prompt_to_one_context_length(which, flux_clip, sd3_clip):
+    clip = (flux_clip if which == "flux" else sd3_clip).clone()
+    source = "a photo of a cat on a mat"
+    positive, out_latent, edit = node("P2PPrompts").build(clip, latent(1), source, f"a photo of a dog on a mat\n{LONG}")
+    cond, extras = positive[0]
+    assert edit.is_t5 and edit.batch_size == 3 and edit.source.text == source and edit.source.num_columns == 0
+    assert cond.shape[0] == 3 and extras["pooled_output"].shape[0] == 3 and out_latent["samples"].shape[0] == 3
+    long_alone = comfyui.encode(clip, LONG)[0][0]
+    assert cond.shape[1] == long_alone.shape[1] > (256 if which == "flux" else 77 + 77)
+    short, _, _ = node("P2PPrompts").build(clip, latent(1), source, "a photo of a dog on a mat")
+    alone = comfyui.encode(clip, source)
+    assert_same(short[0][0][0], alone[0][0][0])  # prompts that need no padding: exactly CLIPTextEncode's
+    assert_same(short[0][1]["pooled_output"][0], alone[0][1]["pooled_output"][0])
+
+
+def test_p2p_reweight_and_local_blend_refuse_t5_prompts(flux_clip):
+    from comfyui_prompt_edit.attention.errors import P2PInputError
+
+    clip = flux_clip.clone()
+    _, _, edit = node("P2PPrompts").build(clip, latent(1), "a cat", "a dog")
+    with pytest.raises(P2PInputError, match="P2P Reweight: these prompts were encoded for Flux / SD3"):
+        node("P2PReweight").reweight(edit, clip, "dog", 2.0)
+    with pytest.raises(P2PInputError, match="P2P Local Blend"):
+        node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.2)
+
+
+@pytest.mark.parametrize("which", ["flux", "sd3"])
+def test_the_whole_edit_with_the_models_text_encoder(which, flux_clip, sd3_clip):
+    if which == "flux":
+        clip, model = flux_clip.clone(), mmdit_models.tiny_flux_model()
+    else:
+        clip = sd3_clip.clone()
+        model = mmdit_models.tiny_sd3_model(context_dim=mmdit_models.SD3_CONTEXT_DIM,
+                                            pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM)
+    prompt = "a photo of a cat riding a bicycle"
+    negative = comfyui.encode(clip, "")
+    positive, batch, edit = node("P2PPrompts").build(clip, latent(1), prompt, f"{prompt}\na photo of a dog riding a bicycle")
+    edited = sample(control(model, edit, qk_end=0.3)[0], positive, batch, cfg=2.0, negative=negative)
+    plain = sample(model, comfyui.encode(clip, prompt), latent(1), cfg=2.0, negative=negative)
+    assert_same(edited[0], plain[0])
+    assert_same(edited[1], plain[0])
+    assert (edited[2] - plain[0]).abs().max() > 1e-3
+
+
+# -- through ComfyUI's executor and its KSampler node ---------------------------------------------
+
+
+class TinyFluxWithClip:
+    """Test-only loader node: the tiny Flux and its tiny text encoder."""
+
+    CATEGORY = "testing"
+    FUNCTION = "load"
+    RETURN_TYPES = ("MODEL", "CLIP")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        return mmdit_models.tiny_flux_model(), mmdit_models.tiny_flux_clip()
+
+
+def executor_prompt(edits: str, kind: str = "replace") -> dict:
+    source = "a photo of a cat riding a bicycle"
+    return {
+        "1": {"class_type": "TestTinyFluxWithClip", "inputs": {}},
+        "2": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 8 * LATENT, "height": 8 * LATENT, "batch_size": 1}},
+        "3": {"class_type": "PromptEditP2PPrompts", "inputs": {"clip": ["1", 1], "latent": ["2", 0], "source": source, "edits": edits}},
+        "4": {"class_type": "PromptEditP2PAttentionControl", "inputs": {
+            "model": ["1", 0], "p2p_edit": ["3", 2], "edit": kind, "cross_attention_start": 0.0, "cross_attention_end": 0.8,
+            "self_attention_end": 0.4, "self_attention_layers": "coarse", "qk_end": 0.25}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "6": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "positive": ["3", 0], "negative": ["5", 0], "latent_image": ["3", 1], "seed": SEED,
+            "steps": 4, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple", "denoise": 1.0}},
+        "7": {"class_type": "SaveLatent", "inputs": {"samples": ["6", 0], "filename_prefix": "mmdit_p2p"}},
+    }
+
+
+@pytest.fixture
+def tiny_flux_node(comfy_nodes):
+    comfy_nodes.NODE_CLASS_MAPPINGS["TestTinyFluxWithClip"] = TinyFluxWithClip
+    try:
+        yield
+    finally:
+        del comfy_nodes.NODE_CLASS_MAPPINGS["TestTinyFluxWithClip"]
+
+
+def test_the_executor_runs_the_edit_through_the_ksampler_node(tiny_flux_node):
+    import folder_paths
+    from safetensors.torch import load_file
+
+    outputs = workflows.run_api_prompt(executor_prompt("a photo of a cat riding a bicycle\na photo of a dog riding a bicycle"),
+                                       fresh_executor=True)
+    entry = outputs["7"]["latents"][0]
+    path = f"{folder_paths.get_output_directory()}/{entry['subfolder']}/{entry['filename']}"
+    samples = load_file(path)["latent_tensor"]
+    assert samples.shape[0] == 3
+    assert torch.equal(samples[1], samples[0]) and not torch.equal(samples[2], samples[0])
+    with pytest.raises(AssertionError, match="edit: 'refine' is not available on Flux / SD3"):
+        workflows.run_api_prompt(executor_prompt("a photo of a dog riding a bicycle", kind="refine"), fresh_executor=True)
