@@ -4,8 +4,9 @@
   its runtime layout, and the per-user cache for generated files;
 - ``comfyui``: finding and initialising ComfyUI on the CPU with the pack's nodes registered,
   calling a node, encoding a prompt;
-- ``tiny_models``: tiny random-weight models built through ComfyUI's own classes, and the
-  full-size layouts with random weights;
+- ``tiny_models``: tiny random-weight SD1.5, SD2-v and SDXL models (UNets, CLIPs, a VAE, a
+  ControlNet, CLIP vision) built through ComfyUI's own classes, and the full-size layouts;
+- ``mmdit_models``: tiny random-weight MMDiT models (Flux, SD3) and their text conditioning;
 - ``model_files``: the generated checkpoint, CLIP vision, LoRA and embedding VAE files for the
   real loaders;
 - ``trained_model``: the briefly trained tiny SD1.5 (a real denoiser) and its dataset;
