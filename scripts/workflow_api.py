@@ -42,6 +42,38 @@ def _widget_slots(name: str, spec: tuple | list) -> int:
     return 1
 
 
+def _link_origins(workflow: dict) -> dict[int, tuple[int, int]]:
+    """link id -> (origin node id, origin slot), from either schema's link records."""
+    origins = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, dict):
+            origins[link["id"]] = (link["origin_id"], link["origin_slot"])
+        else:
+            origins[link[0]] = (link[1], link[2])
+    return origins
+
+
+def _widget_inputs(node: dict, input_types: dict) -> dict[str, Any]:
+    """The node's widget values by input name, assigned positionally to INPUT_TYPES' widgets."""
+    values = node.get("widgets_values") or []
+    if not isinstance(values, list):
+        raise NotImplementedError(f"node {node['id']} ({node['type']}): widgets_values is not a list")
+    inputs: dict[str, Any] = {}
+    position = 0
+    for section in ("required", "optional"):
+        for name, spec in (input_types.get(section) or {}).items():
+            slots = _widget_slots(name, spec)
+            if slots and position < len(values):
+                inputs[name] = values[position]
+            position += slots
+    if position != len(values):
+        raise ValueError(
+            f"node {node['id']} ({node['type']}): widgets_values has {len(values)} entries but its "
+            f"widgets take {position}: {values!r}"
+        )
+    return inputs
+
+
 def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
     """Convert a UI-format workflow (schema 0.4 or 1) into the API prompt the frontend would queue.
 
@@ -57,12 +89,7 @@ def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
     if (workflow.get("definitions") or {}).get("subgraphs"):
         raise NotImplementedError("ui_to_api: workflows with subgraphs are not supported")
     nodes_by_id = {node["id"]: node for node in workflow["nodes"]}
-    links = {}
-    for link in workflow.get("links") or []:
-        if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"])
-        else:
-            links[link[0]] = (link[1], link[2])
+    links = _link_origins(workflow)
 
     def source(link_id: int) -> tuple[str, int] | tuple[None, Any] | None:
         """(node id, slot) feeding the link, (None, value) for a PrimitiveNode, None if cut."""
@@ -92,23 +119,7 @@ def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
             continue
         if class_type not in node_class_mappings:
             raise KeyError(f"node {node['id']}: unknown node type {class_type!r}")
-        values = node.get("widgets_values") or []
-        if not isinstance(values, list):
-            raise NotImplementedError(f"node {node['id']} ({class_type}): widgets_values is not a list")
-        input_types = node_class_mappings[class_type].INPUT_TYPES()
-        inputs: dict[str, Any] = {}
-        position = 0
-        for section in ("required", "optional"):
-            for name, spec in (input_types.get(section) or {}).items():
-                slots = _widget_slots(name, spec)
-                if slots and position < len(values):
-                    inputs[name] = values[position]
-                position += slots
-        if position != len(values):
-            raise ValueError(
-                f"node {node['id']} ({class_type}): widgets_values has {len(values)} entries but its "
-                f"widgets take {position}: {values!r}"
-            )
+        inputs = _widget_inputs(node, node_class_mappings[class_type].INPUT_TYPES())
         for slot in node.get("inputs") or []:
             if slot.get("link") is None:
                 continue
@@ -118,8 +129,6 @@ def ui_to_api(workflow: dict, node_class_mappings: dict) -> dict:
             inputs[slot["name"]] = origin[1] if origin[0] is None else [origin[0], origin[1]]
         prompt[str(node["id"])] = {"class_type": class_type, "inputs": inputs}
     return prompt
-
-
 
 
 def is_api_format(workflow: dict) -> bool:
