@@ -141,7 +141,7 @@ def test_inside_the_window_the_edit_has_the_source_image_queries_and_keys(family
             if step < 2:  # 0.2 of 10 steps
                 assert torch.equal(image[1], image[0])
                 assert not torch.equal(x.narrow(axis, 0, text)[1], x.narrow(axis, 0, text)[0])  # own text kept
-            elif step >= 3:
+            else:
                 assert not torch.equal(image[1], image[0])
 
 
@@ -176,7 +176,8 @@ def test_sd35_image_only_attention_is_left_alone():
     image_only = [c for c in capture.calls if c[3].shape[c[2]] == image_tokens]
     joint = [c for c in capture.calls if c[3].shape[c[2]] == text + image_tokens]
     assert {c[0] for c in image_only} == set(range(STEPS))  # block 0's attn2, every step
-    assert all(not torch.equal(q[1], q[0]) for step, _, _, q, _ in image_only if 1 <= step < 5)
+    # no image token of the edit's attn2 queries is the source's (the prototype's bug replaced them from T on)
+    assert all(bool((q[1] != q[0]).any(-1).all()) for step, _, _, q, _ in image_only if 1 <= step < 5)
     assert all(torch.equal(q[1, text:], q[0, text:]) for step, _, _, q, _ in joint if step < 5)
 
 
