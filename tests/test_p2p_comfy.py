@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -327,25 +326,13 @@ def test_conditioning_shorter_than_the_prompts_fails_before_sampling(tiny_sd15, 
         sample(patched, short_positive, comfyui.encode(tiny_sd15_clip, ""), latent)
 
 
-def test_model_without_unet_cross_attention_is_refused(tiny_sd15_clip):
-    import comfy.ldm.flux.model
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
+def test_a_clip_edit_on_an_mmdit_model_is_refused_naming_the_input(tiny_sd15_clip):
+    """Prompts encoded by a UNet's CLIP have no T5 part for a Flux / SD3 model to read."""
+    from harness import mmdit_models
 
-    config = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 32, "context_in_dim": 32,
-              "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-              "axes_dim": [8, 12, 12], "theta": 10000, "qkv_bias": True, "guidance_embed": False,
-              "image_model": "flux"}
-    if "txt_ids_dims" in {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
-        config["txt_ids_dims"] = []  # a FluxParams field since ComfyUI 0.3.76 (Flux.1: none)
-    mc = comfy.supported_models.Flux(config)
-    mc.set_inference_dtype(torch.float32, None)
-    flux = comfy.model_patcher.ModelPatcher(mc.get_model({}), load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device())
     _, _, edit = build(tiny_sd15_clip, "a cat on a mat", "a dog on a mat")
-    with pytest.raises(ValueError, match="needs a UNet model with cross-attention"):
-        control(flux, edit)
+    with pytest.raises(ValueError, match="p2p_edit: its prompts were encoded by a CLIP without T5"):
+        control(mmdit_models.tiny_flux_model(), edit)
 
 
 def test_word_windows_override_one_word(tiny_sd15, tiny_sd15_clip):
