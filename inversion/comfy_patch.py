@@ -15,7 +15,7 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
-from ..patching.comfy_model import set_outer_sample
+from ..patching.comfy_model import has_unet_cross_attention, set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
 from .direct import corrected_denoised
 from .result import Inversion
@@ -89,12 +89,6 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
     if inversion.method != "direct" and cfg is not None and abs(float(cfg) - inversion.guidance) > 1e-6:
         logging.warning("null-text inversion was optimised for cfg %s but the sampler uses %s: the "
                         "reconstruction will be less exact", inversion.guidance, cfg)
-
-
-def has_unet_cross_attention(model) -> bool:
-    """Whether the model is a UNet whose cross-attention ComfyUI patches (SD1.x, SD2.x, SDXL)."""
-    unet = model.model.diffusion_model
-    return all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks"))
 
 
 def check_method_fits_model(method: str, model) -> None:

@@ -3,12 +3,15 @@ null-text embedding, sampled by the stock KSampler in one call."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ..attention.clip_tokens import clip_words, prompt_tokens
 from ..attention.edit_spec import P2PEdit
 from ..attention.tokens import PromptTokens
 from ..base.word_lists import split_word_list
+from ..patching.comfy_model import has_unet_cross_attention
 from ..patching.sampling_call import COND, UNCOND
 from ..vae_embed.checkpoint import TrainedEmbeddingVAE
 from ..vae_embed.context_patch import SampledContextPatch
@@ -39,6 +42,19 @@ def _encoder_parts(cond: torch.Tensor, extras: dict) -> tuple[int, int] | None:
     if isinstance(pooled, torch.Tensor) and pooled.shape[-1] < width:
         return (width - pooled.shape[-1], pooled.shape[-1])
     return None
+
+
+def _check_mmdit_request(mode: str, words: str) -> None:
+    """What Stochastic Embeddings cannot do yet on Flux / SD3 (their T5 prompts carry no word spans,
+    and their attention takes no UNet cross-attention patch)."""
+    if mode != "token noise":
+        raise VariationInputError(
+            f"mode: '{mode}' swaps the context in a UNet's cross-attention, which Flux / SD3 do not have; "
+            "use 'token noise'")
+    if split_word_list(words):
+        raise VariationInputError(
+            "words: on Flux / SD3 token noise varies the whole prompt of each variation (word spans of T5 "
+            "prompts are not available yet); leave words empty")
 
 
 def _edited_columns(edit: P2PEdit, target: PromptTokens, words: list[str], tokenize_words) -> list[int]:
@@ -118,7 +134,7 @@ class StochasticEmbeddings:
                                           "connect the positive and p2p_edit of the same P2P Prompts node")
             edits = len(p2p_edit.targets)
             rows = [0] + [1 + e for _ in range(count) for e in range(edits)]
-            p2p_edit = P2PEdit(p2p_edit.source, p2p_edit.targets * count, p2p_edit.reweights, p2p_edit.local_blend)
+            p2p_edit = dataclasses.replace(p2p_edit, targets=p2p_edit.targets * count)
             varied = list(range(1, len(rows)))
         else:
             if batch != 1:
@@ -127,7 +143,10 @@ class StochasticEmbeddings:
             rows, varied = [0] * count, list(range(count))
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
-        if mode == "token noise":
+        if not has_unet_cross_attention(model):
+            _check_mmdit_request(mode, words)
+            positive = self._noise_whole_prompts(positive, varied, seed, scale)
+        elif mode == "token noise":
             positive = self._token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt)
         else:
             model = self._vae_patch(model, positive, varied, seed, scale, embedding_vae)
@@ -162,6 +181,18 @@ class StochasticEmbeddings:
             for i in varied:
                 noise = item_noise(cond.shape[1:], seed, i)
                 cond[i] = token_noise(cond[i], [c for c in columns[i] if c < cond.shape[1]], scale, noise, parts)
+            out.append([cond, extras])
+        return out
+
+    @staticmethod
+    def _noise_whole_prompts(positive, varied, seed, scale):
+        """Flux / SD3: every token of each varied item (its T5 part and, on SD3, its CLIP part alike:
+        one scale for the whole context, whose parts are not split by width as on SDXL)."""
+        out = []
+        for cond, extras in positive:
+            cond = cond.clone()
+            for i in varied:
+                cond[i] = token_noise(cond[i], list(range(cond.shape[1])), scale, item_noise(cond.shape[1:], seed, i), None)
             out.append([cond, extras])
         return out
 

@@ -102,6 +102,13 @@ def check_blocks_intact(model_options: dict, blocks: Iterable[tuple[str, int]], 
                 "(between the model loader and it), so that the edit can wrap it")
 
 
+def has_unet_cross_attention(model) -> bool:
+    """Whether the model is a UNet whose attention ComfyUI's attn1/attn2 patches reach (SD1.x, SD2.x,
+    SDXL); MMDiT models (Flux, SD3) consult none of them."""
+    unet = model.model.diffusion_model
+    return all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks"))
+
+
 def set_outer_sample(patched, key: str, wrapper: Callable) -> None:
     """Install ``wrapper`` as the ``OUTER_SAMPLE`` wrapper named ``key`` (replacing the one of the
     same name, keeping everyone else's). It runs once per sampling run, before the first step:

@@ -1,0 +1,75 @@
+"""Stochastic Embeddings on Flux and SD3 (tiny random-weight models and T5 text encoders): token
+noise on the whole prompt of each variation, P2P batches kept P2P batches, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import mmdit_models
+
+pytestmark = pytest.mark.comfy
+
+FAMILIES = {"flux": (mmdit_models.tiny_flux_model, mmdit_models.tiny_flux_clip),
+            "sd3": (mmdit_models.tiny_sd3_model, mmdit_models.tiny_sd3_clip)}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def model_and_clip(request):
+    build_model, build_clip = FAMILIES[request.param]
+    return build_model(), build_clip()
+
+
+def node(name: str):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[f"PromptEdit{name}"]()
+
+
+def latent() -> dict:
+    return {"samples": torch.zeros(1, mmdit_models.MMDIT_LATENT_CHANNELS, 16, 16)}
+
+
+def vary(model, positive, scale=0.3, words="", p2p_edit=None, mode="token noise", count=3):
+    return node("StochasticEmbeddings").vary(model, positive, latent(), mode, count, 0, scale, words, p2p_edit)
+
+
+def test_token_noise_varies_each_prompt_and_scale_0_keeps_it(model_and_clip):
+    from harness import comfyui
+
+    model, clip = model_and_clip
+    positive = comfyui.encode(clip, "a photo of a cat on a mat")
+    _, varied, batch, _ = vary(model, positive)
+    cond = varied[0][0]
+    assert cond.shape[0] == 3 == batch["samples"].shape[0]
+    original = positive[0][0][0]
+    for i in range(3):
+        change = (cond[i] - original).norm() / original.norm()
+        assert 0.05 < change < 1.0, change  # about the scale, relative to each token's norm
+    assert not torch.equal(cond[0], cond[1])
+    _, same, _, _ = vary(model, positive, scale=0.0)
+    assert torch.equal(same[0][0], original.expand_as(same[0][0]))
+
+
+def test_a_p2p_batch_stays_a_p2p_batch_with_its_source_untouched(model_and_clip):
+    model, clip = model_and_clip
+    positive, _, edit = node("P2PPrompts").build(clip, latent(), "a photo of a cat on a mat", "a photo of a dog on a mat")
+    _, varied, batch, varied_edit = vary(model, positive, p2p_edit=edit, count=2)
+    cond = varied[0][0]
+    assert cond.shape[0] == 3 == varied_edit.batch_size == batch["samples"].shape[0]
+    assert torch.equal(cond[0], positive[0][0][0])  # the source
+    assert not torch.equal(cond[1], cond[2]) and not torch.equal(cond[1], positive[0][0][1])
+    assert varied_edit.is_t5
+    # P2P Attention Control takes the varied edit as it took the original one
+    node("P2PAttentionControl").apply(model, varied_edit, "replace", 0.0, 0.8, 0.4, "coarse")
+
+
+def test_what_needs_word_spans_or_a_unet_is_refused_naming_the_input(model_and_clip):
+    from harness import comfyui
+
+    model, clip = model_and_clip
+    positive = comfyui.encode(clip, "a photo of a cat on a mat")
+    with pytest.raises(ValueError, match="words: on Flux / SD3 token noise varies the whole prompt"):
+        vary(model, positive, words="cat")
+    with pytest.raises(ValueError, match="mode: 'embedding VAE' swaps the context in a UNet's cross-attention"):
+        vary(model, positive, mode="embedding VAE")
