@@ -6,9 +6,12 @@ benchmarks. Import it before torch: it sets environment variables that torch rea
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,76 @@ def synchronize(device: str) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so that a timer reads the work done."""
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring: time per run and peak tensor memory
+
+
+class CudaPeak:
+    """Peak CUDA memory allocated by torch inside the block, above what was allocated before it."""
+
+    def __enter__(self) -> CudaPeak:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self._base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.cuda.synchronize()
+        self.mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+
+
+class TensorPeak:
+    """Peak bytes of torch CPU tensors inside the block above those live at its start.
+
+    A running sum over the profiler's allocation and free events, which torch's CPU allocator
+    reports for every tensor: exact for tensors, like CUDA's ``max_memory_allocated``; Python
+    objects and malloc's own overhead are not counted. Frees of tensors allocated before the
+    block are not reported (torch warns once), so memory that a run releases from the run
+    before it (e.g. the P2P map store, reset at sampling start) is not subtracted.
+    """
+
+    def __enter__(self) -> TensorPeak:
+        gc.collect()
+        self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self._profiler.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._profiler.__exit__(*exc)
+        events = sorted(
+            (e.start_ns(), e.nbytes())
+            for e in self._profiler.profiler.kineto_results.events()
+            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+        )
+        total = peak = 0
+        for _, nbytes in events:
+            total += nbytes
+            peak = max(peak, total)
+        self.mib = peak / 2**20
+
+
+def check_meter(meter: TensorPeak | CudaPeak, device: str) -> str:
+    """Measure a 32 MiB tensor with ``meter``; return a one-line verdict."""
+    with meter:
+        probe = torch.ones(8 * 2**20, device=device)  # 8 Mi fp32 = 32 MiB
+        del probe
+    ok = abs(meter.mib - 32) <= 3.2
+    return f"{'ok' if ok else 'WRONG'}, a 32 MiB tensor measured {meter.mib:.1f} MiB"
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (fp32)."""
+    a, b = a.float(), b.float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@dataclass
+class Result:
+    times: list[float]
+    mib: float = float("nan")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)

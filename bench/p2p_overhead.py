@@ -30,8 +30,6 @@ on the CPU in fp32 at 256², 3 steps.
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -139,82 +137,13 @@ def sample(model: Any, work: Workload) -> torch.Tensor:
 # Measuring
 
 
-class CudaPeak:
-    """Peak CUDA memory allocated by torch inside the block, above what was allocated before it."""
-
-    def __enter__(self) -> CudaPeak:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        self._base = torch.cuda.memory_allocated()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.cuda.synchronize()
-        self.mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
-
-
-class TensorPeak:
-    """Peak bytes of torch CPU tensors inside the block above those live at its start.
-
-    A running sum over the profiler's allocation and free events, which torch's CPU allocator
-    reports for every tensor: exact for tensors, like CUDA's ``max_memory_allocated``; Python
-    objects and malloc's own overhead are not counted. Frees of tensors allocated before the
-    block are not reported (torch warns once), so memory that a run releases from the run
-    before it (e.g. the P2P map store, reset at sampling start) is not subtracted.
-    """
-
-    def __enter__(self) -> TensorPeak:
-        gc.collect()
-        self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
-        self._profiler.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._profiler.__exit__(*exc)
-        events = sorted(
-            (e.start_ns(), e.nbytes())
-            for e in self._profiler.profiler.kineto_results.events()
-            if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-        )
-        total = peak = 0
-        for _, nbytes in events:
-            total += nbytes
-            peak = max(peak, total)
-        self.mib = peak / 2**20
-
-
-def check_meter(meter: TensorPeak | CudaPeak, device: str) -> str:
-    """Measure a 32 MiB tensor with ``meter``; return a one-line verdict."""
-    with meter:
-        probe = torch.ones(8 * 2**20, device=device)  # 8 Mi fp32 = 32 MiB
-        del probe
-    ok = abs(meter.mib - 32) <= 3.2
-    return f"{'ok' if ok else 'WRONG'}, a 32 MiB tensor measured {meter.mib:.1f} MiB"
-
-
-def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b| (fp32)."""
-    a, b = a.float(), b.float()
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
-
-
-@dataclass
-class Result:
-    times: list[float]
-    mib: float = float("nan")
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-
 def measure(
     models: dict[Variant, Any], work: Workload, repeats: int, device: str
-) -> tuple[dict[Variant, Result], dict[Variant, torch.Tensor], str]:
+) -> tuple[dict[Variant, common.Result], dict[Variant, torch.Tensor], str]:
     """Warm-up, interleaved timed rounds, then one memory run per variant (outputs kept)."""
     for variant in VARIANTS:
         sample(models[variant], work)
-    results = {v: Result([]) for v in VARIANTS}
+    results = {v: common.Result([]) for v in VARIANTS}
     for _ in range(repeats):
         for variant in VARIANTS:
             common.synchronize(device)
@@ -222,8 +151,8 @@ def measure(
             sample(models[variant], work)
             common.synchronize(device)
             results[variant].times.append(time.perf_counter() - start)
-    meter = CudaPeak() if device == "cuda" else TensorPeak()  # not while timing: the profiler slows
-    meter_note = check_meter(meter, device)
+    meter = common.CudaPeak() if device == "cuda" else common.TensorPeak()  # not while timing: the profiler slows
+    meter_note = common.check_meter(meter, device)
     outputs = {}
     for variant in VARIANTS:
         with meter:
@@ -237,16 +166,16 @@ def measure(
 # Report
 
 
-def report(results: dict[Variant, Result], outputs: dict[Variant, torch.Tensor], unet_dtype: torch.dtype) -> None:
+def report(results: dict[Variant, common.Result], outputs: dict[Variant, torch.Tensor], unet_dtype: torch.dtype) -> None:
     plain = results[PLAIN]
     print(f"\n{'variant':<20} {'median s':>9} {'min s':>8} {'peak MiB':>9} {'time x':>7} {'mem x':>7}")
     for variant, r in results.items():
         print(f"{variant.name:<20} {r.median:>9.3f} {min(r.times):>8.3f} {r.mib:>9.1f} "
               f"{r.median / plain.median:>7.2f} {r.mib / plain.mib:>7.2f}")
     tolerance = 1e-3 if unet_dtype == torch.float32 else 5e-2  # as the pack's fast-vs-reference tests
-    fast_vs_ref = rel_diff(outputs[FAST], outputs[REFERENCE])
-    source_vs_plain = rel_diff(outputs[FAST][:1], outputs[PLAIN][:1])
-    edits_vs_plain = rel_diff(outputs[FAST][1:], outputs[PLAIN][1:])
+    fast_vs_ref = common.rel_diff(outputs[FAST], outputs[REFERENCE])
+    source_vs_plain = common.rel_diff(outputs[FAST][:1], outputs[PLAIN][:1])
+    edits_vs_plain = common.rel_diff(outputs[FAST][1:], outputs[PLAIN][1:])
     print(f"\nfast vs reference output: max rel diff {fast_vs_ref:.2e} "
           f"({'ok' if fast_vs_ref <= tolerance else f'MISMATCH, above {tolerance:g}'})")
     print(f"source item vs plain: {source_vs_plain:.2e} (unedited); edited items vs plain: {edits_vs_plain:.2e} (edited)")

@@ -1,0 +1,145 @@
+"""Cost of the Prompt-to-Prompt qk edit on MMDiT models (Flux, SD3) over plain sampling of the same batch.
+
+One process samples the same 2-item batch (the source prompt and one edited prompt, one shared
+initial noise, euler, the 'simple' schedule) with:
+
+* ``plain``:        the unpatched model;
+* ``qk 0.2``:       'P2P Attention Control' with the qk edit over the first 20 % of the steps (the
+                    paper's default): the edit's image queries and keys are the source's;
+* ``qk all steps``: the same over every step (the most the edit can cost).
+
+Time is the median of ``--repeats`` interleaved runs after one warm-up run per variant; memory is
+the peak of torch's tensor allocations in one extra run per variant (bench/common.py's meters).
+
+The last line is machine readable:
+``flux_qk_time_ratio=X flux_qk_mem_ratio=Y flux_qk_all_time_ratio=Z sd3_qk_time_ratio=… …``.
+
+Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
+``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
+tokens) with one double and one single block, random weights, fp32, a 32² latent, 2 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import common  # first: it prepares the process for torch and puts tests/ on sys.path
+import torch
+
+from harness import mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+
+VARIANTS = {"plain": None, "qk 0.2": 0.2, "qk all steps": 1.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full-block", action="store_true", help="Flux's real block width, one block of each kind")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (default 5)")
+    return parser.parse_args(argv)
+
+
+def full_block_flux(seed: int = 0) -> Any:
+    """Flux-dev at its real width (3072 hidden, 24 heads, RoPE axes 16/56/56, T5 4096, CLIP-L
+    pooled 768) with one double and one single block: 0.5 G parameters, random weights."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = mmdit_models.flux_unet_config(hidden=3072, heads=24, depth=1, single=1)
+    config.update(axes_dim=[16, 56, 56], context_in_dim=4096, vec_in_dim=768)
+    model_config = comfy.supported_models.Flux(config)
+    model_config.set_inference_dtype(torch.float32, None)
+    model = model_config.get_model({})
+    tiny_models.fill_random_(model.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def conditioning(batch: int, tokens: int, width: int, pooled: int, seed: int) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, width, generator=generator),
+             {"pooled_output": torch.randn(batch, pooled, generator=generator)}]]
+
+
+def t5_edit() -> Any:
+    """The P2P edit of a 1-source, 1-edit batch encoded with T5 (the qk edit reads no words)."""
+    from comfyui_prompt_edit.attention.edit_spec import T5_ENCODER, P2PEdit
+    from comfyui_prompt_edit.attention.tokens import PromptTokens
+
+    return P2PEdit(PromptTokens.text_only("source"), (PromptTokens.text_only("edit"),), encoder=T5_ENCODER)
+
+
+def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(family, model, sampling arguments) of each benchmarked model."""
+    if full_block:
+        families = [("flux", full_block_flux(), 256, 4096, 768, 32, 2)]
+    else:
+        width, pooled = mmdit_models.MMDIT_CONTEXT_DIM, mmdit_models.MMDIT_POOLED_DIM
+        families = [("flux", mmdit_models.tiny_flux_model(), 8, width, pooled, 16, 10),
+                    ("sd3", mmdit_models.tiny_sd3_model(), 8, width, pooled, 16, 10)]
+    out = []
+    for family, model, tokens, width, pooled, size, steps in families:
+        positive = conditioning(2, tokens, width, pooled, seed=1)
+        positive[0][1]["pooled_output"][1] = positive[0][1]["pooled_output"][0]  # one pooled prompt
+        negative = conditioning(1, tokens, width, pooled, seed=2)
+        latent = torch.zeros(2, mmdit_models.MMDIT_LATENT_CHANNELS, size, size)
+        noise = torch.randn(latent[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(latent)
+        out.append((family, model, {"positive": positive, "negative": negative, "latent": latent,
+                                    "noise": noise.contiguous(), "steps": steps}))
+    return out
+
+
+def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:
+    import comfy.sample
+
+    with torch.inference_mode():
+        return comfy.sample.sample(model, work["noise"], work["steps"], 1.0, "euler", "simple", work["positive"],
+                                   work["negative"], work["latent"], seed=common.SEED, disable_pbar=True)
+
+
+def measure(models: dict[str, Any], work: dict[str, Any], repeats: int) -> tuple[dict[str, common.Result], dict[str, torch.Tensor]]:
+    """Warm-up, interleaved timed rounds, then one memory run per variant (its output kept)."""
+    for model in models.values():
+        sample(model, work)
+    results = {name: common.Result([]) for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            sample(model, work)
+            results[name].times.append(time.perf_counter() - start)
+    meter, outputs = common.TensorPeak(), {}
+    for name, model in models.items():
+        with meter:
+            outputs[name] = sample(model, work)
+        results[name].mib = meter.mib
+    return results, outputs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    nodes = common.init_comfyui("cpu")
+    control = nodes.NODE_CLASS_MAPPINGS["PromptEditP2PAttentionControl"]()
+    print(f"CPU, {torch.get_num_threads()} threads; batch 1 source + 1 edit, cfg 1, euler/simple; "
+          f"memory: {common.check_meter(common.TensorPeak(), 'cpu')}")
+    summary = []
+    for family, model, work in workloads(nodes, args.full_block):
+        models = {name: model if qk_end is None else
+                  control.apply(model, t5_edit(), "replace", 0.0, 0.8, 0.4, "coarse", qk_end=qk_end)[0]
+                  for name, qk_end in VARIANTS.items()}
+        results, outputs = measure(models, work, args.repeats)
+        plain = results["plain"]
+        print(f"{family}: {work['latent'].shape[-1]}² latent, {work['positive'][0][0].shape[1]} text tokens, "
+              f"{work['steps']} steps; qk 0.2 vs plain: source {common.rel_diff(outputs['qk 0.2'][:1], outputs['plain'][:1]):.1e}, "
+              f"edit {common.rel_diff(outputs['qk 0.2'][1:], outputs['plain'][1:]):.1e} (max |a-b| / max |b|)")
+        for name, result in results.items():
+            print(f"  {name:13s} {result.median * 1000:9.1f} ms  x{result.median / plain.median:.2f}   "
+                  f"{result.mib:8.1f} MiB  x{result.mib / plain.mib:.2f}")
+        summary.append(f"{family}_qk_time_ratio={results['qk 0.2'].median / plain.median:.2f} "
+                       f"{family}_qk_mem_ratio={results['qk 0.2'].mib / plain.mib:.2f} "
+                       f"{family}_qk_all_time_ratio={results['qk all steps'].median / plain.median:.2f}")
+    print(" ".join(summary))
+
+
+if __name__ == "__main__":
+    main()
