@@ -16,7 +16,7 @@ The last line is machine readable:
 
 Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
-tokens) with one double and one single block, random weights, fp32, a 32² latent, 2 steps.
+tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def t5_edit() -> Any:
 def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, Any]]]:
     """(family, model, sampling arguments) of each benchmarked model."""
     if full_block:
-        families = [("flux", full_block_flux(), 256, 4096, 768, 32, 2)]
+        families = [("flux", full_block_flux(), 256, 4096, 768, 32, 5)]  # 5 steps: qk 0.2 edits step 0
     else:
         width, pooled = mmdit_models.MMDIT_CONTEXT_DIM, mmdit_models.MMDIT_POOLED_DIM
         families = [("flux", mmdit_models.tiny_flux_model(), 8, width, pooled, 16, 10),
