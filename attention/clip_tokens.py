@@ -15,7 +15,7 @@ import torch
 
 from .edit_spec import CLIP_ENCODER, T5_ENCODER
 from .errors import P2PInputError
-from .tokens import PromptTokens, prompt_tokens_from_chunks
+from .tokens import PromptTokens, group_t5_words, prompt_tokens_from_chunks
 
 # Encoder whose token layout defines the columns: CLIP-L where present (SD1.x, SDXL), else CLIP-H (SD2.x).
 _LAYOUT_KEYS = ("l", "h", "g")
@@ -37,8 +37,36 @@ def prompt_encoder(tokens: dict) -> str:
     return T5_ENCODER if "t5xxl" in tokens else CLIP_ENCODER
 
 
+def t5_prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
+    """The T5 columns and words of `text` (`tokens` = clip.tokenize(text), with a ``t5xxl`` list)."""
+    sub = _sub_tokenizer(clip, "t5xxl")
+    if sub is None or not hasattr(sub, "inv_vocab"):
+        raise P2PInputError("this CLIP's tokenizer has no T5 vocabulary; use the model's own text encoder")
+    chunks = [[t[0] for t in chunk] for chunk in tokens["t5xxl"]]
+    if len(chunks) != 1:
+        raise P2PInputError(f"this CLIP's T5 tokenizer split the prompt into {len(chunks)} lists; "
+                            "Prompt-to-Prompt expects one")
+    return prompt_tokens_from_chunks(
+        text, chunks, lambda i: sub.inv_vocab.get(i, f"<{i}>"), sub.end_token, sub.start_token is not None,
+        group=group_t5_words, cased=True)
+
+
+def context_tokens(clip, text: str, tokens: dict, context_columns: int) -> PromptTokens:
+    """The columns and words of `text` in a T5 model's context of `context_columns` columns: T5's
+    alone (Flux), or CLIP-L‖G's 77·k columns then T5's (SD3), told apart by the context's width."""
+    t5 = t5_prompt_tokens(clip, text, tokens)
+    if context_columns == t5.num_columns:
+        return t5
+    clip_part = prompt_tokens(clip, text, {k: v for k, v in tokens.items() if k != "t5xxl"})
+    if context_columns != clip_part.num_columns + t5.num_columns:
+        raise P2PInputError(
+            f"this CLIP's context has {context_columns} token columns, neither its T5's {t5.num_columns} nor "
+            f"its CLIP's {clip_part.num_columns} plus T5's; Prompt-to-Prompt supports the encoders of Flux and SD3")
+    return PromptTokens.joined(text, (clip_part, t5))
+
+
 def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
-    """The columns and words of `text` as `clip` tokenised it (`tokens` = clip.tokenize(text))."""
+    """The CLIP columns and words of `text` as `clip` tokenised it (`tokens` = clip.tokenize(text))."""
     key = layout_key(tokens)
     sub = getattr(clip.tokenizer, f"clip_{key}", None)
     if sub is None or not hasattr(sub, "inv_vocab"):
@@ -50,8 +78,12 @@ def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
 
 
 def clip_words(clip, text: str) -> tuple[str, ...]:
-    """The CLIP words of ``text`` ("Teddy-bear" → ``("teddy", "-", "bear")``)."""
+    """The words of ``text`` as the CLIP's prompts are split: CLIP words ("Teddy-bear" →
+    ``("teddy", "-", "bear")``), or with a T5 (Flux, SD3) T5 words, case kept (``("Teddy", "-", "bear")``;
+    on SD3 they also find the lowercase CLIP words)."""
     tokens = clip.tokenize(text)
+    if prompt_encoder(tokens) == T5_ENCODER:
+        return tuple(w.text for w in t5_prompt_tokens(clip, text, tokens).words)
     return tuple(w.text for w in prompt_tokens(clip, text, tokens).words)
 
 
@@ -84,8 +116,8 @@ def _pad_to_one_length(clip, tokenized: list[dict], empty: dict) -> None:
 
 
 def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens], str]:
-    """CONDITIONING with one batch item per prompt, each prompt's :class:`PromptTokens` (text only
-    for a T5 encoder, whose context the pack does not map to words) and the encoder kind."""
+    """CONDITIONING with one batch item per prompt, each prompt's :class:`PromptTokens` (for a T5
+    encoder, laid out as the context's columns: see :func:`context_tokens`) and the encoder kind."""
     tokenized = [clip.tokenize(p) for p in prompts]
     _pad_to_one_length(clip, tokenized, clip.tokenize(""))
     encoded = [clip.encode_from_tokens(t, return_pooled=True, return_dict=True) for t in tokenized]
@@ -100,7 +132,7 @@ def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptToken
             extras[key] = value
     encoder = prompt_encoder(tokenized[0])
     if encoder == T5_ENCODER:
-        tokens = [PromptTokens.text_only(p) for p in prompts]
+        tokens = [context_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
     else:
         tokens = [prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]
     return [[cond, extras]], tokens, encoder

@@ -16,7 +16,7 @@ SELF_ATTENTION_LAYERS = ("coarse", "all")
 CLIP_ENCODER, T5_ENCODER = "clip", "t5"
 """How the prompts were encoded: by CLIP alone (SD1.x, SD2.x, SDXL: the conditioning's columns are
 the prompts' CLIP tokens, which the word edits locate), or with a T5 (Flux: T5; SD3: CLIP-L‖G then
-T5), whose context the pack does not map to words: such an edit has no word columns."""
+T5), whose words are the T5 words (SD3: and the CLIP words) at their columns of the context."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class P2PEdit:
 
     @property
     def is_t5(self) -> bool:
-        """Encoded with a T5 (Flux, SD3): the prompts have no word columns."""
+        """Encoded with a T5 (Flux, SD3): the MMDiT edit applies, not the UNet's."""
         return self.encoder == T5_ENCODER
 
     def _require_word_columns(self, node: str) -> None:

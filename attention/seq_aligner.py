@@ -11,7 +11,9 @@
   source column it aligns to, and ``alpha = 0`` where it aligns to nothing (a new word).
 
 Both work over the full conditioning width (77·k columns), so long prompts are covered; the
-special columns (start, end, padding) of chunk ``c`` are aligned with those of chunk ``c``.
+special columns (start, end, padding) of chunk ``c`` are aligned with those of chunk ``c``. A T5
+context (Flux) is one chunk of its own length. A context joined from several encoders (SD3: CLIP-L‖G,
+then T5) is aligned part by part: its mapper is block-diagonal, no column maps into another part.
 """
 
 from __future__ import annotations
@@ -45,9 +47,7 @@ def _special_pairs(source: PromptTokens, target: PromptTokens) -> list[tuple[int
             "encode them together so they are padded to the same number of 77-token chunks"
         )
     pairs = []
-    n = source.chunk_length
-    for c in range(source.num_chunks):
-        cols = range(c * n, (c + 1) * n)
+    for cols in source.chunk_ranges():
         s_start = [i for i in cols if source.token_strings[i] == START]
         t_start = [j for j in cols if target.token_strings[j] == START]
         pairs += list(zip(s_start, t_start))
@@ -75,6 +75,23 @@ def _kept_words(opcodes) -> int:
     return sum(i2 - i1 for op, i1, i2, _, _ in opcodes if op == "equal")
 
 
+def _same_parts(source: PromptTokens, target: PromptTokens) -> list[tuple[int, PromptTokens, PromptTokens]]:
+    """``(first column, source part, target part)`` of each encoder part of a joined context."""
+    layout = [(o, p.num_columns) for o, p in source.parts]
+    if layout != [(o, p.num_columns) for o, p in target.parts]:
+        raise AlignmentError(
+            f"prompts have encoder parts of {[n for _, n in layout]} and "
+            f"{[p.num_columns for _, p in target.parts]} token columns; encode them together")
+    return [(o, s, t) for (o, s), (_, t) in zip(source.parts, target.parts)]
+
+
+def _block_diagonal(blocks: list[tuple[int, torch.Tensor]], rows: int, cols: int) -> torch.Tensor:
+    out = torch.zeros(rows, cols)
+    for offset, block in blocks:
+        out[offset: offset + block.shape[0], offset: offset + block.shape[1]] = block
+    return out
+
+
 def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tensor:
     """``[source columns, target columns]`` mapper for a word-swap edit.
 
@@ -83,6 +100,9 @@ def replacement_mapper(source: PromptTokens, target: PromptTokens) -> torch.Tens
     Raises :class:`AlignmentError` when the target adds or removes words (that is a refinement)
     or shares no word with the source (nothing would keep the image's layout).
     """
+    if source.parts or target.parts:
+        blocks = [(o, replacement_mapper(s, t)) for o, s, t in _same_parts(source, target)]
+        return _block_diagonal(blocks, source.num_columns, target.num_columns)
     s_words, s_cols = _word_spans(source)
     t_words, t_cols = _word_spans(target)
     mapper = np.zeros((source.num_columns, target.num_columns), dtype=np.float32)
@@ -160,6 +180,13 @@ def global_align(x: list[str], y: list[str]) -> list[int]:
 def refinement_alignment(source: PromptTokens, target: PromptTokens) -> tuple[torch.Tensor, torch.Tensor]:
     """``(index, alpha)`` over target columns: ``index[j]`` is the aligned source column
     (``j`` itself where there is none) and ``alpha[j]`` is 1 where aligned, 0 for new tokens."""
+    if source.parts or target.parts:
+        indices, alphas = [], []
+        for offset, s, t in _same_parts(source, target):
+            index, alpha = refinement_alignment(s, t)
+            indices.append(index + offset)
+            alphas.append(alpha)
+        return torch.cat(indices), torch.cat(alphas)
     if source.num_columns != target.num_columns:
         _special_pairs(source, target)  # raises the explanatory error
     mapping = global_align(list(source.token_strings), list(target.token_strings))

@@ -34,6 +34,8 @@ class PromptTokens:
     token_strings: tuple[str, ...]  # one per column; special columns use START/END/PAD
     words: tuple[Word, ...]
     chunk_length: int
+    cased: bool = True  # False for CLIP, which lowercases its text: a query matches it lowercased
+    parts: tuple[tuple[int, "PromptTokens"], ...] = ()  # (first column, part) of each encoder (SD3)
 
     @property
     def num_columns(self) -> int:
@@ -49,11 +51,33 @@ class PromptTokens:
         no columns, no words."""
         return cls(text, (), (), 0)
 
+    @classmethod
+    def joined(cls, text: str, parts: Sequence["PromptTokens"]) -> "PromptTokens":
+        """One context made of several encoders' columns side by side (SD3: CLIP-L‖G, then T5):
+        the words of every part, at their columns in the context."""
+        offsets, columns = [], 0
+        for part in parts:
+            offsets.append(columns)
+            columns += part.num_columns
+        words = tuple(Word(w.text, tuple(c + o for c in w.columns)) for o, p in zip(offsets, parts) for w in p.words)
+        strings = tuple(s for p in parts for s in p.token_strings)
+        return cls(text, strings, words, 0, parts=tuple(zip(offsets, parts)))
+
     def is_special(self, column: int) -> bool:
         return self.token_strings[column] in SPECIAL_STRINGS
 
+    def chunk_ranges(self) -> list[range]:
+        """The columns of each chunk (77 columns of a CLIP, or a T5's whole list)."""
+        n = self.chunk_length
+        return [range(c * n, (c + 1) * n) for c in range(self.num_chunks)]
+
     def find(self, query: Sequence[str]) -> list[tuple[int, ...]]:
-        """All occurrences of the word sequence ``query`` (CLIP words), as column tuples."""
+        """All occurrences of the word sequence ``query`` (the encoder's words), as column tuples;
+        in a joined context, the occurrences in every part."""
+        if self.parts:
+            return [tuple(c + o for c in hit) for o, part in self.parts for hit in part.find(query)]
+        if not self.cased:
+            query = [q.lower() for q in query]
         texts = [w.text for w in self.words]
         n = len(query)
         hits = []
@@ -90,12 +114,61 @@ def group_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
     return tuple(words)
 
 
+T5_WORD_START = "▁"  # SentencePiece's space: a piece that begins with it begins a word
+
+
+def _is_punctuation(piece: str) -> bool:
+    return bool(piece) and not any(ch.isalnum() for ch in piece)
+
+
+def group_t5_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
+    """Group T5 (SentencePiece) pieces into words, split as CLIP splits them: a piece that begins
+    with ``▁`` begins a word (a lone ``▁`` joins the piece after it: "▁", "a" is the word "a"),
+    any other piece continues the word, except that punctuation is a word of its own ("▁Teddy",
+    "-", "be", "ar", "," → "Teddy", "-", "bear", ","), so the words of both encoders of SD3 agree."""
+    words: list[Word] = []
+    pending_text, pending_cols = "", []
+    lone_start = False  # the last piece was a lone ▁: the next piece is the word's text
+
+    def close() -> None:
+        nonlocal pending_text, pending_cols
+        if pending_text or pending_cols:
+            words.append(Word(pending_text, tuple(pending_cols)))
+        pending_text, pending_cols = "", []
+
+    for col, s in enumerate(token_strings):
+        if s in SPECIAL_STRINGS or s == EMBEDDING:
+            close()
+            lone_start = False
+            if s == EMBEDDING:
+                words.append(Word(EMBEDDING, (col,)))
+            continue
+        starts = s.startswith(T5_WORD_START)
+        piece = s.lstrip(T5_WORD_START)
+        if starts and not lone_start:
+            close()
+        if not piece:  # a lone ▁: its word is the next piece
+            pending_cols.append(col)
+            lone_start = True
+            continue
+        lone_start = False
+        if _is_punctuation(piece) or (pending_text and _is_punctuation(pending_text)):
+            if pending_text:
+                close()
+        pending_text += piece
+        pending_cols.append(col)
+    close()
+    return tuple(words)
+
+
 def prompt_tokens_from_chunks(
     text: str,
     chunks: Sequence[Sequence[object]],
     token_string: Callable[[int], str],
     end_id: int,
     has_start: bool = True,
+    group: Callable[[Sequence[str]], tuple[Word, ...]] = group_words,
+    cased: bool = False,
 ) -> PromptTokens:
     """Build :class:`PromptTokens` from a tokenizer's chunks of token ids.
 
@@ -121,4 +194,4 @@ def prompt_tokens_from_chunks(
                 strings.append(token_string(token))
             else:
                 strings.append(EMBEDDING)
-    return PromptTokens(text, tuple(strings), group_words(strings), lengths.pop())
+    return PromptTokens(text, tuple(strings), group(strings), lengths.pop(), cased)
