@@ -15,8 +15,10 @@ import comfy.model_base
 
 from ..patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample
 from .comfy_patch import UnsupportedModelError
+from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
 from .mmdit_edit import QKEdit, QKSettings
+from .mmdit_probabilities import ProbabilitiesEdit
 from .sampled_batch import check_sampled_batch
 
 WRAPPER_KEY = "prompt_edit_p2p_mmdit"
@@ -66,8 +68,19 @@ def _block_arguments(edit: QKEdit):
 def install_qk(model, p2p_edit: P2PEdit, settings: QKSettings):
     """Return ``(patched clone, QKEdit)`` for a Flux / SD3 model; the input model is never modified.
     The ``dit`` patches and the attention override other nodes put on the model are kept and run."""
+    return install_mmdit_edit(model, QKEdit(p2p_edit, settings))
+
+
+def install_probabilities(model, plan: EditPlan):
+    """Return ``(patched clone, ProbabilitiesEdit)``: Prompt-to-Prompt on the image→text
+    probabilities of every joint attention, as :func:`install_qk` installs the qk edit."""
+    return install_mmdit_edit(model, ProbabilitiesEdit(plan))
+
+
+def install_mmdit_edit(model, edit: QKEdit):
+    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model."""
     blocks = mmdit_blocks(model)
-    edit = QKEdit(p2p_edit, settings)
+    p2p_edit = edit.edit
     patched = model.clone()
     install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit))
 

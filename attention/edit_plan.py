@@ -55,11 +55,17 @@ class EditPlan:
 
 
 def build_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
-    """Align every edited prompt with the source and lay out the per-column tensors."""
+    """The plan of an edit of a UNet model (its prompts encoded by CLIP alone)."""
     if edit.is_t5:
         raise P2PInputError(
             "p2p_edit: its prompts were encoded by a text encoder with T5 (a Flux or SD3 CLIP), but this model "
             "is a UNet (SD1.x, SD2.x or SDXL); connect the checkpoint's own CLIP to 'P2P Prompts'")
+    return align_plan(edit, settings)
+
+
+def align_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
+    """Align every edited prompt with the source and lay out the per-column tensors (the columns
+    of the prompts' context: CLIP's, or on Flux / SD3 T5's, SD3's CLIP-L‖G's then T5's)."""
     n = edit.num_columns
     mappers, alphas, weights, windows = [], [], [], []
     for i, target in enumerate(edit.targets, 1):

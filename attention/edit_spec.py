@@ -63,7 +63,6 @@ class P2PEdit:
         return self.source.num_columns
 
     def with_reweight(self, reweight: Reweight) -> "P2PEdit":
-        self._require_word_columns("P2P Reweight")
         if not any(t.find(reweight.words) for t in self.targets):
             raise P2PInputError(
                 f"reweight word {' '.join(reweight.words)!r} is not in any edited prompt "

@@ -30,6 +30,11 @@ from .step_window import Window
 QK_END_DEFAULT = 0.2
 """Fraction of steps with the qk edit: τ of Shin et al.'s Algorithm 1 (the official code's default)."""
 
+QK_MECHANISM, PROBABILITIES_MECHANISM = "qk", "probabilities"
+MMDIT_MECHANISMS = (QK_MECHANISM, PROBABILITIES_MECHANISM)
+"""How P2P Attention Control edits Flux / SD3: the qk edit (this module), or Prompt-to-Prompt on
+the image→text probabilities of the joint attention (:mod:`.mmdit_probabilities`)."""
+
 MMDIT_EDIT_KIND = "replace"
 """The one ``edit`` value of P2P Attention Control that the qk edit honours: it needs no word alignment."""
 
@@ -41,26 +46,37 @@ class QKSettings:
     window: Window = Window(0.0, QK_END_DEFAULT)
 
 
-def check_qk_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str) -> None:
-    """Refuse what P2P Attention Control offers on UNet models but the qk edit cannot do on Flux /
-    SD3: every edit that works on the per-token attention probabilities of the text."""
+def check_qk_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str,
+                     mechanism: str = QK_MECHANISM) -> None:
+    """Refuse what P2P Attention Control offers on UNet models but the MMDiT edit cannot do on Flux /
+    SD3: with the qk mechanism, every edit that works on the per-token attention probabilities of
+    the text; with the probabilities mechanism, per-word windows and local blend."""
     if kind not in EDIT_KINDS:
         raise P2PInputError(f"edit: {kind!r} is not one of {EDIT_KINDS}")
+    if mechanism not in MMDIT_MECHANISMS:
+        raise P2PInputError(f"mmdit_mechanism: {mechanism!r} is not one of {MMDIT_MECHANISMS}")
     if not edit.is_t5:
         raise P2PInputError(
             "p2p_edit: its prompts were encoded by a CLIP without T5 (SD1.x, SD2.x or SDXL), but this model "
             "is an MMDiT (Flux or SD3); connect the model's own text encoder to 'P2P Prompts'")
+    if mechanism == PROBABILITIES_MECHANISM:
+        _check_common(edit, word_windows, attention_path)
+        return
     if kind != MMDIT_EDIT_KIND:
         why = ("reweighting scales the attention of single words"
                if kind == "reweight" else "refine aligns the attention of the prompts' words")
         raise P2PInputError(
             f"edit: {kind!r} is not available on Flux / SD3 yet ({why}; the MMDiT edit replaces each edited "
             f"prompt's image queries and keys by the source's, whatever the words). Choose '{MMDIT_EDIT_KIND}': "
-            "it covers swapped and added words alike")
+            f"it covers swapped and added words alike, or mmdit_mechanism '{PROBABILITIES_MECHANISM}'")
     if edit.reweights:
         raise P2PInputError(
-            "p2p_edit: it carries a P2P Reweight, which is not available on Flux / SD3 yet; remove the "
-            "P2P Reweight node (the MMDiT edit does not weight single words)")
+            "p2p_edit: it carries a P2P Reweight, which the qk mechanism does not weight (it edits no "
+            f"single words); set mmdit_mechanism to '{PROBABILITIES_MECHANISM}' or remove the P2P Reweight node")
+    _check_common(edit, word_windows, attention_path)
+
+
+def _check_common(edit: P2PEdit, word_windows: str, attention_path: str) -> None:
     if edit.local_blend is not None:
         raise P2PInputError(
             "p2p_edit: it carries a P2P Local Blend, which is not available on Flux / SD3 yet (it needs "
@@ -68,7 +84,7 @@ def check_qk_request(edit: P2PEdit, kind: str, word_windows: str, attention_path
     if word_windows.strip():
         raise P2PInputError(
             "word_windows: per-word windows are not available on Flux / SD3 yet; clear it and set the "
-            "steps of the edit with qk_end")
+            "steps of the edit with qk_end (qk) or cross_attention_start/end (probabilities)")
     if attention_path != "fast":
         raise P2PInputError(
             f"attention_path: {attention_path!r} exists for SD1.x, SD2.x and SDXL only (it materialises the "
@@ -168,9 +184,18 @@ class QKEdit:
         if text_length is None or joint_length <= text_length:
             return None
         position = self._step(opts)
-        if position is None or not self.settings.window.active(*position):
+        if position is None:
+            return None
+        override = self.override(position, text_length, joint_length, opts.get("optimized_attention_override"))
+        if override is None:
             return None
         edited = dict(opts)  # a copy: the host shares one dict across blocks
-        edited["optimized_attention_override"] = QKOverride(
-            self, text_length, joint_length, opts.get("optimized_attention_override"))
+        edited["optimized_attention_override"] = override
         return edited
+
+    def override(self, position: tuple[int, int], text_length: int, joint_length: int,
+                 previous: Callable | None) -> Callable | None:
+        """The attention override of a block call at step ``position``, or None where it does not edit."""
+        if not self.settings.window.active(*position):
+            return None
+        return QKOverride(self, text_length, joint_length, previous)

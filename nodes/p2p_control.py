@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..attention.clip_tokens import clip_words
-from ..attention.comfy_mmdit import install_qk, mmdit_family
+from ..attention.comfy_mmdit import install_probabilities, install_qk, mmdit_family
 from ..attention.comfy_patch import install, unet_layer_layout
 from ..attention.controller import PATHS
-from ..attention.edit_plan import build_plan
+from ..attention.edit_plan import align_plan, build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
-from ..attention.mmdit_edit import QK_END_DEFAULT, QKSettings, check_qk_request
+from ..attention.mmdit_edit import (
+    MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_qk_request)
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
@@ -34,8 +35,9 @@ class P2PAttentionControl:
         "'P2P Prompts' batch. With a deterministic sampler (euler, ddim) this is Prompt-to-Prompt's "
         "algorithm, apart from the few deliberate differences the pack's README lists. On Flux and "
         "SD3 / SD3.5 the edit gives the edited prompts the source's image queries and keys for the "
-        "first qk_end of the steps (Shin et al., ICCV 2025); the cross- and self-attention inputs "
-        "are for SD1.x, SD2.x and SDXL."
+        "first qk_end of the steps (Shin et al., ICCV 2025), or, with mmdit_mechanism 'probabilities', "
+        "edits the image→text attention probabilities of every joint attention as Prompt-to-Prompt edits "
+        "a UNet's cross-attention; the self-attention inputs are for SD1.x, SD2.x and SDXL."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "apply"
@@ -57,11 +59,13 @@ class P2PAttentionControl:
                     "default": "replace",
                     "tooltip": "replace: swap words (spans may differ in length); refine: add words "
                                "(aligned by global alignment); reweight: same prompt, only reweighting. "
-                               "Flux / SD3: replace (any prompt change)."}),
+                               "Flux / SD3: replace (any prompt change) with mmdit_mechanism 'qk'; all three with 'probabilities'."}),
                 "cross_attention_start": _fraction(
-                    0.0, "SD1.x, SD2.x, SDXL: fraction of steps where cross-attention injection starts."),
+                    0.0, "SD1.x, SD2.x, SDXL (and Flux / SD3 with mmdit_mechanism 'probabilities'): fraction of "
+                         "steps where cross-attention injection starts."),
                 "cross_attention_end": _fraction(
-                    0.8, "SD1.x, SD2.x, SDXL: fraction of steps where cross-attention injection ends "
+                    0.8, "SD1.x, SD2.x, SDXL (and Flux / SD3 with 'probabilities'): fraction of steps where "
+                         "cross-attention injection ends "
                          "(higher keeps more of the source's layout)."),
                 "self_attention_end": _fraction(
                     0.4, "SD1.x, SD2.x, SDXL: fraction of steps with self-attention injection (0 = none, "
@@ -87,14 +91,24 @@ class P2PAttentionControl:
                                     "queries and keys are the source's, in every block (Shin et al. use "
                                     "0.2; higher keeps more of the source's layout, 0 = no edit). "
                                     "SD1.x, SD2.x, SDXL ignore it."),
+                "mmdit_mechanism": (list(MMDIT_MECHANISMS), {
+                    "default": QK_MECHANISM,
+                    "tooltip": "Flux / SD3: qk: the edited prompts get the source's image queries and keys "
+                               "(edit 'replace' only, steps set by qk_end); probabilities: Prompt-to-Prompt "
+                               "on the image→text attention probabilities of every joint attention "
+                               "(replace, refine, reweight; steps set by cross_attention_start/end). "
+                               "SD1.x, SD2.x, SDXL ignore it."}),
             },
         }
 
     def apply(self, model, p2p_edit, edit: str, cross_attention_start: float, cross_attention_end: float,
               self_attention_end: float, self_attention_layers: str, word_windows: str = "", clip=None,
-              attention_path: str = "fast", qk_end: float = QK_END_DEFAULT):
+              attention_path: str = "fast", qk_end: float = QK_END_DEFAULT, mmdit_mechanism: str = QK_MECHANISM):
         if mmdit_family(model) is not None:
-            check_qk_request(p2p_edit, edit, word_windows, attention_path)
+            check_qk_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
+            if mmdit_mechanism == PROBABILITIES_MECHANISM:
+                window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
+                return install_probabilities(model, align_plan(p2p_edit, ControlSettings(kind=edit, cross_window=window)))
             return install_qk(model, p2p_edit, QKSettings(_window("qk_end", 0.0, qk_end)))
         unet_layer_layout(model)  # another transformer is refused as such, before its prompts are checked
         windows = ()

@@ -59,8 +59,8 @@ class P2PAttentionMaps:
                include_special: bool, tile_size: int, tiles_per_row: int, images=None):
         if isinstance(attention, QKEdit):
             raise P2PInputError(
-                "attention: it comes from a Flux / SD3 model, where P2P Attention Control edits image "
-                "queries and keys and records no word attention maps (not available on MMDiT yet); "
+                "attention: it comes from a Flux / SD3 model, where P2P Attention Control edits the joint "
+                "attention and records no word attention maps (not available on MMDiT yet); "
                 "maps are drawn for SD1.x, SD2.x and SDXL")
         edit = attention.plan.edit
         if item >= edit.batch_size:

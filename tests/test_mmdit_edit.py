@@ -106,12 +106,12 @@ def test_what_the_qk_edit_cannot_do_is_refused_naming_the_input(kind, words, pat
     check_qk_request(t5_edit(), "replace", " ", "fast")
 
 
-def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_take_no_word_edits():
+def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_take_no_local_blend():
     clip_edit = P2PEdit(PromptTokens.text_only("a"), (PromptTokens.text_only("b"),))
     with pytest.raises(P2PInputError, match="CLIP without T5"):
         check_qk_request(clip_edit, "replace", "", "fast")
-    with pytest.raises(P2PInputError, match="P2P Reweight: these prompts were encoded for Flux / SD3"):
-        t5_edit().with_reweight(Reweight(("dog",), 2.0))
+    with pytest.raises(P2PInputError, match="reweight word 'dog' is not in any edited prompt"):
+        t5_edit().with_reweight(Reweight(("dog",), 2.0))  # T5 prompts are reweighted by their words
     with pytest.raises(P2PInputError, match="P2P Local Blend"):
         t5_edit().with_local_blend(LocalBlend((("cat",),), ()))
     assert issubclass(P2PInputError, PromptEditError)

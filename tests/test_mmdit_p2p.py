@@ -309,13 +309,15 @@ def test_p2p_prompts_encode_every_prompt_to_one_context_length(which, flux_clip,
     assert_same(short[0][1]["pooled_output"][0], alone[0][1]["pooled_output"][0])
 
 
-def test_p2p_reweight_and_local_blend_refuse_t5_prompts(flux_clip):
+def test_p2p_reweight_takes_t5_words_and_local_blend_refuses_t5_prompts(flux_clip):
     from comfyui_prompt_edit.attention.errors import P2PInputError
 
     clip = flux_clip.clone()
     _, _, edit = node("P2PPrompts").build(clip, latent(1), "a cat", "a dog")
-    with pytest.raises(P2PInputError, match="P2P Reweight: these prompts were encoded for Flux / SD3"):
-        node("P2PReweight").reweight(edit, clip, "dog", 2.0)
+    (reweighted,) = node("P2PReweight").reweight(edit, clip, "dog", 2.0)
+    assert [(r.words, r.weight) for r in reweighted.reweights] == [(("dog",), 2.0)]
+    with pytest.raises(P2PInputError, match="P2P Reweight, which the qk mechanism does not weight"):
+        control(mmdit_models.tiny_flux_model(), reweighted)
     with pytest.raises(P2PInputError, match="P2P Local Blend"):
         node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.2)
 

@@ -1,0 +1,135 @@
+"""Prompt-to-Prompt on the probabilities of MMDiT models' joint attention (Flux, SD3), plain torch.
+
+The joint attention of a block runs one softmax over ``[text (T), image (N)]`` keys. Its
+image→text block (image queries, text keys: ``P[T:, :T]``) is the MMDiT's cross-attention, so the
+UNet edit applies to it as it is (see :mod:`.edit_plan`), per edited item ``e`` and text column ``j``:
+
+    P_e[T:, j] ← c_src[j] · (P_source[T:, :T] @ A_e)[:, j] + c_own[j] · P_e[T:, j]
+
+(replace: ``A`` = replacement mapper; refine: alignment; reweight: ``c`` scales a word's column).
+The image→image block and the text rows are the item's own. The probabilities are materialised
+only for the image rows of the edited items and their source, ``row_chunk`` rows at a time, so the
+memory stays bounded whatever the image size; the other rows keep the host's attention output.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from .cross_step import CrossStep
+from .edit_plan import EditPlan
+from .errors import P2PInputError
+from .mmdit_edit import QKEdit, QKSettings
+
+ROW_BUDGET = 1 << 24
+"""Probabilities materialised at once per item (heads × rows × keys): 64 MiB in fp32."""
+
+
+def _to_heads(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
+    """``[B, H, L, D]`` from the host's layout (Flux hands that already; SD3 ``[B, L, H·D]``)."""
+    if skip_reshape:
+        return x
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def edited_probabilities(p_source: torch.Tensor, p_edit: torch.Tensor, text_length: int,
+                         mapper: torch.Tensor, c_src: torch.Tensor, c_own: torch.Tensor) -> torch.Tensor:
+    """``p_edit`` (``[..., rows, T + N]``, softmax rows of image queries) with its text columns
+    edited from the source's rows ``p_source`` (same shape): the formula of the module docstring."""
+    text = p_source[..., :text_length] @ mapper * c_src + p_edit[..., :text_length] * c_own
+    return torch.cat([text, p_edit[..., text_length:]], dim=-1)
+
+
+def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_length: int,
+                      rows: slice, step: CrossStep, row_chunk: int | None = None) -> torch.Tensor:
+    """The attention output ``[E, H, N, D]`` of the image queries of the edited items of one chunk
+    (``rows``: the source, then its edits) with the edited image→text probabilities;
+    q, k, v are ``[B, H, L, D]``."""
+    heads, length, dim = q.shape[1], q.shape[2], q.shape[3]
+    src = rows.start
+    edits = range(rows.start + 1, rows.stop)
+    chunk = row_chunk or max(1, ROW_BUDGET // (heads * length))
+    scale = dim ** -0.5
+    out = q.new_empty(len(edits), heads, length - text_length, v.shape[-1])
+    step = step.to(q.device, torch.float32)
+
+    def probabilities(item: int, start: int, stop: int) -> torch.Tensor:
+        scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale
+        return scores.softmax(dim=-1)
+
+    for start in range(text_length, length, chunk):
+        stop = min(start + chunk, length)
+        p_source = probabilities(src, start, stop)
+        for e, item in enumerate(edits):
+            p = edited_probabilities(p_source, probabilities(item, start, stop), text_length,
+                                     step.mapper[e], step.c_src[e], step.c_own[e])
+            out[e, :, start - text_length: stop - text_length] = (p @ v[item].float()).to(out.dtype)
+    return out
+
+
+class ProbabilitiesOverride:
+    """The attention override of one block call: the joint attention (``joint_length`` tokens,
+    text first) computed by the host (or the override it was layered on), then the edited items'
+    image rows replaced by :func:`edited_image_rows`; any other attention (SD3.5's image-only
+    attn2) unchanged."""
+
+    def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
+                 text_length: int, joint_length: int, previous: Callable | None):
+        self.chunks_of, self.step = chunks_of, step
+        self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+
+    def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
+        if self.previous is not None:
+            return self.previous(func, *args, **kwargs)
+        return func(*args, **kwargs)
+
+    def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
+        out = self._host(func, *args, **kwargs)
+        if len(args) < 3 or not isinstance(args[0], torch.Tensor):
+            return out
+        skip_reshape = kwargs.get("skip_reshape", False)
+        heads = args[3] if len(args) > 3 else kwargs.get("heads")
+        q, k, v = (_to_heads(x, heads, skip_reshape) for x in args[:3])
+        if q.shape[2] != self.joint_length:
+            return out  # not the joint attention
+        chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0])
+        edited = [rows for rows, cond in (chunks or ()) if cond and rows.stop - rows.start > 1]
+        if not edited:
+            return out
+        if kwargs.get("mask") is not None or (len(args) > 4 and args[4] is not None):
+            raise P2PInputError("mmdit_mechanism: 'probabilities' cannot edit an attention with a mask; "
+                                "use 'qk'")
+        if self.step.mapper.shape[-1] != self.text_length:
+            raise P2PInputError(
+                f"Prompt-to-Prompt: the model's text has {self.text_length} tokens but the P2P prompts "
+                f"{self.step.mapper.shape[-1]} columns; connect the model's own text encoder to 'P2P Prompts'")
+        out = out.clone()
+        heads_out = kwargs.get("skip_output_reshape", False)
+        for rows in edited:
+            image = edited_image_rows(q, k, v, self.text_length, rows, self.step)
+            items = slice(rows.start + 1, rows.stop)
+            if heads_out:  # [B, H, L, D]
+                out[items, :, self.text_length:] = image.to(out.dtype)
+            else:  # [B, L, H·D]
+                out[items, self.text_length:] = image.transpose(1, 2).flatten(2).to(out.dtype)
+        return out
+
+
+class ProbabilitiesEdit(QKEdit):
+    """Prompt-to-Prompt on the image→text probabilities of one P2P batch (item 0 = source): the
+    plan's coefficients of each step (its cross-attention window, edit kind and reweights), in
+    every joint-attention block; a step whose coefficients leave every edit its own attention
+    runs the host's attention untouched."""
+
+    def __init__(self, plan: EditPlan):
+        super().__init__(plan.edit, QKSettings())
+        self.plan = plan
+
+    def override(self, position: tuple[int, int], text_length: int, joint_length: int,
+                 previous: Callable | None) -> Callable | None:
+        step = self.plan.cross_step(*position)
+        if step.is_identity:
+            return None
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous)
