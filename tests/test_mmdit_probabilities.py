@@ -119,6 +119,12 @@ def assert_same(actual, expected, tol=1e-5):
     torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
 
 
+def assert_exact(actual, expected):
+    """Equal to float rounding: the probabilities of the source and of an edit of the tiny random
+    models differ by less than assert_close's default atol, so it could not tell them apart."""
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-9)
+
+
 class Recorder:
     """Wraps edited_probabilities and keeps its inputs and outputs."""
 
@@ -173,10 +179,10 @@ def test_the_edited_image_to_text_block_is_the_mapped_source_block(which, kind, 
         assert torch.equal(used_mapper, mapper)
         block = out[..., :columns]
         if kind == "replace":
-            torch.testing.assert_close(block, p_source[..., :columns] @ mapper)
+            assert_exact(block, p_source[..., :columns] @ mapper)
         else:  # aligned columns from the source, the added word's its own
             _, alpha = refinement_alignment(edit.source, edit.targets[0])
-            torch.testing.assert_close(block, p_source[..., :columns] @ mapper * alpha + p_edit[..., :columns] * (1 - alpha))
+            assert_exact(block, p_source[..., :columns] @ mapper * alpha + p_edit[..., :columns] * (1 - alpha))
             assert (alpha == 0).sum() >= 1
         assert torch.equal(out[..., columns:], p_edit[..., columns:])  # image→image is the edit's own
 
@@ -199,5 +205,5 @@ def test_reweight_scales_the_words_image_to_text_block(which, families, monkeypa
     weights = torch.ones(edit.num_columns)
     weights[cat] = 3.0
     for p_source, p_edit, columns, _, c_src, c_own, out in recorder.calls:
-        torch.testing.assert_close(out[..., :columns], p_source[..., :columns] * weights)
+        assert_exact(out[..., :columns], p_source[..., :columns] * weights)
     assert (edited[1] - edited[0]).abs().max() > 1e-3  # the reweighted prompt draws another image
