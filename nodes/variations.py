@@ -7,8 +7,8 @@ import dataclasses
 
 import torch
 
-from ..attention.clip_tokens import clip_words, prompt_tokens
-from ..attention.edit_spec import P2PEdit
+from ..attention.clip_tokens import clip_words, context_tokens, prompt_encoder, prompt_tokens
+from ..attention.edit_spec import T5_ENCODER, P2PEdit
 from ..attention.tokens import PromptTokens
 from ..base.word_lists import split_word_list
 from ..patching.comfy_model import has_unet_cross_attention
@@ -44,17 +44,12 @@ def _encoder_parts(cond: torch.Tensor, extras: dict) -> tuple[int, int] | None:
     return None
 
 
-def _check_mmdit_request(mode: str, words: str) -> None:
-    """What Stochastic Embeddings cannot do yet on Flux / SD3 (their T5 prompts carry no word spans,
-    and their attention takes no UNet cross-attention patch)."""
+def _check_mmdit_request(mode: str) -> None:
+    """Flux / SD3 consult no UNet cross-attention patch, which the embedding-VAE mode is."""
     if mode != "token noise":
         raise VariationInputError(
             f"mode: '{mode}' swaps the context in a UNet's cross-attention, which Flux / SD3 do not have; "
             "use 'token noise'")
-    if split_word_list(words):
-        raise VariationInputError(
-            "words: on Flux / SD3 token noise varies the whole prompt of each variation (word spans of T5 "
-            "prompts are not available yet); leave words empty")
 
 
 def _edited_columns(edit: P2PEdit, target: PromptTokens, words: list[str], tokenize_words) -> list[int]:
@@ -143,17 +138,17 @@ class StochasticEmbeddings:
             rows, varied = [0] * count, list(range(count))
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
-        if not has_unet_cross_attention(model):
-            _check_mmdit_request(mode, words)
-            positive = self._noise_whole_prompts(positive, varied, seed, scale)
-        elif mode == "token noise":
-            positive = self._token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt)
+        unet = has_unet_cross_attention(model)
+        if not unet:
+            _check_mmdit_request(mode)
+        if mode == "token noise":
+            positive = self._token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt, unet)
         else:
             model = self._vae_patch(model, positive, varied, seed, scale, embedding_vae)
         return model, positive, latent, p2p_edit
 
     @staticmethod
-    def _token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt):
+    def _token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt, unet: bool):
         word_list = split_word_list(words)
         if p2p_edit is not None:
             tokenize = (lambda w: clip_words(clip, w)) if clip is not None else (lambda w: tuple(w.lower().split()))
@@ -167,7 +162,9 @@ class StochasticEmbeddings:
             if clip is None or not prompt.strip():
                 raise VariationInputError("words: to perturb words of a plain prompt, connect its clip and write "
                                           "it in prompt")
-            tokens = prompt_tokens(clip, prompt, clip.tokenize(prompt))
+            tokenized = clip.tokenize(prompt)
+            tokens = (context_tokens(clip, prompt, tokenized, positive[0][0].shape[1])
+                      if prompt_encoder(tokenized) == T5_ENCODER else prompt_tokens(clip, prompt, tokenized))
             found = [c for w in word_list for hit in tokens.find(clip_words(clip, w)) for c in hit]
             if not found:
                 raise VariationInputError(f"words: none of {word_list} is in the prompt {prompt!r}")
@@ -177,22 +174,12 @@ class StochasticEmbeddings:
         out = []
         for cond, extras in positive:
             cond = cond.clone()
-            parts = _encoder_parts(cond, extras)
+            # SDXL's CLIP-L and CLIP-G channels are scaled apart; an MMDiT's context is one encoder's
+            # columns after another's (SD3: CLIP-L||G then T5), each token scaled by its own norm
+            parts = _encoder_parts(cond, extras) if unet else None
             for i in varied:
                 noise = item_noise(cond.shape[1:], seed, i)
                 cond[i] = token_noise(cond[i], [c for c in columns[i] if c < cond.shape[1]], scale, noise, parts)
-            out.append([cond, extras])
-        return out
-
-    @staticmethod
-    def _noise_whole_prompts(positive, varied, seed, scale):
-        """Flux / SD3: every token of each varied item (its T5 part and, on SD3, its CLIP part alike:
-        one scale for the whole context, whose parts are not split by width as on SDXL)."""
-        out = []
-        for cond, extras in positive:
-            cond = cond.clone()
-            for i in varied:
-                cond[i] = token_noise(cond[i], list(range(cond.shape[1])), scale, item_noise(cond.shape[1:], seed, i), None)
             out.append([cond, extras])
         return out
 

@@ -1,5 +1,6 @@
 """Stochastic Embeddings on Flux and SD3 (tiny random-weight models and T5 text encoders): token
-noise on the whole prompt of each variation, P2P batches kept P2P batches, and what is refused."""
+noise on whole prompts, on named words and on the words an edit adds, P2P batches kept P2P
+batches, and the refused embedding-VAE mode."""
 
 from __future__ import annotations
 
@@ -64,12 +65,34 @@ def test_a_p2p_batch_stays_a_p2p_batch_with_its_source_untouched(model_and_clip)
     node("P2PAttentionControl").apply(model, varied_edit, "replace", 0.0, 0.8, 0.4, "coarse")
 
 
-def test_what_needs_word_spans_or_a_unet_is_refused_naming_the_input(model_and_clip):
+def test_token_noise_on_named_words_changes_only_their_columns(model_and_clip):
     from harness import comfyui
 
     model, clip = model_and_clip
-    positive = comfyui.encode(clip, "a photo of a cat on a mat")
-    with pytest.raises(ValueError, match="words: on Flux / SD3 token noise varies the whole prompt"):
-        vary(model, positive, words="cat")
+    prompt = "a photo of a cat on a mat"
+    positive = comfyui.encode(clip, prompt)
+    _, varied, _, _ = node("StochasticEmbeddings").vary(model, positive, latent(), "token noise", 2, 0, 0.3, "cat",
+                                                         None, None, clip, prompt)
+    changed = (varied[0][0] != positive[0][0]).any(dim=-1)  # [item, column]
+    columns = changed[0].nonzero().flatten().tolist()
+    assert columns and changed[0].sum() < 5, columns  # the word's piece(s), in each encoder part
+    if type(model.model).__name__ == "SD3":  # its context: CLIP-L||G's 77 columns, then T5's
+        assert min(columns) < 77 <= max(columns), f"{columns}: the word in one encoder part only"
+    assert torch.equal(changed[0], changed[1])
+
+
+def test_a_p2p_batch_varies_the_words_the_source_lacks(model_and_clip):
+    model, clip = model_and_clip
+    positive, _, edit = node("P2PPrompts").build(clip, latent(), "a photo of a cat on a mat", "a photo of a dog on a mat")
+    _, varied, _, _ = vary(model, positive, p2p_edit=edit, count=2)
+    changed = (varied[0][0] != positive[0][0][[0, 1, 1]]).any(dim=-1)
+    assert not changed[0].any()  # the source
+    assert 0 < changed[1].sum() < 5 and torch.equal(changed[1], changed[2])  # "dog" only
+
+
+def test_the_embedding_vae_mode_is_refused_naming_the_input(model_and_clip):
+    from harness import comfyui
+
+    model, clip = model_and_clip
     with pytest.raises(ValueError, match="mode: 'embedding VAE' swaps the context in a UNet's cross-attention"):
-        vary(model, positive, mode="embedding VAE")
+        vary(model, comfyui.encode(clip, "a photo of a cat on a mat"), mode="embedding VAE")
