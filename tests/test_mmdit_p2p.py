@@ -205,11 +205,17 @@ def test_a_dit_patch_already_on_the_model_keeps_running_inside_the_edit(family):
     assert not torch.equal(edited[1], reference[1])
 
 
-def test_an_attention_kernel_set_on_the_model_runs_the_edited_attention():
-    import comfy.model_patcher
+def set_attention_kernel(model, kernel) -> None:
+    """Replace the model's attention function as a kernel node does: through
+    ``set_model_optimized_attention`` where the host has it (0.33.0), else by writing the override
+    that setter writes, one that ignores the host's function (what such nodes do on 0.3.64)."""
+    if hasattr(model, "set_model_optimized_attention"):
+        model.set_model_optimized_attention(kernel)
+    else:
+        set_override(model, lambda _host_function, *args, **kwargs: kernel(*args, **kwargs))
 
-    if not hasattr(comfy.model_patcher.ModelPatcher, "set_model_optimized_attention"):
-        pytest.skip("this ComfyUI has no ModelPatcher.set_model_optimized_attention (0.3.64)")
+
+def test_an_attention_kernel_set_on_the_model_runs_the_edited_attention():
     from comfy.ldm.modules.attention import attention_pytorch
 
     calls = []
@@ -220,7 +226,7 @@ def test_an_attention_kernel_set_on_the_model_runs_the_edited_attention():
 
     model = mmdit_models.tiny_flux_model()
     with_kernel = model.clone()
-    with_kernel.set_model_optimized_attention(kernel)
+    set_attention_kernel(with_kernel, kernel)
     positive = batch_conditioning([1, 1])
     edited = sample(control(with_kernel, t5_edit(), qk_end=1.0)[0], positive, latent(2))
     assert len(calls) == 3 * STEPS
