@@ -1,4 +1,4 @@
-"""Cost of the Prompt-to-Prompt qk edit on MMDiT models (Flux, SD3) over plain sampling of the same batch.
+"""Cost of the Prompt-to-Prompt edits on MMDiT models (Flux, SD3) over plain sampling of the same batch.
 
 One process samples the same 2-item batch (the source prompt and one edited prompt, one shared
 initial noise, euler, the 'simple' schedule) with:
@@ -6,13 +6,16 @@ initial noise, euler, the 'simple' schedule) with:
 * ``plain``:        the unpatched model;
 * ``qk 0.2``:       'P2P Attention Control' with the qk edit over the first 20 % of the steps (the
                     paper's default): the edit's image queries and keys are the source's;
-* ``qk all steps``: the same over every step (the most the edit can cost).
+* ``qk all steps``: the same over every step (the most the edit can cost);
+* ``probabilities``: the word-level edit on the image→text block of the joint softmax (a word
+                    replace over the first 80 % of the steps), recomputed in row chunks.
 
 Time is the median of ``--repeats`` interleaved runs after one warm-up run per variant; memory is
 the peak of torch's tensor allocations in one extra run per variant (bench/common.py's meters).
 
 The last line is machine readable:
-``flux_qk_time_ratio=X flux_qk_mem_ratio=Y flux_qk_all_time_ratio=Z sd3_qk_time_ratio=… …``.
+``flux_qk_time_ratio=… flux_qk_mem_ratio=… flux_qk_all_time_ratio=… flux_probabilities_time_ratio=…
+flux_probabilities_mem_ratio=… sd3_…``.
 
 Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
@@ -28,9 +31,10 @@ from typing import Any
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
 import torch
 
-from harness import mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+from harness import comfyui, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
 
-VARIANTS = {"plain": None, "qk 0.2": 0.2, "qk all steps": 1.0}
+# name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
+VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk all steps": ("qk", 1.0), "probabilities": ("probabilities", 0.2)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,31 +66,33 @@ def conditioning(batch: int, tokens: int, width: int, pooled: int, seed: int) ->
              {"pooled_output": torch.randn(batch, pooled, generator=generator)}]]
 
 
-def t5_edit() -> Any:
-    """The P2P edit of a 1-source, 1-edit batch encoded with T5 (the qk edit reads no words)."""
-    from comfyui_prompt_edit.attention.edit_spec import T5_ENCODER, P2PEdit
-    from comfyui_prompt_edit.attention.tokens import PromptTokens
-
-    return P2PEdit(PromptTokens.text_only("source"), (PromptTokens.text_only("edit"),), encoder=T5_ENCODER)
+SOURCE, EDIT = "a photo of a cat riding a bicycle on a street", "a photo of a dog riding a bicycle on a street"
 
 
 def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, Any]]]:
-    """(family, model, sampling arguments) of each benchmarked model."""
+    """(family, model, sampling arguments and the P2P edit) of each benchmarked model. The prompts
+    go through 'P2P Prompts' with the tests' tiny T5 encoders (the real T5 tokenizer); at the full
+    block width their conditioning is replaced by random T5-XXL-wide columns of the same layout."""
+    prompts = nodes.NODE_CLASS_MAPPINGS["PromptEditP2PPrompts"]()
+    sd3_widths = {"context_dim": mmdit_models.SD3_CONTEXT_DIM, "pooled_dim": mmdit_models.SD3_TINY_POOLED_DIM}
     if full_block:
-        families = [("flux", full_block_flux(), 256, 4096, 768, 32, 5)]  # 5 steps: qk 0.2 edits step 0
+        families = [("flux", full_block_flux(), mmdit_models.tiny_flux_clip(), (4096, 768), 32, 5)]  # 5 steps: qk 0.2 edits step 0
     else:
-        width, pooled = mmdit_models.MMDIT_CONTEXT_DIM, mmdit_models.MMDIT_POOLED_DIM
-        families = [("flux", mmdit_models.tiny_flux_model(), 8, width, pooled, 16, 10),
-                    ("sd3", mmdit_models.tiny_sd3_model(), 8, width, pooled, 16, 10)]
+        families = [("flux", mmdit_models.tiny_flux_model(), mmdit_models.tiny_flux_clip(), None, 16, 10),
+                    ("sd3", mmdit_models.tiny_sd3_model(**sd3_widths), mmdit_models.tiny_sd3_clip(), None, 16, 10)]
     out = []
-    for family, model, tokens, width, pooled, size, steps in families:
-        positive = conditioning(2, tokens, width, pooled, seed=1)
-        positive[0][1]["pooled_output"][1] = positive[0][1]["pooled_output"][0]  # one pooled prompt
-        negative = conditioning(1, tokens, width, pooled, seed=2)
-        latent = torch.zeros(2, mmdit_models.MMDIT_LATENT_CHANNELS, size, size)
-        noise = torch.randn(latent[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(latent)
-        out.append((family, model, {"positive": positive, "negative": negative, "latent": latent,
-                                    "noise": noise.contiguous(), "steps": steps}))
+    for family, model, clip, widths, size, steps in families:
+        latent = torch.zeros(1, mmdit_models.MMDIT_LATENT_CHANNELS, size, size)
+        positive, batch, edit = prompts.build(clip, {"samples": latent}, SOURCE, EDIT)
+        negative = comfyui.encode(clip, "")
+        if widths is not None:
+            columns = positive[0][0].shape[1]
+            positive = conditioning(2, columns, *widths, seed=1)
+            negative = conditioning(1, columns, *widths, seed=2)
+        samples = batch["samples"]
+        noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
+        out.append((family, model, {"positive": positive, "negative": negative, "latent": samples,
+                                    "noise": noise.contiguous(), "steps": steps, "edit": edit}))
     return out
 
 
@@ -124,20 +130,23 @@ def main(argv: list[str] | None = None) -> None:
           f"memory: {common.check_meter(common.TensorPeak(), 'cpu')}")
     summary = []
     for family, model, work in workloads(nodes, args.full_block):
-        models = {name: model if qk_end is None else
-                  control.apply(model, t5_edit(), "replace", 0.0, 0.8, 0.4, "coarse", qk_end=qk_end)[0]
-                  for name, qk_end in VARIANTS.items()}
+        models = {name: model if variant is None else
+                  control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse", qk_end=variant[1],
+                                mmdit_mechanism=variant[0])[0]
+                  for name, variant in VARIANTS.items()}
         results, outputs = measure(models, work, args.repeats)
         plain = results["plain"]
         print(f"{family}: {work['latent'].shape[-1]}² latent, {work['positive'][0][0].shape[1]} text tokens, "
-              f"{work['steps']} steps; qk 0.2 vs plain: source {common.rel_diff(outputs['qk 0.2'][:1], outputs['plain'][:1]):.1e}, "
-              f"edit {common.rel_diff(outputs['qk 0.2'][1:], outputs['plain'][1:]):.1e} (max |a-b| / max |b|)")
+              f"{work['steps']} steps; vs plain: the source's and the edit's max |a-b| / max |b|")
         for name, result in results.items():
+            source, edit = (common.rel_diff(outputs[name][rows], outputs["plain"][rows]) for rows in (slice(0, 1), slice(1, None)))
             print(f"  {name:13s} {result.median * 1000:9.1f} ms  x{result.median / plain.median:.2f}   "
-                  f"{result.mib:8.1f} MiB  x{result.mib / plain.mib:.2f}")
+                  f"{result.mib:8.1f} MiB  x{result.mib / plain.mib:.2f}   source {source:.1e}, edit {edit:.1e}")
         summary.append(f"{family}_qk_time_ratio={results['qk 0.2'].median / plain.median:.2f} "
                        f"{family}_qk_mem_ratio={results['qk 0.2'].mib / plain.mib:.2f} "
-                       f"{family}_qk_all_time_ratio={results['qk all steps'].median / plain.median:.2f}")
+                       f"{family}_qk_all_time_ratio={results['qk all steps'].median / plain.median:.2f} "
+                       f"{family}_probabilities_time_ratio={results['probabilities'].median / plain.median:.2f} "
+                       f"{family}_probabilities_mem_ratio={results['probabilities'].mib / plain.mib:.2f}")
     print(" ".join(summary))
 
 
