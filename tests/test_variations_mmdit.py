@@ -12,7 +12,9 @@ from harness import mmdit_models
 pytestmark = pytest.mark.comfy
 
 FAMILIES = {"flux": (mmdit_models.tiny_flux_model, mmdit_models.tiny_flux_clip),
-            "sd3": (mmdit_models.tiny_sd3_model, mmdit_models.tiny_sd3_clip)}
+            "sd3": (lambda: mmdit_models.tiny_sd3_model(context_dim=mmdit_models.SD3_CONTEXT_DIM,
+                                                    pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM),
+                    mmdit_models.tiny_sd3_clip)}
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))
