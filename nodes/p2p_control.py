@@ -90,7 +90,7 @@ class P2PAttentionControl:
                     QK_END_DEFAULT, "Flux / SD3: fraction of steps in which every edited prompt's image "
                                     "queries and keys are the source's, in every block (Shin et al. use "
                                     "0.2; higher keeps more of the source's layout, 0 = no edit). "
-                                    "SD1.x, SD2.x, SDXL ignore it."),
+                                    "mmdit_mechanism 'probabilities' and SD1.x, SD2.x, SDXL ignore it."),
                 "mmdit_mechanism": (list(MMDIT_MECHANISMS), {
                     "default": QK_MECHANISM,
                     "tooltip": "Flux / SD3: qk: the edited prompts get the source's image queries and keys "
