@@ -65,6 +65,14 @@ def context_tokens(clip, text: str, tokens: dict, context_columns: int) -> Promp
     return PromptTokens.joined(text, (clip_part, t5))
 
 
+def conditioning_tokens(clip, text: str, tokens: dict, context_columns: int) -> PromptTokens:
+    """The columns and words of `text` in its CONDITIONING of `context_columns` columns, for any of
+    the pack's encoders: CLIP's (SD1.x, SD2.x, SDXL) or a T5 model's (:func:`context_tokens`)."""
+    if prompt_encoder(tokens) == T5_ENCODER:
+        return context_tokens(clip, text, tokens, context_columns)
+    return prompt_tokens(clip, text, tokens)
+
+
 def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
     """The CLIP columns and words of `text` as `clip` tokenised it (`tokens` = clip.tokenize(text))."""
     key = layout_key(tokens)
@@ -130,9 +138,5 @@ def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptToken
             extras[key] = torch.cat([e[key] for e in encoded])
         else:
             extras[key] = value
-    encoder = prompt_encoder(tokenized[0])
-    if encoder == T5_ENCODER:
-        tokens = [context_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
-    else:
-        tokens = [prompt_tokens(clip, p, t) for p, t in zip(prompts, tokenized)]
-    return [[cond, extras]], tokens, encoder
+    tokens = [conditioning_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
+    return [[cond, extras]], tokens, prompt_encoder(tokenized[0])

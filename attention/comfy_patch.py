@@ -12,7 +12,7 @@ from __future__ import annotations
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
 
-from ..patching.comfy_model import check_attention_intact, install_attention, set_outer_sample
+from ..patching.comfy_model import check_attention_intact, has_unet_cross_attention, install_attention, set_outer_sample
 from .controller import LayerKey, LayerLayout, P2PController
 from .edit_plan import EditPlan
 from .errors import P2PInputError
@@ -29,12 +29,12 @@ class UnsupportedModelError(P2PInputError):
 def unet_layer_layout(model) -> LayerLayout:
     """Every cross-attention layer key ``(block, index, depth)`` with its resolution level.
 
-    Raises :class:`UnsupportedModelError` for models without a UNet with cross-attention
-    (Flux, SD3, … are transformers whose attention has no per-token text columns to edit).
+    Raises :class:`UnsupportedModelError` for models without a UNet with cross-attention (Flux and
+    SD3 go through :mod:`.comfy_mmdit` instead; other transformers are refused here).
     """
     unet = model.model.diffusion_model
     name = type(model.model).__name__
-    if not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks")):
+    if not has_unet_cross_attention(model):
         raise UnsupportedModelError(
             f"P2P Attention Control edits SD1.x, SD2.x and SDXL (UNet) and Flux and SD3 / SD3.5 (MMDiT) models; "
             f"this model is {name}, which is neither. Load one of those checkpoints."

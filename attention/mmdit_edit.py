@@ -46,7 +46,7 @@ class QKSettings:
     window: Window = Window(0.0, QK_END_DEFAULT)
 
 
-def check_qk_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str,
+def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str,
                      mechanism: str = QK_MECHANISM) -> None:
     """Refuse what P2P Attention Control offers on UNet models but the MMDiT edit cannot do on Flux /
     SD3: with the qk mechanism, every edit that works on the per-token attention probabilities of

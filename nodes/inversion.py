@@ -89,7 +89,7 @@ class InvertImage:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The SD1.x, SD2.x or SDXL model you will edit with."}),
+                "model": ("MODEL", {"tooltip": "The model you will edit with (SD1.x, SD2.x, SDXL; Flux, SD3: methods direct and ddim)."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
                 "negative": ("CONDITIONING", {"tooltip": (
                     "The null text: usually CLIP Text Encode of an empty prompt.")}),

@@ -10,7 +10,7 @@ from ..attention.edit_plan import align_plan, build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
 from ..attention.mmdit_edit import (
-    MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_qk_request)
+    MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_mmdit_request)
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
@@ -105,7 +105,7 @@ class P2PAttentionControl:
               self_attention_end: float, self_attention_layers: str, word_windows: str = "", clip=None,
               attention_path: str = "fast", qk_end: float = QK_END_DEFAULT, mmdit_mechanism: str = QK_MECHANISM):
         if mmdit_family(model) is not None:
-            check_qk_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
+            check_mmdit_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
             if mmdit_mechanism == PROBABILITIES_MECHANISM:
                 window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
                 return install_probabilities(model, align_plan(p2p_edit, ControlSettings(kind=edit, cross_window=window)))

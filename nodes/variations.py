@@ -7,8 +7,8 @@ import dataclasses
 
 import torch
 
-from ..attention.clip_tokens import clip_words, context_tokens, prompt_encoder, prompt_tokens
-from ..attention.edit_spec import T5_ENCODER, P2PEdit
+from ..attention.clip_tokens import clip_words, conditioning_tokens
+from ..attention.edit_spec import P2PEdit
 from ..attention.tokens import PromptTokens
 from ..base.word_lists import split_word_list
 from ..patching.comfy_model import has_unet_cross_attention
@@ -162,9 +162,7 @@ class StochasticEmbeddings:
             if clip is None or not prompt.strip():
                 raise VariationInputError("words: to perturb words of a plain prompt, connect its clip and write "
                                           "it in prompt")
-            tokenized = clip.tokenize(prompt)
-            tokens = (context_tokens(clip, prompt, tokenized, positive[0][0].shape[1])
-                      if prompt_encoder(tokenized) == T5_ENCODER else prompt_tokens(clip, prompt, tokenized))
+            tokens = conditioning_tokens(clip, prompt, clip.tokenize(prompt), positive[0][0].shape[1])
             found = [c for w in word_list for hit in tokens.find(clip_words(clip, w)) for c in hit]
             if not found:
                 raise VariationInputError(f"words: none of {word_list} is in the prompt {prompt!r}")

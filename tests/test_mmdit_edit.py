@@ -9,7 +9,7 @@ import torch
 from comfyui_prompt_edit.attention.edit_spec import LocalBlend, P2PEdit, Reweight, T5_ENCODER
 from comfyui_prompt_edit.attention.errors import P2PInputError
 from comfyui_prompt_edit.attention.mmdit_edit import (
-    QKEdit, QKOverride, QKSettings, check_qk_request, with_source_image_tokens)
+    QKEdit, QKOverride, QKSettings, check_mmdit_request, with_source_image_tokens)
 from comfyui_prompt_edit.attention.step_window import Window
 from comfyui_prompt_edit.attention.tokens import PromptTokens
 from comfyui_prompt_edit.base.errors import PromptEditError
@@ -102,14 +102,14 @@ def test_a_batch_that_is_not_the_p2p_batch_is_refused():
 def test_what_the_qk_edit_cannot_do_is_refused_naming_the_input(kind, words, path, reweights, blend, message):
     edit = t5_edit(reweights=reweights, local_blend=blend)
     with pytest.raises(P2PInputError, match=message):
-        check_qk_request(edit, kind, words, path)
-    check_qk_request(t5_edit(), "replace", " ", "fast")
+        check_mmdit_request(edit, kind, words, path)
+    check_mmdit_request(t5_edit(), "replace", " ", "fast")
 
 
 def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_take_no_local_blend():
     clip_edit = P2PEdit(PromptTokens.text_only("a"), (PromptTokens.text_only("b"),))
     with pytest.raises(P2PInputError, match="CLIP without T5"):
-        check_qk_request(clip_edit, "replace", "", "fast")
+        check_mmdit_request(clip_edit, "replace", "", "fast")
     with pytest.raises(P2PInputError, match="reweight word 'dog' is not in any edited prompt"):
         t5_edit().with_reweight(Reweight(("dog",), 2.0))  # T5 prompts are reweighted by their words
     with pytest.raises(P2PInputError, match="P2P Local Blend"):
