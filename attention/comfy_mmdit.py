@@ -5,15 +5,17 @@ single block (``("double_block", i)``, ``("single_block", i)``) and every SD3 jo
 (``("double_block", i)``), and hand each attention call's ``transformer_options`` to an
 ``optimized_attention_override``. The pack puts a :class:`~..patching.compose.ComposedBlock` on
 every block, which runs the block (or the patch that was on it) with a copy of the options that
-carries the qk override where the step is in the window; an override already on the model (another
-node's, e.g. a different attention kernel) is called by it. Nothing of the blocks' code is copied.
+carries the edit's override where the block is chosen and the step is in the window, and the
+map recorder's in the double (Flux) / joint (SD3) blocks; an override already on the model (another
+node's, e.g. a different attention kernel) is called by them. Local blend is a post-CFG function,
+as on a UNet. Nothing of the blocks' code is copied.
 """
 
 from __future__ import annotations
 
 import comfy.model_base
 
-from ..patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample
+from ..patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
 from .comfy_patch import UnsupportedModelError
 from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
@@ -39,7 +41,7 @@ def mmdit_family(model) -> str | None:
     return None
 
 
-def mmdit_blocks(model) -> list[tuple[str, int]]:
+def block_keys(model) -> list[tuple[str, int]]:
     """Every transformer block of the model as its ``dit`` patch key, double blocks first."""
     family = mmdit_family(model)
     if family is None:
@@ -59,7 +61,8 @@ def _block_arguments(edit: QKEdit):
             img_slice = opts.get("img_slice")
             text_length = int(img_slice[0]) if img_slice else None
             joint_length = args["img"].shape[1]
-        edited = edit.block_options(opts, text_length, joint_length)
+        edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
+                                    records=kind == "double_block")
         return None if edited is None else {**args, "transformer_options": edited}
 
     return arguments
@@ -71,24 +74,34 @@ def install_qk(model, p2p_edit: P2PEdit, settings: QKSettings):
     return install_mmdit_edit(model, QKEdit(p2p_edit, settings))
 
 
-def install_probabilities(model, plan: EditPlan):
+def install_probabilities(model, plan: EditPlan, blocks: frozenset | None = None):
     """Return ``(patched clone, ProbabilitiesEdit)``: Prompt-to-Prompt on the image→text
-    probabilities of every joint attention, as :func:`install_qk` installs the qk edit."""
-    return install_mmdit_edit(model, ProbabilitiesEdit(plan))
+    probabilities of the joint attention of ``blocks`` (None: every block), as :func:`install_qk`
+    installs the qk edit."""
+    return install_mmdit_edit(model, ProbabilitiesEdit(plan, blocks))
+
+
+def image_grid(model, latent_image) -> tuple[int, int]:
+    """The image tokens' (rows, columns) for a latent: one per patch, the last ones padded."""
+    patch = int(getattr(model.model.diffusion_model, "patch_size", 2))
+    height, width = latent_image.shape[-2:]
+    return -(-int(height) // patch), -(-int(width) // patch)
 
 
 def install_mmdit_edit(model, edit: QKEdit):
     """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model."""
-    blocks = mmdit_blocks(model)
+    blocks = block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
     install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit))
+    if p2p_edit.local_blend is not None:
+        set_post_cfg_blend(patched, edit.blend)
 
     def outer_sample(executor, noise, latent_image, *args, **kwargs):
         guider = executor.class_obj
         check_sampled_batch(p2p_edit, guider, latent_image)
         check_blocks_intact(guider.model_options, blocks, FAMILY, edit)
-        edit.reset()
+        edit.reset(image_grid(model, latent_image))
         return executor(noise, latent_image, *args, **kwargs)
 
     set_outer_sample(patched, WRAPPER_KEY, outer_sample)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
 
-from ..patching.comfy_model import check_attention_intact, has_unet_cross_attention, install_attention, set_outer_sample
+from ..patching.comfy_model import check_attention_intact, has_unet_cross_attention, install_attention, set_outer_sample, set_post_cfg_blend
 from .controller import LayerKey, LayerLayout, P2PController
 from .edit_plan import EditPlan
 from .errors import P2PInputError
@@ -95,11 +95,7 @@ def install(model, plan: EditPlan, path: str = "fast"):
     for kind, keys in patched_layers.items():
         install_attention(patched, kind, keys, FAMILY, controller, edited[kind], host_attention)
     if plan.edit.local_blend is not None:
-        def local_blend(args: dict):
-            schedule = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
-            return controller.blend(args["input"], args["denoised"], args["sigma"], schedule)
-
-        patched.set_model_sampler_post_cfg_function(local_blend)
+        set_post_cfg_blend(patched, controller.blend)
 
     def outer_sample(executor, noise, latent_image, *args, **kwargs):
         guider = executor.class_obj

@@ -17,6 +17,7 @@ import torch
 from ..patching.sampling_call import COND, chunk_rows, sampling_step
 from .cross_step import CrossStep
 from .edit_plan import EditPlan
+from .edit_spec import P2PEdit
 from .edited_attention import (
     attention_probs,
     fast_cross_batch,
@@ -28,9 +29,8 @@ from .edited_attention import (
     run_fused,
 )
 from .errors import P2PInputError
-from .local_blend import blend_denoised, blend_mask
+from .local_blend import blend_from_store
 from .map_store import PLACES, AttentionMapStore
-from .step_window import step_of
 
 LayerKey = tuple[str, int, int]
 # host attention: (q, k, v, heads, per-call options) -> output, all [B, N, heads·dim]
@@ -87,6 +87,10 @@ class P2PController:
         # that are not dicts); either way the clone must keep driving this controller (its map
         # store feeds the visualisation node).
         return self
+
+    @property
+    def edit(self) -> P2PEdit:
+        return self.plan.edit
 
     def reset(self) -> None:
         """Forget everything about the previous sampling run."""
@@ -202,16 +206,9 @@ class P2PController:
     def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tensor:
         """Post-CFG hook: local blend of the denoised batch (item 0 = source)."""
         blend = self.plan.edit.local_blend
-        if blend is None or schedule is None or self.store.empty:
+        if blend is None or schedule is None:
             return denoised
         position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
-        if position is None or position[0] < step_of(blend.start, position[1]):
+        if position is None:
             return denoised
-        schedule_cpu = schedule.detach().float().cpu()
-        s = float(sigma.reshape(-1)[0])
-        lower = schedule_cpu[schedule_cpu < s * (1 - 1e-4)]
-        s_next = float(lower.max()) if len(lower) else 0.0
-        h, w = self.store.spatial
-        maps = self.store.running.unflatten(1, (h, w))
-        mask = blend_mask(maps, self.plan.blend_selectors.to(maps.device), tuple(denoised.shape[-2:]), blend.threshold)
-        return blend_denoised(x, denoised, mask.to(denoised.device), s, s_next)
+        return blend_from_store(blend, self.store, self.plan.blend_selectors, x, denoised, sigma, schedule, *position)

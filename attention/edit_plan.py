@@ -107,11 +107,11 @@ def align_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
             )
     return EditPlan(
         edit, settings, torch.stack(mappers), torch.stack(alphas), torch.stack(weights), windows,
-        _blend_selectors(edit) if edit.local_blend is not None else None,
+        blend_selectors(edit) if edit.local_blend is not None else None,
     )
 
 
-def _blend_selectors(edit: P2PEdit) -> torch.Tensor:
+def blend_selectors(edit: P2PEdit) -> torch.Tensor:
     """``[B, N]`` 0/1 selectors: source words on item 0, target words on each edited item."""
     blend = edit.local_blend
     sel = torch.zeros(edit.batch_size, edit.num_columns)

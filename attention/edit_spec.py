@@ -48,12 +48,6 @@ class P2PEdit:
         """Encoded with a T5 (Flux, SD3): the MMDiT edit applies, not the UNet's."""
         return self.encoder == T5_ENCODER
 
-    def _require_word_columns(self, node: str) -> None:
-        if self.is_t5:
-            raise P2PInputError(
-                f"{node}: these prompts were encoded for Flux / SD3 (a text encoder with T5), where "
-                f"{node} is not available yet; remove it (P2P Attention Control edits Flux / SD3 without it)")
-
     @property
     def batch_size(self) -> int:
         return 1 + len(self.targets)
@@ -71,7 +65,6 @@ class P2PEdit:
         return replace(self, reweights=self.reweights + (reweight,))
 
     def with_local_blend(self, blend: LocalBlend) -> "P2PEdit":
-        self._require_word_columns("P2P Local Blend")
         for words in blend.source_words:
             if not self.source.find(words):
                 raise P2PInputError(

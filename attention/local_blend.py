@@ -17,6 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .edit_spec import LocalBlend
+from .map_store import AttentionMapStore
+from .step_window import step_of
+
 
 def blend_mask(maps: torch.Tensor, selectors: torch.Tensor, latent_hw: tuple[int, int], threshold: float) -> torch.Tensor:
     """``[E, 1, h, w]`` 0/1 mask per edited item from summed maps ``[B, H, W, N]``.
@@ -42,3 +46,21 @@ def blend_denoised(
     if sigma - sigma_next > 0 and sigma_next > 0:
         d_edit = d_edit + (1 - m) * (sigma_next / (sigma - sigma_next)) * (x_src - x[1:])
     return torch.cat([denoised[:1], d_edit])
+
+
+def blend_from_store(blend: LocalBlend, store: AttentionMapStore, selectors: torch.Tensor, x: torch.Tensor,
+                     denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor,
+                     step: int, num_steps: int) -> torch.Tensor:
+    """The post-CFG local blend of step ``step`` from the maps recorded so far (``selectors``
+    ``[B, N]`` over the context's columns); the denoised batch as it is before ``blend.start``."""
+    if store.empty or step < step_of(blend.start, num_steps):
+        return denoised
+    schedule_cpu = schedule.detach().float().cpu()
+    s = float(sigma.reshape(-1)[0])
+    lower = schedule_cpu[schedule_cpu < s * (1 - 1e-4)]
+    s_next = float(lower.max()) if len(lower) else 0.0
+    maps = store.running.unflatten(1, store.spatial)
+    if store.columns is not None:
+        selectors = selectors[:, list(store.columns)]
+    mask = blend_mask(maps, selectors.to(maps.device), tuple(denoised.shape[-2:]), blend.threshold)
+    return blend_denoised(x, denoised, mask.to(denoised.device), s, s_next)

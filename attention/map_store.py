@@ -2,7 +2,8 @@
 
 Only the conditional branch's maps at the coarse level (16×16 for a 512² SD1.5 image, the level
 Prompt-to-Prompt blends and shows) are kept: averaged over heads, summed over layers, one
-``[B, H·W, N]`` accumulator per (step, place) where place is ``input`` or ``output``.
+``[B, H·W, N]`` accumulator per (step, place) where place is ``input`` or ``output`` (an MMDiT's
+are ``joint``, and hold only the ``columns`` worth a map: :mod:`.mmdit_maps`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class AttentionMapStore:
     running: torch.Tensor | None = None  # sum over everything so far (local blend)
     spatial: tuple[int, int] | None = None
     num_steps: int = 0
+    columns: tuple[int, ...] | None = None  # the context column of each map; None: every column
+
+    def column_index(self, columns: list[int]) -> list[int]:
+        """Where the maps of context ``columns`` lie along the maps' last axis."""
+        if self.columns is None:
+            return list(columns)
+        where = {c: i for i, c in enumerate(self.columns)}
+        return [where[c] for c in columns]
 
     def reset(self) -> None:
         self.per_step.clear()

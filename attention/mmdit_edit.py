@@ -10,9 +10,12 @@ every joint-attention block (``replace_blocks=None``), SD3.5's image-only second
 it is, and only the conditional chunks edited (as Prompt-to-Prompt and the pack's UNet edit do).
 
 The host hands :class:`QKEdit` each block call's facts (``transformer_options``, the text length and
-the joint-attention length) and gets back the options the block must run with: a copy that carries
-an attention override (:class:`QKOverride`) where this call edits. The override protocol is the
-host's ``optimized_attention_override(func, *args, **kwargs)``.
+the joint-attention length, whether the block is one the edit runs in and one whose word maps are
+recorded) and gets back the options the block must run with: a copy that carries an attention
+override where this call edits (:class:`QKOverride`) or records maps (a
+:class:`~.mmdit_maps.MapRecordingOverride` around it). The override protocol is the host's
+``optimized_attention_override(func, *args, **kwargs)``. The word maps (:mod:`.mmdit_maps`) feed
+P2P Attention Maps and local blend, which works as on a UNet (:mod:`.local_blend`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from typing import Any, Callable
 import torch
 
 from ..patching.sampling_call import COND, chunk_rows, sampling_step
+from .edit_plan import blend_selectors
 from .edit_spec import EDIT_KINDS, P2PEdit
 from .errors import P2PInputError
+from .local_blend import blend_from_store
+from .map_store import AttentionMapStore
+from .mmdit_maps import MapRecordingOverride, MMDiTMapRecorder
 from .step_window import Window
 
 QK_END_DEFAULT = 0.2
@@ -39,18 +46,65 @@ MMDIT_EDIT_KIND = "replace"
 """The one ``edit`` value of P2P Attention Control that the qk edit honours: it needs no word alignment."""
 
 
+BlockKey = tuple[str, int]  # a transformer block as its ``dit`` patch key: ("double_block", 3)
+BLOCK_KINDS = {"double": "double_block", "joint": "double_block", "single": "single_block"}
+ALL_BLOCKS = "all"
+
+
 @dataclass(frozen=True)
 class QKSettings:
-    """Which steps the qk edit runs on (every joint-attention block, as the paper does)."""
+    """Which steps and blocks the qk edit runs in (by default every joint-attention block, as the
+    paper does; ``blocks`` None = all)."""
 
     window: Window = Window(0.0, QK_END_DEFAULT)
+    blocks: frozenset[BlockKey] | None = None
+
+
+def select_blocks(spec: str, blocks: list[BlockKey]) -> frozenset[BlockKey] | None:
+    """The blocks named by the ``mmdit_blocks`` input (None = every block): ``all``, or entries
+    such as ``double``, ``single``, ``double 0-9``, ``single 5`` (SD3's joint blocks are its
+    ``double`` blocks; ``joint`` names them too), comma separated, ranges inclusive."""
+    if spec.strip().lower() in ("", ALL_BLOCKS):
+        return None
+    counts: dict[str, int] = {}
+    for kind, _ in blocks:
+        counts[kind] = counts.get(kind, 0) + 1
+    chosen: set[BlockKey] = set()
+    for entry in spec.replace("\n", ",").split(","):
+        words = entry.split()
+        if not words:
+            continue
+        kind = BLOCK_KINDS.get(words[0].lower())
+        if kind is None or len(words) > 2:
+            raise P2PInputError(
+                f"mmdit_blocks: {entry.strip()!r} is not a block entry; write 'all', or entries like 'double', "
+                "'single', 'double 0-9', 'single 5' separated by commas")
+        count = counts.get(kind, 0)
+        if not count:
+            raise P2PInputError(f"mmdit_blocks: this model has no {words[0]} blocks "
+                                "(SD3 / SD3.5 has joint blocks only: name them 'joint' or 'double')")
+        first, last = 0, count - 1
+        if len(words) == 2:
+            try:
+                bounds = [int(b) for b in words[1].split("-")]
+            except ValueError:
+                raise P2PInputError(f"mmdit_blocks: {entry.strip()!r}: {words[1]!r} is not a block index "
+                                    "or a range like 0-9") from None
+            first, last = bounds[0], bounds[-1]
+            if len(bounds) > 2 or not 0 <= first <= last < count:
+                raise P2PInputError(f"mmdit_blocks: {entry.strip()!r}: this model has {words[0]} blocks "
+                                    f"0-{count - 1}")
+        chosen.update((kind, i) for i in range(first, last + 1))
+    if not chosen:
+        raise P2PInputError("mmdit_blocks: it names no block; write 'all' or e.g. 'double 0-9'")
+    return frozenset(chosen)
 
 
 def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str,
-                     mechanism: str = QK_MECHANISM) -> None:
+                        mechanism: str = QK_MECHANISM) -> None:
     """Refuse what P2P Attention Control offers on UNet models but the MMDiT edit cannot do on Flux /
     SD3: with the qk mechanism, every edit that works on the per-token attention probabilities of
-    the text; with the probabilities mechanism, per-word windows and local blend."""
+    the text (refine, reweight, per-word windows)."""
     if kind not in EDIT_KINDS:
         raise P2PInputError(f"edit: {kind!r} is not one of {EDIT_KINDS}")
     if mechanism not in MMDIT_MECHANISMS:
@@ -59,36 +113,27 @@ def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_p
         raise P2PInputError(
             "p2p_edit: its prompts were encoded by a CLIP without T5 (SD1.x, SD2.x or SDXL), but this model "
             "is an MMDiT (Flux or SD3); connect the model's own text encoder to 'P2P Prompts'")
+    if attention_path != "fast":
+        raise P2PInputError(
+            f"attention_path: {attention_path!r} exists for SD1.x, SD2.x and SDXL only (it materialises the "
+            "UNet's attention maps); on Flux / SD3 leave it at 'fast'")
     if mechanism == PROBABILITIES_MECHANISM:
-        _check_common(edit, word_windows, attention_path)
         return
     if kind != MMDIT_EDIT_KIND:
         why = ("reweighting scales the attention of single words"
                if kind == "reweight" else "refine aligns the attention of the prompts' words")
         raise P2PInputError(
-            f"edit: {kind!r} is not available on Flux / SD3 yet ({why}; the MMDiT edit replaces each edited "
+            f"edit: {kind!r} is not available with mmdit_mechanism 'qk' ({why}; the qk edit replaces each edited "
             f"prompt's image queries and keys by the source's, whatever the words). Choose '{MMDIT_EDIT_KIND}': "
             f"it covers swapped and added words alike, or mmdit_mechanism '{PROBABILITIES_MECHANISM}'")
     if edit.reweights:
         raise P2PInputError(
             "p2p_edit: it carries a P2P Reweight, which the qk mechanism does not weight (it edits no "
             f"single words); set mmdit_mechanism to '{PROBABILITIES_MECHANISM}' or remove the P2P Reweight node")
-    _check_common(edit, word_windows, attention_path)
-
-
-def _check_common(edit: P2PEdit, word_windows: str, attention_path: str) -> None:
-    if edit.local_blend is not None:
-        raise P2PInputError(
-            "p2p_edit: it carries a P2P Local Blend, which is not available on Flux / SD3 yet (it needs "
-            "per-word attention maps); remove the P2P Local Blend node")
     if word_windows.strip():
         raise P2PInputError(
-            "word_windows: per-word windows are not available on Flux / SD3 yet; clear it and set the "
-            "steps of the edit with qk_end (qk) or cross_attention_start/end (probabilities)")
-    if attention_path != "fast":
-        raise P2PInputError(
-            f"attention_path: {attention_path!r} exists for SD1.x, SD2.x and SDXL only (it materialises the "
-            "UNet's attention maps); on Flux / SD3 leave it at 'fast'")
+            "word_windows: the qk mechanism edits no single words, so it has no per-word windows; clear it "
+            f"(qk_end sets the steps) or set mmdit_mechanism to '{PROBABILITIES_MECHANISM}'")
 
 
 def with_source_image_tokens(x: torch.Tensor, token_axis: int, text_length: int,
@@ -131,21 +176,33 @@ class QKOverride:
 
 
 class QKEdit:
-    """The qk edit of one P2P batch (item 0 = source), applied step by step to one sampling run at a time."""
+    """The qk edit of one P2P batch (item 0 = source), applied step by step to one sampling run at
+    a time; it also records the prompts' word maps (``store``) and does the local blend."""
 
     def __init__(self, edit: P2PEdit, settings: QKSettings):
         self.edit = edit
         self.settings = settings
+        self.recorder = MMDiTMapRecorder(edit)
+        self.selectors = blend_selectors(edit) if edit.local_blend is not None else None
         self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
         self._text_length: int | None = None
 
     def __deepcopy__(self, memo: dict) -> "QKEdit":
         return self  # older hosts' clone() deep-copies model_options; the patches must keep this state
 
-    def reset(self) -> None:
-        """Forget everything about the previous sampling run."""
+    @property
+    def store(self) -> AttentionMapStore:
+        """The word maps of the last sampling run (for P2P Attention Maps)."""
+        return self.recorder.store
+
+    def reset(self, grid: tuple[int, int] | None = None) -> None:
+        """Forget everything about the previous sampling run; this one's image tokens lie on ``grid``."""
         self._sigma_cache = None
         self._text_length = None
+        self.recorder.start_run(grid)
+
+    def edits_block(self, block: BlockKey) -> bool:
+        return self.settings.blocks is None or block in self.settings.blocks
 
     def _step(self, opts: dict) -> tuple[int, int] | None:
         sigmas, schedule = opts.get("sigmas"), opts.get("sample_sigmas")
@@ -171,12 +228,14 @@ class QKEdit:
                 "feed the LATENT output of 'P2P Prompts' to the sampler")
         return [(r, chunk == COND) for r, chunk in chunks]
 
-    def block_options(self, opts: dict, text_length: int | None, joint_length: int) -> dict | None:
-        """The ``transformer_options`` one block call must run with where it edits (a copy of
-        ``opts`` with a :class:`QKOverride` layered on the override already there), or None where
-        it does not. ``text_length`` is None in Flux's single blocks, whose input no longer tells
-        text from image tokens: the last double block's text length is used (the host runs every
-        double block before the single ones)."""
+    def block_options(self, opts: dict, text_length: int | None, joint_length: int, edits: bool = True,
+                      records: bool = False) -> dict | None:
+        """The ``transformer_options`` one block call must run with where it edits (``edits``: a
+        block the edit runs in) or records word maps (``records``), a copy of ``opts`` with the
+        overrides layered on the override already there, or None where it does neither.
+        ``text_length`` is None in Flux's single blocks, whose input no longer tells text from image
+        tokens: the last double block's text length is used (the host runs every double block
+        before the single ones)."""
         if text_length is None:
             text_length = self._text_length
         else:
@@ -186,8 +245,12 @@ class QKEdit:
         position = self._step(opts)
         if position is None:
             return None
-        override = self.override(position, text_length, joint_length, opts.get("optimized_attention_override"))
-        if override is None:
+        override = previous = opts.get("optimized_attention_override")
+        if edits:
+            override = self.override(position, text_length, joint_length, previous) or previous
+        if records and self.recorder.store.columns:  # outermost: it sees each prompt's own queries and keys, before the edit
+            override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override)
+        if override is previous:
             return None
         edited = dict(opts)  # a copy: the host shares one dict across blocks
         edited["optimized_attention_override"] = override
@@ -199,3 +262,14 @@ class QKEdit:
         if not self.settings.window.active(*position):
             return None
         return QKOverride(self, text_length, joint_length, previous)
+
+    def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
+              schedule: torch.Tensor | None) -> torch.Tensor:
+        """Post-CFG hook: local blend of the denoised batch (item 0 = source) from the word maps."""
+        blend = self.edit.local_blend
+        if blend is None or schedule is None:
+            return denoised
+        position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
+        if position is None:
+            return denoised
+        return blend_from_store(blend, self.store, self.selectors, x, denoised, sigma, schedule, *position)

@@ -22,16 +22,10 @@ from .cross_step import CrossStep
 from .edit_plan import EditPlan
 from .errors import P2PInputError
 from .mmdit_edit import QKEdit, QKSettings
+from .mmdit_maps import call_mask, heads_first
 
 ROW_BUDGET = 1 << 24
 """Probabilities materialised at once per item (heads × rows × keys): 64 MiB in fp32."""
-
-
-def _to_heads(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
-    """``[B, H, L, D]`` from the host's layout (Flux hands that already; SD3 ``[B, L, H·D]``)."""
-    if skip_reshape:
-        return x
-    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
 
 def edited_probabilities(p_source: torch.Tensor, p_edit: torch.Tensor, text_length: int,
@@ -91,14 +85,14 @@ class ProbabilitiesOverride:
             return out
         skip_reshape = kwargs.get("skip_reshape", False)
         heads = args[3] if len(args) > 3 else kwargs.get("heads")
-        q, k, v = (_to_heads(x, heads, skip_reshape) for x in args[:3])
+        q, k, v = (heads_first(x, heads, skip_reshape) for x in args[:3])
         if q.shape[2] != self.joint_length:
             return out  # not the joint attention
         chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0])
         edited = [rows for rows, cond in (chunks or ()) if cond and rows.stop - rows.start > 1]
         if not edited:
             return out
-        if kwargs.get("mask") is not None or (len(args) > 4 and args[4] is not None):
+        if call_mask(args, kwargs) is not None:
             raise P2PInputError("mmdit_mechanism: 'probabilities' cannot edit an attention with a mask; "
                                 "use 'qk'")
         if self.step.mapper.shape[-1] != self.text_length:
@@ -123,8 +117,8 @@ class ProbabilitiesEdit(QKEdit):
     every joint-attention block; a step whose coefficients leave every edit its own attention
     runs the host's attention untouched."""
 
-    def __init__(self, plan: EditPlan):
-        super().__init__(plan.edit, QKSettings())
+    def __init__(self, plan: EditPlan, blocks: frozenset | None = None):
+        super().__init__(plan.edit, QKSettings(blocks=blocks))
         self.plan = plan
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,

@@ -66,6 +66,10 @@ class PromptTokens:
     def is_special(self, column: int) -> bool:
         return self.token_strings[column] in SPECIAL_STRINGS
 
+    def start_end_columns(self) -> tuple[int, ...]:
+        """The columns of the start and end tokens (shown with a map when asked for)."""
+        return tuple(c for c, s in enumerate(self.token_strings) if s in (START, END))
+
     def chunk_ranges(self) -> list[range]:
         """The columns of each chunk (77 columns of a CLIP, or a T5's whole list)."""
         n = self.chunk_length

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ..attention.clip_tokens import clip_words
-from ..attention.comfy_mmdit import install_probabilities, install_qk, mmdit_family
+from ..attention.comfy_mmdit import block_keys, install_probabilities, install_qk, mmdit_family
 from ..attention.comfy_patch import install, unet_layer_layout
 from ..attention.controller import PATHS
 from ..attention.edit_plan import align_plan, build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
 from ..attention.mmdit_edit import (
-    MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_mmdit_request)
+    ALL_BLOCKS, MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings,
+    check_mmdit_request, select_blocks)
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
@@ -36,8 +37,9 @@ class P2PAttentionControl:
         "algorithm, apart from the few deliberate differences the pack's README lists. On Flux and "
         "SD3 / SD3.5 the edit gives the edited prompts the source's image queries and keys for the "
         "first qk_end of the steps (Shin et al., ICCV 2025), or, with mmdit_mechanism 'probabilities', "
-        "edits the image→text attention probabilities of every joint attention as Prompt-to-Prompt edits "
-        "a UNet's cross-attention; the self-attention inputs are for SD1.x, SD2.x and SDXL."
+        "edits the image→text attention probabilities of the joint attention as Prompt-to-Prompt edits "
+        "a UNet's cross-attention, in the blocks mmdit_blocks names; the self-attention inputs are for "
+        "SD1.x, SD2.x and SDXL."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "apply"
@@ -79,7 +81,7 @@ class P2PAttentionControl:
                 "word_windows": ("STRING", {
                     "default": "", "multiline": False,
                     "tooltip": "Per-word cross-attention windows overriding the above, e.g. "
-                               "'dog=0.4, hat=0.1-0.6'."}),
+                               "'dog=0.4, hat=0.1-0.6' (Flux / SD3: with mmdit_mechanism 'probabilities')."}),
                 "clip": ("CLIP", {"tooltip": "Needed only with word_windows (to tokenise the words)."}),
                 "attention_path": (list(PATHS), {
                     "default": "fast",
@@ -98,30 +100,42 @@ class P2PAttentionControl:
                                "on the image→text attention probabilities of every joint attention "
                                "(replace, refine, reweight; steps set by cross_attention_start/end). "
                                "SD1.x, SD2.x, SDXL ignore it."}),
+                "mmdit_blocks": ("STRING", {
+                    "default": ALL_BLOCKS, "multiline": False,
+                    "tooltip": "Flux / SD3: the transformer blocks the edit runs in: 'all' (as Shin et al.), or "
+                               "entries like 'double', 'single', 'double 0-9', 'single 5' separated by commas "
+                               "(SD3's blocks are 'joint'). Word maps for local blend and P2P Attention Maps "
+                               "come from the double / joint blocks either way. SD1.x, SD2.x, SDXL ignore it."}),
             },
         }
 
     def apply(self, model, p2p_edit, edit: str, cross_attention_start: float, cross_attention_end: float,
               self_attention_end: float, self_attention_layers: str, word_windows: str = "", clip=None,
-              attention_path: str = "fast", qk_end: float = QK_END_DEFAULT, mmdit_mechanism: str = QK_MECHANISM):
+              attention_path: str = "fast", qk_end: float = QK_END_DEFAULT, mmdit_mechanism: str = QK_MECHANISM,
+              mmdit_blocks: str = ALL_BLOCKS):
+        cross_window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
         if mmdit_family(model) is not None:
             check_mmdit_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
+            blocks = select_blocks(mmdit_blocks, block_keys(model))
             if mmdit_mechanism == PROBABILITIES_MECHANISM:
-                window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
-                return install_probabilities(model, align_plan(p2p_edit, ControlSettings(kind=edit, cross_window=window)))
-            return install_qk(model, p2p_edit, QKSettings(_window("qk_end", 0.0, qk_end)))
+                settings = ControlSettings(kind=edit, cross_window=cross_window, word_windows=_word_windows(word_windows, clip))
+                return install_probabilities(model, align_plan(p2p_edit, settings), blocks)
+            return install_qk(model, p2p_edit, QKSettings(_window("qk_end", 0.0, qk_end), blocks))
         unet_layer_layout(model)  # another transformer is refused as such, before its prompts are checked
-        windows = ()
-        if word_windows.strip():
-            if clip is None:
-                raise P2PInputError("word_windows: connect the CLIP input so the words can be tokenised")
-            windows = parse_word_windows(word_windows, lambda w: clip_words(clip, w))
         settings = ControlSettings(
             kind=edit,
-            cross_window=_window("cross_attention_start/end", cross_attention_start, cross_attention_end),
-            word_windows=windows,
+            cross_window=cross_window,
+            word_windows=_word_windows(word_windows, clip),
             self_window=_window("self_attention_end", 0.0, self_attention_end),
             self_layers=self_attention_layers,
         )
         patched, controller = install(model, build_plan(p2p_edit, settings), attention_path)
         return patched, controller
+
+
+def _word_windows(spec: str, clip) -> tuple:
+    if not spec.strip():
+        return ()
+    if clip is None:
+        raise P2PInputError("word_windows: connect the CLIP input so the words can be tokenised")
+    return parse_word_windows(spec, lambda w: clip_words(clip, w))

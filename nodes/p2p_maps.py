@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..attention.errors import P2PInputError
 from ..attention.map_store import PLACES
 from ..attention.mmdit_edit import QKEdit
-from ..attention.tokens import END, START
+from ..attention.mmdit_maps import JOINT
 from ..attention.visualize import label_grid, token_tiles
 from .common import CATEGORY_P2P, P2P_ATTENTION
 
@@ -15,7 +15,9 @@ WHERE = {"input+output": PLACES, "input": ("input",), "output": ("output",)}
 class P2PAttentionMaps:
     DESCRIPTION = (
         "Shows the cross-attention map of every word of one prompt of the P2P batch, averaged over "
-        "the coarse UNet layers (16×16 for a 512² SD1.5 image) and the chosen steps of the last run."
+        "the coarse UNet layers (16×16 for a 512² SD1.5 image) and the chosen steps of the last run. "
+        "On Flux / SD3: the image→text attention of the double / joint blocks, one map per image token "
+        "(64×64 for a 1024² image)."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "render"
@@ -35,7 +37,8 @@ class P2PAttentionMaps:
                     "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
                 "layers": (list(WHERE), {
                     "default": "input+output",
-                    "tooltip": "Which coarse layers to average (down = input, up = output)."}),
+                    "tooltip": "Which coarse layers to average (down = input, up = output); Flux / SD3 "
+                               "always average their double / joint blocks."}),
                 "step_start": ("FLOAT", {
                     "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "First fraction of the steps to average."}),
@@ -57,12 +60,7 @@ class P2PAttentionMaps:
 
     def render(self, attention, samples, item: int, layers: str, step_start: float, step_end: float,
                include_special: bool, tile_size: int, tiles_per_row: int, images=None):
-        if isinstance(attention, QKEdit):
-            raise P2PInputError(
-                "attention: it comes from a Flux / SD3 model, where P2P Attention Control edits the joint "
-                "attention and records no word attention maps (not available on MMDiT yet); "
-                "maps are drawn for SD1.x, SD2.x and SDXL")
-        edit = attention.plan.edit
+        edit = attention.edit
         if item >= edit.batch_size:
             raise P2PInputError(f"item: {item} is past the batch of {edit.batch_size} prompts (0 = source)")
         if layers not in WHERE:
@@ -73,12 +71,12 @@ class P2PAttentionMaps:
             raise P2PInputError(
                 "attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
         prompt = edit.source if item == 0 else edit.targets[item - 1]
-        maps = attention.store.average(WHERE[layers], step_start, step_end)[item]
+        places = (JOINT,) if isinstance(attention, QKEdit) else WHERE[layers]
+        maps = attention.store.average(places, step_start, step_end)[item]
         columns = [c for w in prompt.words for c in w.columns]
         if include_special:
-            specials = {c for c, s in enumerate(prompt.token_strings) if s in (START, END)}
-            columns = sorted(set(columns) | specials)
+            columns = sorted(set(columns) | set(prompt.start_end_columns()))
         labels = prompt.token_labels()
         image = images[min(item, images.shape[0] - 1)] if images is not None else None
-        tiles = token_tiles(maps.cpu(), columns, tile_size, image)
+        tiles = token_tiles(maps.cpu(), attention.store.column_index(columns), tile_size, image)
         return (label_grid(tiles, [labels[c] for c in columns], tiles_per_row),)

@@ -109,6 +109,17 @@ def has_unet_cross_attention(model) -> bool:
     return all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks"))
 
 
+def set_post_cfg_blend(patched, blend: Callable) -> None:
+    """Install ``blend(x, denoised, sigma, schedule)`` (local blend) as a post-CFG function: it gets
+    the step's input latent, the guided denoised batch, σ and the sampler's σ list, and returns the
+    denoised batch the sampler steps with."""
+    def post_cfg(args: dict):
+        schedule = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
+        return blend(args["input"], args["denoised"], args["sigma"], schedule)
+
+    patched.set_model_sampler_post_cfg_function(post_cfg)
+
+
 def set_outer_sample(patched, key: str, wrapper: Callable) -> None:
     """Install ``wrapper`` as the ``OUTER_SAMPLE`` wrapper named ``key`` (replacing the one of the
     same name, keeping everyone else's). It runs once per sampling run, before the first step:

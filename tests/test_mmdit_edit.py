@@ -9,9 +9,10 @@ import torch
 from comfyui_prompt_edit.attention.edit_spec import LocalBlend, P2PEdit, Reweight, T5_ENCODER
 from comfyui_prompt_edit.attention.errors import P2PInputError
 from comfyui_prompt_edit.attention.mmdit_edit import (
-    QKEdit, QKOverride, QKSettings, check_mmdit_request, with_source_image_tokens)
+    QKEdit, QKOverride, QKSettings, check_mmdit_request, select_blocks, with_source_image_tokens)
+from comfyui_prompt_edit.attention.mmdit_maps import MapRecordingOverride
 from comfyui_prompt_edit.attention.step_window import Window
-from comfyui_prompt_edit.attention.tokens import PromptTokens
+from comfyui_prompt_edit.attention.tokens import PromptTokens, Word
 from comfyui_prompt_edit.base.errors import PromptEditError
 from comfyui_prompt_edit.patching.compose import ComposedBlock
 
@@ -91,30 +92,61 @@ def test_a_batch_that_is_not_the_p2p_batch_is_refused():
         edit.chunks(sampling_options(0), 2)
 
 
-@pytest.mark.parametrize("kind,words,path,reweights,blend,message", [
-    ("reweight", "", "fast", (), None, "edit: 'reweight' is not available on Flux / SD3"),
-    ("refine", "", "fast", (), None, "edit: 'refine' is not available on Flux / SD3"),
-    ("replace", "dog=0.5", "fast", (), None, "word_windows"),
-    ("replace", "", "reference", (), None, "attention_path"),
-    ("replace", "", "fast", (Reweight(("dog",), 2.0),), None, "P2P Reweight"),
-    ("replace", "", "fast", (), LocalBlend((("cat",),), (("dog",),)), "P2P Local Blend"),
+@pytest.mark.parametrize("kind,words,path,reweights,message", [
+    ("reweight", "", "fast", (), "edit: 'reweight' is not available with mmdit_mechanism 'qk'"),
+    ("refine", "", "fast", (), "edit: 'refine' is not available with mmdit_mechanism 'qk'"),
+    ("replace", "dog=0.5", "fast", (), "word_windows: the qk mechanism edits no single words"),
+    ("replace", "", "reference", (), "attention_path"),
+    ("replace", "", "fast", (Reweight(("dog",), 2.0),), "P2P Reweight"),
 ])
-def test_what_the_qk_edit_cannot_do_is_refused_naming_the_input(kind, words, path, reweights, blend, message):
-    edit = t5_edit(reweights=reweights, local_blend=blend)
+def test_what_the_qk_edit_cannot_do_is_refused_naming_the_input(kind, words, path, reweights, message):
+    edit = t5_edit(reweights=reweights)
     with pytest.raises(P2PInputError, match=message):
         check_mmdit_request(edit, kind, words, path)
-    check_mmdit_request(t5_edit(), "replace", " ", "fast")
+    if path == "fast":  # the probabilities mechanism does all of these
+        check_mmdit_request(edit, kind, words, path, "probabilities")
+    blend = t5_edit(local_blend=LocalBlend((("cat",),), (("dog",),)))  # either mechanism blends
+    check_mmdit_request(blend, "replace", " ", "fast")
+    check_mmdit_request(blend, "refine", "", "fast", "probabilities")
 
 
-def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_take_no_local_blend():
+def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_are_edited_by_their_words():
     clip_edit = P2PEdit(PromptTokens.text_only("a"), (PromptTokens.text_only("b"),))
     with pytest.raises(P2PInputError, match="CLIP without T5"):
         check_mmdit_request(clip_edit, "replace", "", "fast")
     with pytest.raises(P2PInputError, match="reweight word 'dog' is not in any edited prompt"):
         t5_edit().with_reweight(Reweight(("dog",), 2.0))  # T5 prompts are reweighted by their words
-    with pytest.raises(P2PInputError, match="P2P Local Blend"):
-        t5_edit().with_local_blend(LocalBlend((("cat",),), ()))
+    with pytest.raises(P2PInputError, match="local blend source word 'cat' is not in the source prompt"):
+        t5_edit().with_local_blend(LocalBlend((("cat",),), ()))  # and blended by them
     assert issubclass(P2PInputError, PromptEditError)
+
+
+def test_mmdit_blocks_names_blocks_by_kind_and_index_and_refuses_what_the_model_lacks():
+    flux = [("double_block", i) for i in range(3)] + [("single_block", i) for i in range(4)]
+    sd3 = [("double_block", i) for i in range(2)]
+    assert select_blocks("all", flux) is None and select_blocks(" ", flux) is None
+    assert select_blocks("double", flux) == frozenset(flux[:3])
+    assert select_blocks("double 1-2, single 0", flux) == {("double_block", 1), ("double_block", 2), ("single_block", 0)}
+    assert select_blocks("Joint 1", sd3) == {("double_block", 1)}
+    for spec, message in (("single", "no single blocks"), ("double 2", "double blocks 0-1"), ("double 1-0", "0-1"),
+                          ("triple", "not a block entry"), ("double x", "'x' is not a block index"), (",", "names no block")):
+        with pytest.raises(P2PInputError, match=f"mmdit_blocks: .*{message}"):
+            select_blocks(spec, sd3)
+
+
+def test_blocks_outside_the_selection_only_record_and_records_see_the_prompts_own_queries():
+    def words(*ws):
+        return PromptTokens(" ".join(ws), ws, tuple(Word(w, (i,)) for i, w in enumerate(ws)), len(ws))
+
+    worded = P2PEdit(words("a", "cat"), (words("a", "dog"),), encoder=T5_ENCODER)
+    edit = QKEdit(worded, QKSettings(Window(0.0, 1.0), blocks=frozenset({("double_block", 0)})))
+    assert not edit.edits_block(("double_block", 1)) and edit.edits_block(("double_block", 0))
+    assert edit.block_options(sampling_options(0), 4, 12, edits=False, records=False) is None
+    recording = edit.block_options(sampling_options(0), 4, 12, edits=False, records=True)
+    override = recording["optimized_attention_override"]
+    assert isinstance(override, MapRecordingOverride) and override.previous is None
+    both = edit.block_options(sampling_options(0), 4, 12, edits=True, records=True)["optimized_attention_override"]
+    assert isinstance(both, MapRecordingOverride) and isinstance(both.previous, QKOverride)
 
 
 def test_composed_block_runs_the_previous_patch_with_the_changed_arguments():

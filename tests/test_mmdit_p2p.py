@@ -249,16 +249,18 @@ def test_a_block_patch_applied_after_the_edit_or_a_second_edit_is_refused():
 # -- refusals --------------------------------------------------------------------------------------
 
 
-def test_what_mmdit_cannot_do_yet_is_refused_clearly(tiny_sd15):
+def test_what_the_qk_mechanism_cannot_do_is_refused_clearly(tiny_sd15):
     from comfyui_prompt_edit.attention.errors import P2PInputError
 
     model = mmdit_models.tiny_sd3_model()
-    with pytest.raises(P2PInputError, match="edit: 'reweight' is not available on Flux / SD3"):
+    with pytest.raises(P2PInputError, match="edit: 'reweight' is not available with mmdit_mechanism 'qk'"):
         control(model, t5_edit(), kind="reweight")
-    with pytest.raises(P2PInputError, match="word_windows"):
+    with pytest.raises(P2PInputError, match="word_windows: the qk mechanism edits no single words"):
         control(model, t5_edit(), word_windows="dog=0.5")
+    with pytest.raises(P2PInputError, match="mmdit_blocks: this model has no single blocks"):
+        control(model, t5_edit(), mmdit_blocks="single")
     _, handle = control(model, t5_edit())
-    with pytest.raises(P2PInputError, match="attention: it comes from a Flux / SD3 model"):
+    with pytest.raises(P2PInputError, match="attention: no maps were recorded"):
         node("P2PAttentionMaps").render(handle, latent(2), 0, "input+output", 0.0, 1.0, False, 64, 4)
     with pytest.raises(P2PInputError, match="is a UNet"):
         control(tiny_sd15, t5_edit())
@@ -315,7 +317,7 @@ def test_p2p_prompts_encode_every_prompt_to_one_context_length(which, flux_clip,
     assert_same(short[0][1]["pooled_output"][0], alone[0][1]["pooled_output"][0])
 
 
-def test_p2p_reweight_takes_t5_words_and_local_blend_refuses_t5_prompts(flux_clip):
+def test_p2p_reweight_and_local_blend_take_t5_words(flux_clip):
     from comfyui_prompt_edit.attention.errors import P2PInputError
 
     clip = flux_clip.clone()
@@ -324,8 +326,10 @@ def test_p2p_reweight_takes_t5_words_and_local_blend_refuses_t5_prompts(flux_cli
     assert [(r.words, r.weight) for r in reweighted.reweights] == [(("dog",), 2.0)]
     with pytest.raises(P2PInputError, match="P2P Reweight, which the qk mechanism does not weight"):
         control(mmdit_models.tiny_flux_model(), reweighted)
-    with pytest.raises(P2PInputError, match="P2P Local Blend"):
-        node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.2)
+    (blended,) = node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.2)
+    assert blended.local_blend.source_words == (("cat",),)
+    with pytest.raises(P2PInputError, match="local blend source word 'Cat' is not in the source prompt"):
+        node("P2PLocalBlend").blend(edit, clip, "Cat", "dog", 0.3, 0.2)  # T5 words keep their case
 
 
 @pytest.mark.parametrize("which", ["flux", "sd3"])
@@ -401,5 +405,5 @@ def test_the_executor_runs_the_edit_through_the_ksampler_node(tiny_flux_node):
     samples = load_file(path)["latent_tensor"]
     assert samples.shape[0] == 3
     assert torch.equal(samples[1], samples[0]) and not torch.equal(samples[2], samples[0])
-    with pytest.raises(AssertionError, match="edit: 'refine' is not available on Flux / SD3"):
+    with pytest.raises(AssertionError, match="edit: 'refine' is not available with mmdit_mechanism 'qk'"):
         workflows.run_api_prompt(executor_prompt("a photo of a dog riding a bicycle", kind="refine"), fresh_executor=True)
