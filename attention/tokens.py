@@ -91,8 +91,17 @@ class PromptTokens:
         return hits
 
     def token_labels(self) -> list[str]:
-        """Readable label per column (``</w>`` stripped), for attention-map tiles."""
-        return [s[: -len(WORD_END)] if s.endswith(WORD_END) else s for s in self.token_strings]
+        """Readable label per column, for attention-map tiles: CLIP's ``</w>`` and T5's word-start
+        ``▁`` stripped (a lone ``▁``, the space before a word, shows as ``_``)."""
+        return [_label(s) for s in self.token_strings]
+
+
+def _label(token: str) -> str:
+    if token.endswith(WORD_END):
+        return token[: -len(WORD_END)]
+    if token.startswith(T5_WORD_START):
+        return token[len(T5_WORD_START):] or "_"
+    return token
 
 
 def group_words(token_strings: Sequence[str]) -> tuple[Word, ...]:

@@ -25,7 +25,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness import comfyui, model_files, pack, tiny_models, trained_model  # noqa: E402
+from harness import comfyui, mmdit_models, model_files, pack, tiny_models, trained_model  # noqa: E402
 from workflow_api import load_workflow  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -133,6 +133,16 @@ def trained_sd15() -> tuple[Any, Any]:
     never modify the weights. In-distribution latents: trained_model.trained_dataset()."""
     _require_comfyui()
     return trained_model.trained_tiny_sd15()
+
+
+@pytest.fixture(scope="module")
+def mmdit_families() -> dict[str, tuple[Any, Any]]:
+    """``{"flux": (model, clip), "sd3": (model, clip)}``: the tiny Flux-dev and SD3 with their tiny
+    text encoders (real tokenizers; see mmdit_models.tiny_flux_clip / tiny_sd3_clip)."""
+    _require_comfyui()
+    sd3 = mmdit_models.tiny_sd3_model(context_dim=mmdit_models.SD3_CONTEXT_DIM, pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM)
+    return {"flux": (mmdit_models.tiny_flux_model(), mmdit_models.tiny_flux_clip()),
+            "sd3": (sd3, mmdit_models.tiny_sd3_clip())}
 
 
 @pytest.fixture

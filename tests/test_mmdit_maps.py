@@ -127,3 +127,8 @@ def test_the_recorder_records_nothing_outside_sampling_or_before_its_run_is_know
     recorder.start_run((2, 2))
     assert override(lambda *a, **kw: "ran", q, q, q, 2, skip_reshape=True, transformer_options={}) == "ran"
     assert recorder.store.empty
+
+
+def test_t5_tiles_are_labelled_without_sentencepieces_word_start():
+    tokens = PromptTokens("a dog", ("▁", "a", "▁dog", END, PAD), (Word("a", (0, 1)), Word("dog", (2,))), 5)
+    assert tokens.token_labels() == ["_", "a", "dog", END, PAD]

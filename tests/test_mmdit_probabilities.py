@@ -78,16 +78,6 @@ def test_the_override_replaces_only_the_edited_items_image_rows(layout):
 STEPS, SEED, LATENT = 6, 7, 16
 
 
-@pytest.fixture(scope="module")
-def families():
-    from harness import comfyui, mmdit_models
-
-    comfyui.ensure_comfyui()
-    sd3 = mmdit_models.tiny_sd3_model(context_dim=mmdit_models.SD3_CONTEXT_DIM, pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM)
-    return {"flux": (mmdit_models.tiny_flux_model(), mmdit_models.tiny_flux_clip()),
-            "sd3": (sd3, mmdit_models.tiny_sd3_clip())}
-
-
 def node(name: str):
     import nodes
 
@@ -139,10 +129,10 @@ class Recorder:
 
 @pytest.mark.comfy
 @pytest.mark.parametrize("which", ["flux", "sd3"])
-def test_equal_prompts_sample_the_plain_image_and_an_edit_keeps_the_source(which, families):
+def test_equal_prompts_sample_the_plain_image_and_an_edit_keeps_the_source(which, mmdit_families):
     from harness import comfyui
 
-    model, clip = families[which]
+    model, clip = mmdit_families[which]
     negative = comfyui.encode(clip, "")
     prompt = "a photo of a cat riding a bicycle"
     positive, batch, edit = node("P2PPrompts").build(clip, latent(1), prompt, f"{prompt}\na photo of a dog riding a bicycle")
@@ -159,12 +149,12 @@ def test_equal_prompts_sample_the_plain_image_and_an_edit_keeps_the_source(which
 @pytest.mark.comfy
 @pytest.mark.parametrize("which", ["flux", "sd3"])
 @pytest.mark.parametrize("kind", ["replace", "refine"])
-def test_the_edited_image_to_text_block_is_the_mapped_source_block(which, kind, families, monkeypatch):
+def test_the_edited_image_to_text_block_is_the_mapped_source_block(which, kind, mmdit_families, monkeypatch):
     from harness import comfyui
 
     from comfyui_prompt_edit.attention.seq_aligner import index_to_matrix, refinement_alignment, replacement_mapper
 
-    model, clip = families[which]
+    model, clip = mmdit_families[which]
     source, target = ("a photo of a cat", "a photo of a dog") if kind == "replace" else ("a photo of a cat", "a photo of a fat cat")
     positive, batch, edit = node("P2PPrompts").build(clip, latent(1), source, target)
     recorder = Recorder(mmdit_probabilities.edited_probabilities)
@@ -189,10 +179,10 @@ def test_the_edited_image_to_text_block_is_the_mapped_source_block(which, kind, 
 
 @pytest.mark.comfy
 @pytest.mark.parametrize("which", ["flux", "sd3"])
-def test_reweight_scales_the_words_image_to_text_block(which, families, monkeypatch):
+def test_reweight_scales_the_words_image_to_text_block(which, mmdit_families, monkeypatch):
     from harness import comfyui
 
-    model, clip = families[which]
+    model, clip = mmdit_families[which]
     prompt = "a photo of a cat"
     positive, batch, edit = node("P2PPrompts").build(clip, latent(1), prompt, prompt)
     (edit,) = node("P2PReweight").reweight(edit, clip, "cat", 3.0)
