@@ -3,14 +3,17 @@ unconditional context ``unconds[k]`` (null-text methods) or has its source item 
 pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused.
 
 On UNets (SD1.x, SD2.x, SDXL) the unconditional context is swapped in their cross-attention
-patch. MMDiT models (Flux, SD3) consult no such patch, so there only the methods that need none
-apply: ``direct`` and ``ddim`` (whose unconditional context is the sampler's own negative).
+patch. SD3 / SD3.5 (an MMDiT, which consults no such patch) gets it in the context the model is
+called with, through an ``APPLY_MODEL`` wrapper. Flux is guidance-distilled (sampled at cfg 1, it
+runs no unconditional pass), so there only the methods that need no unconditional context apply:
+``direct`` and ``ddim``.
 """
 
 from __future__ import annotations
 
 import logging
 
+import comfy.patcher_extension
 import torch
 
 from ..base.errors import PromptEditError
@@ -30,14 +33,15 @@ class InversionMismatchError(PromptEditError):
     """An inversion meets a model or sampler it does not reconstruct with; the message says what to set."""
 
 
-class NullTextPatch:
-    """attn2 patch: replace the context rows of the unconditional chunk by the step's embedding."""
+class UnconditionalContexts:
+    """Gives the unconditional chunk of each sampling call the inversion's context of its step:
+    as a UNet's attn2 patch, or (MMDiT) as an ``APPLY_MODEL`` wrapper around the model call."""
 
     def __init__(self, inversion: Inversion):
         self.inversion = inversion
         self._cache: tuple[object, int] | None = None
 
-    def __deepcopy__(self, memo: dict) -> "NullTextPatch":
+    def __deepcopy__(self, memo: dict) -> "UnconditionalContexts":
         return self  # read-only state; ModelPatcher.clone() may share it
 
     def _step(self, sigmas: torch.Tensor) -> int:
@@ -45,10 +49,12 @@ class NullTextPatch:
             self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
         return self._cache[1]
 
-    def __call__(self, n, context, value, extra_options: dict):
+    def swapped(self, context: torch.Tensor, extra_options: dict) -> torch.Tensor:
+        """``context`` with the step's unconditional context in the rows of the unconditional chunk
+        (the same tensor where the call has none)."""
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
         if not chunks or sigmas is None or UNCOND not in chunks:
-            return n, context, value
+            return context
         emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
         tokens = context.shape[1]
         if tokens % emb.shape[0]:
@@ -61,7 +67,19 @@ class NullTextPatch:
         for rows, chunk in chunk_rows(extra_options, context.shape[0]):
             if chunk == UNCOND:
                 new_context[rows] = emb
+        return new_context
+
+    def __call__(self, n, context, value, extra_options: dict):
+        """The attn2 patch (UNet): the swapped context as the keys' and values' input."""
+        new_context = self.swapped(context, extra_options)
         return n, new_context, new_context if value is context else value
+
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None,
+                    **kwargs):
+        """The ``APPLY_MODEL`` wrapper (MMDiT): the model called with the swapped context."""
+        if c_crossattn is not None and transformer_options:
+            c_crossattn = self.swapped(c_crossattn, transformer_options)
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
 
 def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> None:
@@ -92,11 +110,13 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
 
 
 def check_method_fits_model(method: str, model) -> None:
-    """Refuse a method that needs the UNet cross-attention patch on a model that has none."""
-    if method in CONTEXT_METHODS and not has_unet_cross_attention(model):
+    """Refuse a method that swaps the unconditional context on a model without real classifier-free
+    guidance (Flux, or a model the pack does not know)."""
+    if method in CONTEXT_METHODS and not has_unet_cross_attention(model) and type(model.model).__name__ != "SD3":
         raise InversionMismatchError(
-            f"method: '{method}' swaps the unconditional context in a UNet's cross-attention, which "
-            f"{type(model.model).__name__} (an MMDiT) does not have; use 'direct' (exact at any guidance) or 'ddim'"
+            f"method: '{method}' swaps the unconditional context of classifier-free guidance, which "
+            f"{type(model.model).__name__} does not run (Flux is guidance-distilled and sampled at cfg 1); "
+            "use 'direct' (exact at any guidance) or 'ddim'"
         )
 
 
@@ -149,7 +169,10 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
     if inversion.method == "direct":
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
     elif has_unet_cross_attention(model):
-        patched.set_model_attn2_patch(NullTextPatch(inversion))
+        patched.set_model_attn2_patch(UnconditionalContexts(inversion))
+    elif inversion.method in CONTEXT_METHODS:  # SD3 / SD3.5
+        patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
+                                     UnconditionalContexts(inversion).apply_model)
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)

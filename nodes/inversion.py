@@ -89,7 +89,7 @@ class InvertImage:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model you will edit with (SD1.x, SD2.x, SDXL; Flux, SD3: methods direct and ddim)."}),
+                "model": ("MODEL", {"tooltip": "The model you will edit with (SD1.x, SD2.x, SDXL, SD3 / SD3.5: every method; Flux: direct and ddim, being guidance-distilled)."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
                 "negative": ("CONDITIONING", {"tooltip": (
                     "The null text: usually CLIP Text Encode of an empty prompt.")}),

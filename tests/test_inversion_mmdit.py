@@ -4,6 +4,8 @@ Inversion' and KSamplerAdvanced / SamplerCustomAdvanced with the noise disabled.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -106,10 +108,30 @@ def test_ddim_inversion_samples_from_the_inverted_latent(family):
 
 
 @pytest.mark.parametrize("method", ["null-text", "null-text fast", "negative-prompt"])
-def test_methods_that_need_a_unet_cross_attention_are_refused_naming_the_method(family, method):
-    name, model = family
-    with pytest.raises(ValueError, match=rf"method: '{method}' swaps the unconditional context .* use 'direct'"):
-        invert(model, photo_latent(), method=method, cfg=3.0)
+def test_methods_that_swap_the_unconditional_context_are_refused_on_flux(method):
+    with pytest.raises(ValueError, match=rf"method: '{method}' swaps the unconditional context .*Flux is guidance-distilled"):
+        invert(mmdit_models.tiny_flux_model(), photo_latent(), method=method, cfg=3.0)
+
+
+@pytest.mark.parametrize("method", ["null-text", "null-text fast"])
+def test_null_text_inversion_on_sd3_samples_with_each_steps_optimised_unconditional_context(method):
+    model, latent, cfg = mmdit_models.tiny_sd3_model(), photo_latent(), 3.0
+    positive, negative, noisy, inversion = invert(model, latent, method=method, cfg=cfg)
+    assert not torch.equal(inversion.unconds[0], negative[0][0][0])  # optimised per step
+    assert not torch.equal(inversion.unconds[0], inversion.unconds[-1])
+    apply = node("PromptEditApplyInversion").apply
+    error = rel_err(sample_advanced(apply(model, inversion)[0], positive, negative, noisy, cfg), latent)
+    _, _, ddim_noisy, ddim = invert(model, latent, method="ddim", cfg=cfg)
+    # the random tiny model drifts far at cfg 3 (rel. error ≈ 1.4); the optimised contexts do
+    # better, though not by much: what they are optimised for is checked in tests/test_inversion_core.py
+    assert error < rel_err(sample_advanced(apply(model, ddim)[0], positive, negative, ddim_noisy, cfg), latent)
+    # the swap itself: one context for every step samples exactly as that context as the negative
+    fixed = inversion.unconds[3]
+    swapped = dataclasses.replace(inversion, unconds=fixed.expand_as(inversion.unconds).clone())
+    as_negative = [[fixed[None], negative[0][1]]]
+    plain = dataclasses.replace(inversion, method="ddim")
+    torch.testing.assert_close(sample_advanced(apply(model, swapped)[0], positive, negative, noisy, cfg),
+                               sample_advanced(apply(model, plain)[0], positive, as_negative, noisy, cfg), rtol=0, atol=1e-6)
 
 
 def test_the_sampler_must_not_add_noise_on_a_flow_model(family):
