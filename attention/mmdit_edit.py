@@ -31,6 +31,7 @@ from .edit_spec import EDIT_KINDS, P2PEdit
 from .errors import P2PInputError
 from .local_blend import blend_from_store
 from .map_store import AttentionMapStore
+from .mmdit_blocks import BlockKey
 from .mmdit_maps import MapRecordingOverride, MMDiTMapRecorder
 from .step_window import Window
 
@@ -46,11 +47,6 @@ MMDIT_EDIT_KIND = "replace"
 """The one ``edit`` value of P2P Attention Control that the qk edit honours: it needs no word alignment."""
 
 
-BlockKey = tuple[str, int]  # a transformer block as its ``dit`` patch key: ("double_block", 3)
-BLOCK_KINDS = {"double": "double_block", "joint": "double_block", "single": "single_block"}
-ALL_BLOCKS = "all"
-
-
 @dataclass(frozen=True)
 class QKSettings:
     """Which steps and blocks the qk edit runs in (by default every joint-attention block, as the
@@ -58,46 +54,6 @@ class QKSettings:
 
     window: Window = Window(0.0, QK_END_DEFAULT)
     blocks: frozenset[BlockKey] | None = None
-
-
-def select_blocks(spec: str, blocks: list[BlockKey]) -> frozenset[BlockKey] | None:
-    """The blocks named by the ``mmdit_blocks`` input (None = every block): ``all``, or entries
-    such as ``double``, ``single``, ``double 0-9``, ``single 5`` (SD3's joint blocks are its
-    ``double`` blocks; ``joint`` names them too), comma separated, ranges inclusive."""
-    if spec.strip().lower() in ("", ALL_BLOCKS):
-        return None
-    counts: dict[str, int] = {}
-    for kind, _ in blocks:
-        counts[kind] = counts.get(kind, 0) + 1
-    chosen: set[BlockKey] = set()
-    for entry in spec.replace("\n", ",").split(","):
-        words = entry.split()
-        if not words:
-            continue
-        kind = BLOCK_KINDS.get(words[0].lower())
-        if kind is None or len(words) > 2:
-            raise P2PInputError(
-                f"mmdit_blocks: {entry.strip()!r} is not a block entry; write 'all', or entries like 'double', "
-                "'single', 'double 0-9', 'single 5' separated by commas")
-        count = counts.get(kind, 0)
-        if not count:
-            raise P2PInputError(f"mmdit_blocks: this model has no {words[0]} blocks "
-                                "(SD3 / SD3.5 has joint blocks only: name them 'joint' or 'double')")
-        first, last = 0, count - 1
-        if len(words) == 2:
-            try:
-                bounds = [int(b) for b in words[1].split("-")]
-            except ValueError:
-                raise P2PInputError(f"mmdit_blocks: {entry.strip()!r}: {words[1]!r} is not a block index "
-                                    "or a range like 0-9") from None
-            first, last = bounds[0], bounds[-1]
-            if len(bounds) > 2 or not 0 <= first <= last < count:
-                raise P2PInputError(f"mmdit_blocks: {entry.strip()!r}: this model has {words[0]} blocks "
-                                    f"0-{count - 1}")
-        chosen.update((kind, i) for i in range(first, last + 1))
-    if not chosen:
-        raise P2PInputError("mmdit_blocks: it names no block; write 'all' or e.g. 'double 0-9'")
-    return frozenset(chosen)
 
 
 def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_path: str,

@@ -5,7 +5,9 @@ initial noise, euler, the 'simple' schedule) with:
 
 * ``plain``:        the unpatched model;
 * ``qk 0.2``:       'P2P Attention Control' with the qk edit over the first 20 % of the steps (the
-                    paper's default): the edit's image queries and keys are the source's;
+                    paper's default): the edit's image queries and keys are the source's; the word
+                    maps (local blend, P2P Attention Maps) are recorded in every double block;
+* ``qk 0.2, no maps``: the same without recording the maps (what the maps cost);
 * ``qk all steps``: the same over every step (the most the edit can cost);
 * ``probabilities``: the word-level edit on the image→text block of the joint softmax (a word
                     replace over the first 80 % of the steps), recomputed in row chunks.
@@ -14,7 +16,8 @@ Time is the median of ``--repeats`` interleaved runs after one warm-up run per v
 the peak of torch's tensor allocations in one extra run per variant (bench/common.py's meters).
 
 The last line is machine readable:
-``flux_qk_time_ratio=… flux_qk_mem_ratio=… flux_qk_all_time_ratio=… flux_probabilities_time_ratio=…
+``flux_qk_time_ratio=… flux_qk_mem_ratio=… flux_qk_no_maps_time_ratio=… flux_qk_all_time_ratio=…
+flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
 Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
@@ -34,7 +37,8 @@ import torch
 from harness import comfyui, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
 
 # name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
-VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk all steps": ("qk", 1.0), "probabilities": ("probabilities", 0.2)}
+VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk 0.2, no maps": ("qk", 0.2), "qk all steps": ("qk", 1.0),
+            "probabilities": ("probabilities", 0.2)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,20 +134,26 @@ def main(argv: list[str] | None = None) -> None:
           f"memory: {common.check_meter(common.TensorPeak(), 'cpu')}")
     summary = []
     for family, model, work in workloads(nodes, args.full_block):
-        models = {name: model if variant is None else
-                  control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse", qk_end=variant[1],
-                                mmdit_mechanism=variant[0])[0]
-                  for name, variant in VARIANTS.items()}
+        models = {}
+        for name, variant in VARIANTS.items():
+            if variant is None:
+                models[name] = model
+                continue
+            models[name], handle = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse",
+                                                 qk_end=variant[1], mmdit_mechanism=variant[0])
+            if name.endswith("no maps"):
+                handle.recorder.store.columns = ()  # no column worth a map: the recorder is not installed
         results, outputs = measure(models, work, args.repeats)
         plain = results["plain"]
         print(f"{family}: {work['latent'].shape[-1]}² latent, {work['positive'][0][0].shape[1]} text tokens, "
               f"{work['steps']} steps; vs plain: the source's and the edit's max |a-b| / max |b|")
         for name, result in results.items():
             source, edit = (common.rel_diff(outputs[name][rows], outputs["plain"][rows]) for rows in (slice(0, 1), slice(1, None)))
-            print(f"  {name:13s} {result.median * 1000:9.1f} ms  x{result.median / plain.median:.2f}   "
+            print(f"  {name:15s} {result.median * 1000:9.1f} ms  x{result.median / plain.median:.2f}   "
                   f"{result.mib:8.1f} MiB  x{result.mib / plain.mib:.2f}   source {source:.1e}, edit {edit:.1e}")
         summary.append(f"{family}_qk_time_ratio={results['qk 0.2'].median / plain.median:.2f} "
                        f"{family}_qk_mem_ratio={results['qk 0.2'].mib / plain.mib:.2f} "
+                       f"{family}_qk_no_maps_time_ratio={results['qk 0.2, no maps'].median / plain.median:.2f} "
                        f"{family}_qk_all_time_ratio={results['qk all steps'].median / plain.median:.2f} "
                        f"{family}_probabilities_time_ratio={results['probabilities'].median / plain.median:.2f} "
                        f"{family}_probabilities_mem_ratio={results['probabilities'].mib / plain.mib:.2f}")

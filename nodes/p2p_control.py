@@ -9,9 +9,9 @@ from ..attention.controller import PATHS
 from ..attention.edit_plan import align_plan, build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
+from ..attention.mmdit_blocks import ALL_BLOCKS, select_blocks
 from ..attention.mmdit_edit import (
-    ALL_BLOCKS, MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings,
-    check_mmdit_request, select_blocks)
+    MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_mmdit_request)
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT

@@ -9,7 +9,8 @@ import torch
 from comfyui_prompt_edit.attention.edit_spec import LocalBlend, P2PEdit, Reweight, T5_ENCODER
 from comfyui_prompt_edit.attention.errors import P2PInputError
 from comfyui_prompt_edit.attention.mmdit_edit import (
-    QKEdit, QKOverride, QKSettings, check_mmdit_request, select_blocks, with_source_image_tokens)
+    QKEdit, QKOverride, QKSettings, check_mmdit_request, with_source_image_tokens)
+from comfyui_prompt_edit.attention.mmdit_blocks import select_blocks
 from comfyui_prompt_edit.attention.mmdit_maps import MapRecordingOverride
 from comfyui_prompt_edit.attention.step_window import Window
 from comfyui_prompt_edit.attention.tokens import PromptTokens, Word
