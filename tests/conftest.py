@@ -58,12 +58,17 @@ def _alias_rootdir_package(config: pytest.Config) -> None:
     """The repo root has an __init__.py, so pytest imports it as a package of its own, named after
     the directory, to look for setup_module. Point that name at the already-loaded pack so its
     __init__ is neither run twice (duplicate module objects) nor, without ComfyUI, run at all."""
-    from _pytest.pathlib import resolve_pkg_root_and_module_name
+    from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
 
     init_file = pack.ROOT / "__init__.py"
     if init_file.is_file():
         consider_namespace = config.getini("consider_namespace_packages")
-        _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
+        try:
+            _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
+        except CouldNotResolvePathError:
+            # the checkout's folder is no module name (a worktree "wt-x"): pytest then imports the
+            # file as the top-level module "__init__"
+            name = init_file.stem
         sys.modules.setdefault(name, sys.modules[pack.PACK])
 
 
