@@ -25,7 +25,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness import comfyui, model_files, pack, tiny_models, trained_model  # noqa: E402
+from harness import comfyui, mmdit_files, model_files, pack, tiny_models, trained_model  # noqa: E402
 from workflow_api import load_workflow  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -278,9 +278,19 @@ def comfy_server(tmp_path_factory):
         log.close()
 
 
+TEXT_ENCODER_LOADERS = {"DualCLIPLoader": 2, "TripleCLIPLoader": 3}  # how many file names each takes first
+
+
+def _link_files(directory, names, target) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).symlink_to(target.resolve())
+
+
 def _server_files(base, checkpoint) -> None:
-    """The test checkpoint under its own name and under every name the example workflows load,
-    their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
+    """The test checkpoint under its own name and under every name the example workflows load
+    (SD3.5's: the SD3.5 test checkpoint), the Flux test files under Flux's names, a stand-in under
+    each text-encoder name (mmdit_files.make_text_encoder_stand_in), their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
     VAEs (model_files.write_workflow_embedding_vae)."""
     from PIL import Image
 
@@ -288,8 +298,17 @@ def _server_files(base, checkpoint) -> None:
     widgets = [(n["type"], n["widgets_values"]) for w in workflows for n in w["nodes"]]
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    for name in {checkpoint.name} | {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple"}:
+    sd35 = {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple" and values[0].startswith("sd3.5")}
+    for name in {checkpoint.name} | {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple"} - sd35:
         (checkpoints / name).symlink_to(checkpoint.resolve())
+    _link_files(checkpoints, sd35, mmdit_files.make_sd35_checkpoint())
+    _link_files(base / "models" / "diffusion_models", {values[0] for kind, values in widgets if kind == "UNETLoader"},
+                mmdit_files.make_flux_diffusion_model_file())
+    _link_files(base / "models" / "vae", {values[0] for kind, values in widgets if kind == "VAELoader"},
+                mmdit_files.make_mmdit_vae_file())
+    text_encoders = {name for kind, values in widgets if kind in TEXT_ENCODER_LOADERS
+                     for name in values[:TEXT_ENCODER_LOADERS[kind]]}
+    _link_files(base / "models" / "text_encoders", text_encoders, mmdit_files.make_text_encoder_stand_in())
     (base / "input").mkdir()
     for name in {values[0] for kind, values in widgets if kind == "LoadImage"}:
         pixels = torch.zeros(64, 64, 3, dtype=torch.uint8)

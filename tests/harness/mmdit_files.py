@@ -139,6 +139,18 @@ def make_sd35_checkpoint() -> Path:
     return _write_fp16(tensors, path, recipe)
 
 
+def make_text_encoder_stand_in() -> Path:
+    """A placeholder under the text-encoder names of the server the browser tests open the
+    workflows on: the loaders' lists must offer the names the workflows choose, but the files are
+    never loaded (a stock loader would build a full-size T5-XXL whatever a file holds)."""
+    path = mmdit_files_dir() / "text_encoder_stand_in.safetensors"
+    recipe = f"{_RECIPE} text encoder stand-in"
+    if not _is_current(path, recipe):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_safetensors({"stand_in": torch.zeros(1)}, path, {"recipe": recipe})
+    return path
+
+
 def register_mmdit_files() -> dict[str, str]:
     """Write the files (once) and add their folder to ComfyUI's diffusion_models, checkpoints and
     vae search paths; returns the file names by the loader input that takes each."""
