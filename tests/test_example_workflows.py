@@ -59,6 +59,7 @@ LABEL_HEIGHT = 20  # text strip under each attention-map tile
 CONTROL_NODE = "PromptEditP2PAttentionControl"
 MMDIT_LATENT_NODE = "EmptySD3LatentImage"
 SD35_CHECKPOINTS = ("sd3.5_large.safetensors",)  # the SD3.5 checkpoints the examples load
+FLUX_FILE_LOADERS = {"UNETLoader": "unet_name", "VAELoader": "vae_name"}  # stock loaders: their file input
 
 
 def test_there_are_example_workflows():
@@ -132,9 +133,9 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str]) -> dict:
         inputs = node["inputs"]
         if "ckpt_name" in inputs:
             inputs["ckpt_name"] = mmdit_names["ckpt_name"] if inputs["ckpt_name"] in SD35_CHECKPOINTS else checkpoint
-        for name in ("unet_name", "vae_name"):
-            if name in inputs:
-                inputs[name] = mmdit_names[name]
+        if node["class_type"] in FLUX_FILE_LOADERS:
+            name = FLUX_FILE_LOADERS[node["class_type"]]
+            inputs[name] = mmdit_names[name]
         if node["class_type"] in ("EmptyLatentImage", MMDIT_LATENT_NODE):
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
