@@ -25,7 +25,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness import comfyui, mmdit_models, model_files, pack, tiny_models, trained_model  # noqa: E402
+from harness import comfyui, mmdit_files, mmdit_models, model_files, pack, tiny_models, trained_model  # noqa: E402
 from workflow_api import load_workflow  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -58,12 +58,17 @@ def _alias_rootdir_package(config: pytest.Config) -> None:
     """The repo root has an __init__.py, so pytest imports it as a package of its own, named after
     the directory, to look for setup_module. Point that name at the already-loaded pack so its
     __init__ is neither run twice (duplicate module objects) nor, without ComfyUI, run at all."""
-    from _pytest.pathlib import resolve_pkg_root_and_module_name
+    from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
 
     init_file = pack.ROOT / "__init__.py"
     if init_file.is_file():
         consider_namespace = config.getini("consider_namespace_packages")
-        _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
+        try:
+            _, name = resolve_pkg_root_and_module_name(init_file, consider_namespace_packages=consider_namespace)
+        except CouldNotResolvePathError:
+            # the checkout's folder is no module name (a worktree "wt-x"): pytest then imports the
+            # file as the top-level module "__init__"
+            name = init_file.stem
         sys.modules.setdefault(name, sys.modules[pack.PACK])
 
 
@@ -283,9 +288,19 @@ def comfy_server(tmp_path_factory):
         log.close()
 
 
+TEXT_ENCODER_LOADERS = {"DualCLIPLoader": 2, "TripleCLIPLoader": 3}  # how many file names each takes first
+
+
+def _link_files(directory, names, target) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (directory / name).symlink_to(target.resolve())
+
+
 def _server_files(base, checkpoint) -> None:
-    """The test checkpoint under its own name and under every name the example workflows load,
-    their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
+    """The test checkpoint under its own name and under every name the example workflows load
+    (SD3.5's: the SD3.5 test checkpoint), the Flux test files under Flux's names, a stand-in under
+    each text-encoder name (mmdit_files.make_text_encoder_stand_in), their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
     VAEs (model_files.write_workflow_embedding_vae)."""
     from PIL import Image
 
@@ -293,8 +308,17 @@ def _server_files(base, checkpoint) -> None:
     widgets = [(n["type"], n["widgets_values"]) for w in workflows for n in w["nodes"]]
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    for name in {checkpoint.name} | {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple"}:
+    sd35 = {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple" and values[0].startswith("sd3.5")}
+    for name in {checkpoint.name} | {values[0] for kind, values in widgets if kind == "CheckpointLoaderSimple"} - sd35:
         (checkpoints / name).symlink_to(checkpoint.resolve())
+    _link_files(checkpoints, sd35, mmdit_files.make_sd35_checkpoint())
+    _link_files(base / "models" / "diffusion_models", {values[0] for kind, values in widgets if kind == "UNETLoader"},
+                mmdit_files.make_flux_diffusion_model_file())
+    _link_files(base / "models" / "vae", {values[0] for kind, values in widgets if kind == "VAELoader"},
+                mmdit_files.make_mmdit_vae_file())
+    text_encoders = {name for kind, values in widgets if kind in TEXT_ENCODER_LOADERS
+                     for name in values[:TEXT_ENCODER_LOADERS[kind]]}
+    _link_files(base / "models" / "text_encoders", text_encoders, mmdit_files.make_text_encoder_stand_in())
     (base / "input").mkdir()
     for name in {values[0] for kind, values in widgets if kind == "LoadImage"}:
         pixels = torch.zeros(64, 64, 3, dtype=torch.uint8)

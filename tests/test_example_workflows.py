@@ -6,6 +6,14 @@ random-weight SD1.5 checkpoint and shrunk for the CPU (64x64, 3 steps) by class_
 node id, so a new or re-laid-out workflow is checked without touching this file. LoadImage gets a
 deterministic 64x64 PNG written into ComfyUI's input directory under the name the workflow uses.
 
+The Flux and SD3.5 workflows load random-weight model files (harness/mmdit_files.py) through the
+stock UNETLoader, CheckpointLoaderSimple and VAELoader, which ComfyUI's model detection reads as a
+comfy.model_base.Flux / SD3. Their text-encoder loaders are the one exception: ComfyUI builds
+T5-XXL at its full 4.7 G parameters whatever a file holds (the config comes only from the
+loader's model options), more than the CI machine holds, so DualCLIPLoader / TripleCLIPLoader are
+replaced, by class_type in the API prompt, with test-only nodes that return a real comfy.sd.CLIP
+with the real tokenizers and tiny encoders (mmdit_models.tiny_flux_clip / tiny_sd3_clip).
+
 Workflows that sample from an inversion are also checked, before shrinking, for the wiring that
 makes the inversion reconstruct (add_noise disabled, euler/ddim, the inversion's scheduler, steps
 and guidance, its negative prompt and noisy latent): shrunk to 3 steps everywhere, a 50-vs-30 step
@@ -14,6 +22,7 @@ mismatch would otherwise go unnoticed.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import time
@@ -22,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import model_files, pack, workflows
+from harness import mmdit_files, mmdit_models, model_files, pack, workflows
 from workflow_api import FRONTEND_ONLY_NODES, load_workflow, ui_to_api
 
 pytestmark = pytest.mark.comfy
@@ -47,6 +56,10 @@ EMBEDDING_VAE_FOLDER = "embedding_vae"
 TRAIN_ITERATIONS = 3
 EXACT_SAMPLERS = ("euler", "ddim")
 LABEL_HEIGHT = 20  # text strip under each attention-map tile
+CONTROL_NODE = "PromptEditP2PAttentionControl"
+MMDIT_LATENT_NODE = "EmptySD3LatentImage"
+SD35_CHECKPOINTS = ("sd3.5_large.safetensors",)  # the SD3.5 checkpoints the examples load
+FLUX_FILE_LOADERS = {"UNETLoader": "unet_name", "VAELoader": "vae_name"}  # stock loaders: their file input
 
 
 def test_there_are_example_workflows():
@@ -111,14 +124,19 @@ def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
         assert order[origin_id] < order[target_id], f"order puts {target_id} before its input {origin_id}"
 
 
-def shrink(prompt: dict, checkpoint: str) -> dict:
-    """Point every checkpoint loader at the test checkpoint; 64x64 latents, 3 sampler steps, and
-    inversions of 3 steps (so their schedule stays the sampler's) with 2 inner steps."""
+def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str]) -> dict:
+    """Point every loader at a test file: checkpoint loaders at the SD1.5 test checkpoint (SD3.5's
+    at the SD3.5 one), the diffusion-model and VAE loaders at the Flux files (mmdit_names, from
+    mmdit_files.register_mmdit_files); 64x64 latents, 3 sampler steps, and inversions of 3 steps
+    (so their schedule stays the sampler's) with 2 inner steps."""
     for node in prompt.values():
         inputs = node["inputs"]
         if "ckpt_name" in inputs:
-            inputs["ckpt_name"] = checkpoint
-        if node["class_type"] == "EmptyLatentImage":
+            inputs["ckpt_name"] = mmdit_names["ckpt_name"] if inputs["ckpt_name"] in SD35_CHECKPOINTS else checkpoint
+        if node["class_type"] in FLUX_FILE_LOADERS:
+            name = FLUX_FILE_LOADERS[node["class_type"]]
+            inputs[name] = mmdit_names[name]
+        if node["class_type"] in ("EmptyLatentImage", MMDIT_LATENT_NODE):
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
             inputs["steps"] = STEPS
@@ -129,6 +147,106 @@ def shrink(prompt: dict, checkpoint: str) -> dict:
             inputs["steps"] = STEPS
             inputs["iterations"] = TRAIN_ITERATIONS
     return prompt
+
+
+def tiny_text_encoder_node(build_clip) -> type:
+    """A test-only loader node without inputs that returns build_clip(): it stands in for a stock
+    text-encoder loader, which would build a full-size T5-XXL (see the module docstring)."""
+
+    class TinyTextEncoders:
+        CATEGORY = "testing"
+        FUNCTION = "load"
+        RETURN_TYPES = ("CLIP",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {}}
+
+        def load(self):
+            return (build_clip(),)
+
+    return TinyTextEncoders
+
+
+TINY_TEXT_ENCODER_NODES = {"DualCLIPLoader": "TestTinyFluxTextEncoders", "TripleCLIPLoader": "TestTinySD3TextEncoders"}
+
+
+@pytest.fixture
+def tiny_text_encoder_nodes(comfy_nodes, mmdit_names):
+    """The test-only stand-ins of TINY_TEXT_ENCODER_NODES, registered while the test runs; the Flux
+    one's T5 is as wide as the Flux file's context (mmdit_files.flux_t5_width)."""
+    t5_width = mmdit_files.flux_t5_width()
+    builders = {"TestTinyFluxTextEncoders": lambda: mmdit_models.tiny_flux_clip(t5_width=t5_width),
+                "TestTinySD3TextEncoders": mmdit_models.tiny_sd3_clip}
+    for name, build in builders.items():
+        comfy_nodes.NODE_CLASS_MAPPINGS[name] = tiny_text_encoder_node(build)
+    try:
+        yield
+    finally:
+        for name in builders:
+            del comfy_nodes.NODE_CLASS_MAPPINGS[name]
+
+
+def replace_text_encoder_loaders(prompt: dict) -> None:
+    """Swap each Flux / SD3 text-encoder loader of the API prompt for its tiny stand-in, by class_type."""
+    for node in prompt.values():
+        if node["class_type"] in TINY_TEXT_ENCODER_NODES:
+            node["class_type"] = TINY_TEXT_ENCODER_NODES[node["class_type"]]
+            node["inputs"] = {}
+
+
+@pytest.fixture(scope="session")
+def mmdit_names(comfy_nodes) -> dict[str, str]:
+    """The Flux / SD3.5 test files, written once and registered in ComfyUI's model folders."""
+    return mmdit_files.register_mmdit_files()
+
+
+def test_the_mmdit_files_load_through_the_stock_loaders_as_flux_and_sd35(comfy_nodes, mmdit_names):
+    import comfy.model_base
+
+    (flux,) = comfy_nodes.UNETLoader().load_unet(mmdit_names["unet_name"], "default")
+    assert type(flux.model) is comfy.model_base.Flux
+    assert flux.model.model_config.unet_config["guidance_embed"], "a Flux-dev layout (schnell has no guidance)"
+    model, clip, vae = comfy_nodes.CheckpointLoaderSimple().load_checkpoint(mmdit_names["ckpt_name"])[:3]
+    assert type(model.model) is comfy.model_base.SD3
+    assert model.model.model_config.unet_config["x_block_self_attn_layers"] == [0], "SD3.5's MMDiT-X block"
+    assert clip is None, "like sd3.5_large.safetensors, the checkpoint carries no text encoders"
+    (flux_vae,) = comfy_nodes.VAELoader().load_vae(mmdit_names["vae_name"])
+    assert vae.latent_channels == flux_vae.latent_channels == mmdit_models.MMDIT_LATENT_CHANNELS
+
+
+def without_attention_control(prompt: dict) -> dict:
+    """The prompt sampled without P2P: every P2P Attention Control's MODEL replaced by the model it
+    patches, and the nodes that read its attention (the maps, and what shows them) left out."""
+    plain = copy.deepcopy(prompt)
+    controls = {node_id for node_id, node in plain.items() if node["class_type"] == CONTROL_NODE}
+    removed = set(controls)
+    while True:
+        for node in plain.values():
+            for name, value in node["inputs"].items():
+                if isinstance(value, list) and value[0] in controls and value[1] == 0:
+                    node["inputs"][name] = plain[value[0]]["inputs"]["model"]
+        readers = {node_id for node_id, node in plain.items() if node_id not in removed and
+                   any(isinstance(v, list) and v[0] in removed for v in node["inputs"].values())}
+        if not readers:
+            break
+        removed |= readers
+    return {node_id: node for node_id, node in plain.items() if node_id not in removed}
+
+
+def check_source_is_plain_sampling(prompt: dict, name: str, saved_tensors: list) -> None:
+    """An MMDiT P2P batch (source, edit): the edit moved the edited item, and the source item is
+    what the same sampler makes without P2P (run again, the unchanged nodes from the cache)."""
+    edited = [t for t in saved_tensors if t.shape[0] == 2 and tuple(t.shape[1:3]) == (SIZE, SIZE)]
+    assert len(edited) == 1, f"{name}: expected one saved (source, edit) batch, got {[tuple(t.shape) for t in saved_tensors]}"
+    source, edit = edited[0]
+    assert (edit - source).abs().max() > 1e-3, f"{name}: the edited image is the source image"
+    before = len(saved_tensors)
+    workflows.run_api_prompt(without_attention_control(prompt))
+    (plain,) = saved_tensors[before:]
+    difference = float((plain[0] - source).abs().max())
+    print(f"{name}: source vs plain sampling: max pixel difference {difference:.2e}")
+    assert difference < 1e-3, f"{name}: the source image is not plain sampling (max difference {difference})"
 
 
 def write_input_images(workflow: dict) -> None:
@@ -272,7 +390,7 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir,
-                              clip_vision_dir):
+                              clip_vision_dir, mmdit_names, tiny_text_encoder_nodes):
     workflow = load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
@@ -285,7 +403,8 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     inverted_samplers = check_inversion_wiring(prompt, path.name)
     if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
         assert inverted_samplers, f"{path.name}: Apply Inversion feeds no sampler that could be checked"
-    prompt = shrink(prompt, sd15_checkpoint)
+    replace_text_encoder_loaders(prompt)  # before the run, which would build a full-size T5-XXL
+    prompt = shrink(prompt, sd15_checkpoint, mmdit_names)
     output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
     assert output_nodes, "the workflow saves no image"
 
@@ -314,10 +433,13 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
         if _source_class(prompt, source) == "VAEDecode":  # the whole P2P batch is saved
             latent = prompt[source[0]]["inputs"]["samples"]
             sampler = prompt[latent[0]]
-            positive = prompt[sampler["inputs"]["positive"][0]]
-            if positive["class_type"] == "PromptEditP2PPrompts":
-                edits = [line for line in positive["inputs"]["edits"].splitlines() if line.strip()]
+            found = _upstream(prompt, sampler["inputs"]["positive"], "PromptEditP2PPrompts", through="conditioning")
+            if found is not None:  # P2P Prompts' positive, maybe through FluxGuidance
+                edits = [line for line in found[1]["inputs"]["edits"].splitlines() if line.strip()]
                 assert len(images) == 1 + len(edits), (path.name, node_id, len(images))
+
+    if any(node["class_type"] == MMDIT_LATENT_NODE for node in prompt.values()):
+        check_source_is_plain_sampling(prompt, path.name, saved_tensors)
 
     for node_id, node in prompt.items():
         if node["class_type"] == METRICS_NODE:

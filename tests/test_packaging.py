@@ -46,16 +46,25 @@ def test_the_declared_license_file_is_the_gpl_3():
     assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 3, 29 June 2007" in text
 
 
-def test_every_example_checkpoint_loader_offers_its_model_download():
+# The model loaders of the examples: how many file names their widgets start with, and the model
+# folder the frontend's download puts those files in.
+MODEL_LOADERS = {"CheckpointLoaderSimple": (1, "checkpoints"), "UNETLoader": (1, "diffusion_models"),
+                 "VAELoader": (1, "vae"), "DualCLIPLoader": (2, "text_encoders"), "TripleCLIPLoader": (3, "text_encoders")}
+
+
+def test_every_example_model_loader_offers_its_model_downloads():
     import json
 
     for path in sorted((pack.ROOT / "example_workflows").glob("*.json")):
         for node in json.loads(path.read_text())["nodes"]:
-            if node["type"] != "CheckpointLoaderSimple":
+            if node["type"] not in MODEL_LOADERS:
                 continue
+            count, directory = MODEL_LOADERS[node["type"]]
             models = node.get("properties", {}).get("models", [])
-            assert [m["name"] for m in models] == node["widgets_values"][:1], f"{path.name}: no download for its checkpoint"
-            assert all(m["url"].startswith("https://") and m["directory"] == "checkpoints" for m in models), path.name
+            where = f"{path.name}: {node['type']}"
+            assert [m["name"] for m in models] == node["widgets_values"][:count], f"{where}: no download for its files"
+            assert all(m["url"].startswith("https://huggingface.co/") and m["url"].endswith("/" + m["name"])
+                       and m["directory"] == directory for m in models), where
 
 
 def test_pyproject_has_what_the_comfy_registry_requires():

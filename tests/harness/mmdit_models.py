@@ -25,16 +25,17 @@ MMDIT_LATENT_CHANNELS = 16
 
 
 def flux_unet_config(hidden: int = 64, heads: int = 2, depth: int = 1, single: int = 2,
-                     guidance_embed: bool = True) -> dict[str, Any]:
+                     guidance_embed: bool = True, axes_dim: tuple[int, ...] = (8, 12, 12),
+                     context_dim: int = MMDIT_CONTEXT_DIM) -> dict[str, Any]:
     """A Flux-dev layout (guidance embedding; without it, schnell's) with ``depth`` double and
-    ``single`` single blocks."""
+    ``single`` single blocks. ``axes_dim``: the RoPE axes, which sum to hidden / heads, each even
+    (FLUX.1's own are 16, 56, 56, which ComfyUI's model detection assumes for a file)."""
     import comfy.ldm.flux.model
 
     config = dict(image_model="flux", in_channels=MMDIT_LATENT_CHANNELS, out_channels=MMDIT_LATENT_CHANNELS,
-                  patch_size=2, vec_in_dim=MMDIT_POOLED_DIM, context_in_dim=MMDIT_CONTEXT_DIM,
+                  patch_size=2, vec_in_dim=MMDIT_POOLED_DIM, context_in_dim=context_dim,
                   hidden_size=hidden, mlp_ratio=4.0, num_heads=heads, depth=depth, depth_single_blocks=single,
-                  axes_dim=[8, 12, 12],  # RoPE axes: they sum to hidden / heads, each even
-                  theta=10000, qkv_bias=True, guidance_embed=guidance_embed)
+                  axes_dim=list(axes_dim), theta=10000, qkv_bias=True, guidance_embed=guidance_embed)
     # 0.33.0's FluxParams requires txt_ids_dims; 0.3.64's has no such field and refuses it
     if "txt_ids_dims" in {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
         config["txt_ids_dims"] = []
@@ -77,9 +78,10 @@ def _fill_position_embedding_(diffusion_model: torch.nn.Module) -> None:
             table.copy_(torch.as_tensor(values, dtype=table.dtype).reshape(table.shape))
 
 
-def tiny_flux_model(seed: int = 0, schnell: bool = False, **layout: int) -> comfy.model_patcher.ModelPatcher:
+def tiny_flux_model(seed: int = 0, schnell: bool = False, **layout: Any) -> comfy.model_patcher.ModelPatcher:
     """Flux-dev-shaped ModelPatcher (one double, two single blocks by default; 339 k parameters);
-    ``schnell``: without the guidance embedding, with FLUX.1-schnell's sampling."""
+    ``schnell``: without the guidance embedding, with FLUX.1-schnell's sampling; ``layout``: the
+    other arguments of flux_unet_config."""
     ensure_comfyui()
     import comfy.supported_models
 
@@ -133,14 +135,15 @@ def _tiny_clip(tokenizer: type, clip_model: type, model_options: dict[str, Any],
     return clip
 
 
-def tiny_flux_clip(seed: int = 0) -> Any:
+def tiny_flux_clip(seed: int = 0, t5_width: int = MMDIT_CONTEXT_DIM) -> Any:
     """comfy.sd.CLIP with Flux's real tokenizers (CLIP-L, and T5-XXL's files shipped in ComfyUI) and
     tiny encoders: a 16-wide CLIP-L (the pooled vector) and a 2-layer, 32-wide T5 (the context), so
-    its CONDITIONING fits tiny_flux_model: [1, ≥256, 32] (T5 pads to 256 tokens), pooled [1, 16]."""
+    its CONDITIONING fits tiny_flux_model: [1, ≥256, 32] (T5 pads to 256 tokens), pooled [1, 16].
+    ``t5_width``: the context width of another Flux (T5-XXL's 4096 for a full-width one)."""
     ensure_comfyui()
     import comfy.text_encoders.flux as flux
 
-    options = {"clip_l_model_config": _clip_config(TINY_CLIP_L_DIM), "t5xxl_model_config": _t5_config(MMDIT_CONTEXT_DIM)}
+    options = {"clip_l_model_config": _clip_config(TINY_CLIP_L_DIM), "t5xxl_model_config": _t5_config(t5_width)}
     return _tiny_clip(flux.FluxTokenizer, flux.FluxClipModel, options, seed)
 
 
