@@ -76,7 +76,7 @@ def conditioning_tokens(clip, text: str, tokens: dict, context_columns: int) -> 
 def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
     """The CLIP columns and words of `text` as `clip` tokenised it (`tokens` = clip.tokenize(text))."""
     key = layout_key(tokens)
-    sub = getattr(clip.tokenizer, f"clip_{key}", None)
+    sub = _sub_tokenizer(clip, key)
     if sub is None or not hasattr(sub, "inv_vocab"):
         raise P2PInputError(f"this CLIP's tokenizer has no CLIP-{key.upper()} vocabulary; use an SD1.x, SD2.x or SDXL CLIP")
     chunks = [[t[0] for t in chunk] for chunk in tokens[key]]

@@ -13,9 +13,7 @@ as on a UNet. Nothing of the blocks' code is copied.
 
 from __future__ import annotations
 
-import comfy.model_base
-
-from ..patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
+from ..patching.comfy_model import check_blocks_intact, install_blocks, mmdit_family, set_outer_sample, set_post_cfg_blend
 from .comfy_patch import UnsupportedModelError
 from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
@@ -26,19 +24,8 @@ from .sampled_batch import check_sampled_batch
 WRAPPER_KEY = "prompt_edit_p2p_mmdit"
 FAMILY = "P2P Attention Control"
 
-# Exactly these classes: subclasses (Chroma, Flux2, LongCat-Image, …) change the blocks or the
-# conditioning, and are refused with the other transformers until they are tested.
 _BLOCKS = {"Flux": (("double_blocks", "double_block"), ("single_blocks", "single_block")),
            "SD3": (("joint_blocks", "double_block"),)}
-
-
-def mmdit_family(model) -> str | None:
-    """``"Flux"`` (dev, schnell, Kontext …) or ``"SD3"`` (SD3, SD3.5) for a model the MMDiT edit
-    supports, else None (a UNet, or another transformer)."""
-    name = type(model.model).__name__
-    if name in _BLOCKS and type(model.model) is getattr(comfy.model_base, name, None):
-        return name
-    return None
 
 
 def block_keys(model) -> list[tuple[str, int]]:

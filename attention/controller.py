@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..patching.sampling_call import COND, chunk_rows, sampling_step
+from ..patching.sampling_call import StepClock
 from .cross_step import CrossStep
 from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
@@ -31,6 +31,7 @@ from .edited_attention import (
 from .errors import P2PInputError
 from .local_blend import blend_from_store
 from .map_store import PLACES, AttentionMapStore
+from .sampled_batch import batch_chunks
 
 LayerKey = tuple[str, int, int]
 # host attention: (q, k, v, heads, per-call options) -> output, all [B, N, heads·dim]
@@ -80,7 +81,7 @@ class P2PController:
         self.self_keys = layout.self_injection_keys(plan.settings.self_layers)
         self.store = AttentionMapStore()
         self._steps: dict[tuple, CrossStep] = {}
-        self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
+        self.clock = StepClock()
 
     def __deepcopy__(self, memo: dict) -> "P2PController":
         # Older hosts' ModelPatcher.clone() deep-copies model_options (newer ones share objects
@@ -95,36 +96,22 @@ class P2PController:
     def reset(self) -> None:
         """Forget everything about the previous sampling run."""
         self.store.reset()
-        self._sigma_cache = None
+        self.clock.reset()
 
     # -- per-call bookkeeping ---------------------------------------------------------------
 
     def _step(self, opts: dict) -> tuple[int, int] | None:
-        sigmas, schedule = opts.get("sigmas"), opts.get("sample_sigmas")
-        if sigmas is None or schedule is None or len(schedule) < 2:
-            return None
-        cached = self._sigma_cache
-        if cached is not None and cached[0] is sigmas and cached[1] is schedule:
-            return cached[2]
-        num_steps = len(schedule) - 1
-        step = sampling_step(float(sigmas.reshape(-1)[0]), schedule)
-        self._sigma_cache = (sigmas, schedule, (step, num_steps))
-        self.store.num_steps = num_steps
-        return step, num_steps
+        position = self.clock.position(opts)
+        if position is not None:
+            self.store.num_steps = position[1]
+        return position
 
     def _context(self, opts: dict, rows: int) -> _CallContext | None:
-        chunks = chunk_rows(opts, rows)
         position = self._step(opts)
-        if chunks is None or position is None:
+        chunks = batch_chunks(self.plan.edit, opts, rows) if position is not None else None
+        if chunks is None:
             return None  # a direct model call (e.g. an inversion), not a sampling step
-        size = chunks[0][0].stop
-        if size != self.plan.edit.batch_size:
-            raise P2PInputError(
-                f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
-                f"hold {self.plan.edit.batch_size} (1 source + {len(self.plan.edit.targets)} edits); "
-                "feed the LATENT output of 'P2P Prompts' to the sampler"
-            )
-        return _CallContext(position[0], position[1], [(rows, chunk == COND) for rows, chunk in chunks])
+        return _CallContext(position[0], position[1], chunks)
 
     def _cross_step(self, step: int, num_steps: int, like: torch.Tensor) -> CrossStep:
         key = (step, num_steps, like.device, like.dtype)
@@ -205,10 +192,6 @@ class P2PController:
 
     def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor | None) -> torch.Tensor:
         """Post-CFG hook: local blend of the denoised batch (item 0 = source)."""
-        blend = self.plan.edit.local_blend
-        if blend is None or schedule is None:
-            return denoised
         position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
-        if position is None:
-            return denoised
-        return blend_from_store(blend, self.store, self.plan.blend_selectors, x, denoised, sigma, schedule, *position)
+        return blend_from_store(self.plan.edit.local_blend, self.store, self.plan.blend_selectors, x, denoised, sigma,
+                                schedule, position)

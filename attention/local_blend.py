@@ -48,12 +48,13 @@ def blend_denoised(
     return torch.cat([denoised[:1], d_edit])
 
 
-def blend_from_store(blend: LocalBlend, store: AttentionMapStore, selectors: torch.Tensor, x: torch.Tensor,
-                     denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor,
-                     step: int, num_steps: int) -> torch.Tensor:
-    """The post-CFG local blend of step ``step`` from the maps recorded so far (``selectors``
-    ``[B, N]`` over the context's columns); the denoised batch as it is before ``blend.start``."""
-    if store.empty or step < step_of(blend.start, num_steps):
+def blend_from_store(blend: LocalBlend | None, store: AttentionMapStore, selectors: torch.Tensor | None,
+                     x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, schedule: torch.Tensor | None,
+                     position: tuple[int, int] | None) -> torch.Tensor:
+    """The post-CFG local blend at sampling step ``position`` (``(step, number of steps)``) from the
+    maps recorded so far (``selectors`` ``[B, N]`` over the context's columns); the denoised batch
+    as it is without a blend, outside sampling and before ``blend.start``."""
+    if blend is None or position is None or store.empty or position[0] < step_of(blend.start, position[1]):
         return denoised
     schedule_cpu = schedule.detach().float().cpu()
     s = float(sigma.reshape(-1)[0])

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..patching.sampling_call import COND, chunk_rows, sampling_step
+from ..patching.sampling_call import StepClock
 from .edit_plan import blend_selectors
 from .edit_spec import EDIT_KINDS, P2PEdit
 from .errors import P2PInputError
@@ -33,6 +33,7 @@ from .local_blend import blend_from_store
 from .map_store import AttentionMapStore
 from .mmdit_blocks import BlockKey
 from .mmdit_maps import MapRecordingOverride, MMDiTMapRecorder
+from .sampled_batch import batch_chunks
 from .step_window import Window
 
 QK_END_DEFAULT = 0.2
@@ -140,7 +141,7 @@ class QKEdit:
         self.settings = settings
         self.recorder = MMDiTMapRecorder(edit)
         self.selectors = blend_selectors(edit) if edit.local_blend is not None else None
-        self._sigma_cache: tuple[object, object, tuple[int, int]] | None = None
+        self.clock = StepClock()
         self._text_length: int | None = None
 
     def __deepcopy__(self, memo: dict) -> "QKEdit":
@@ -153,36 +154,16 @@ class QKEdit:
 
     def reset(self, grid: tuple[int, int] | None = None) -> None:
         """Forget everything about the previous sampling run; this one's image tokens lie on ``grid``."""
-        self._sigma_cache = None
+        self.clock.reset()
         self._text_length = None
         self.recorder.start_run(grid)
 
     def edits_block(self, block: BlockKey) -> bool:
         return self.settings.blocks is None or block in self.settings.blocks
 
-    def _step(self, opts: dict) -> tuple[int, int] | None:
-        sigmas, schedule = opts.get("sigmas"), opts.get("sample_sigmas")
-        if sigmas is None or schedule is None or len(schedule) < 2:
-            return None  # a direct model call (e.g. an inversion), not a sampling step
-        cached = self._sigma_cache
-        if cached is not None and cached[0] is sigmas and cached[1] is schedule:
-            return cached[2]
-        position = (sampling_step(float(sigmas.reshape(-1)[0]), schedule), len(schedule) - 1)
-        self._sigma_cache = (sigmas, schedule, position)
-        return position
-
     def chunks(self, opts: dict, rows: int) -> list[tuple[slice, bool]] | None:
         """``(rows, conditional?)`` of each chunk of this call, or None outside sampling."""
-        chunks = chunk_rows(opts, rows)
-        if chunks is None:
-            return None
-        size = chunks[0][0].stop
-        if size != self.edit.batch_size:
-            raise P2PInputError(
-                f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
-                f"hold {self.edit.batch_size} (1 source + {len(self.edit.targets)} edits); "
-                "feed the LATENT output of 'P2P Prompts' to the sampler")
-        return [(r, chunk == COND) for r, chunk in chunks]
+        return batch_chunks(self.edit, opts, rows)
 
     def block_options(self, opts: dict, text_length: int | None, joint_length: int, edits: bool = True,
                       records: bool = False) -> dict | None:
@@ -198,7 +179,7 @@ class QKEdit:
             self._text_length = text_length
         if text_length is None or joint_length <= text_length:
             return None
-        position = self._step(opts)
+        position = self.clock.position(opts)
         if position is None:
             return None
         override = previous = opts.get("optimized_attention_override")
@@ -222,10 +203,5 @@ class QKEdit:
     def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
               schedule: torch.Tensor | None) -> torch.Tensor:
         """Post-CFG hook: local blend of the denoised batch (item 0 = source) from the word maps."""
-        blend = self.edit.local_blend
-        if blend is None or schedule is None:
-            return denoised
-        position = self._step({"sigmas": sigma, "sample_sigmas": schedule})
-        if position is None:
-            return denoised
-        return blend_from_store(blend, self.store, self.selectors, x, denoised, sigma, schedule, *position)
+        position = self.clock.position({"sigmas": sigma, "sample_sigmas": schedule})
+        return blend_from_store(self.edit.local_blend, self.store, self.selectors, x, denoised, sigma, schedule, position)

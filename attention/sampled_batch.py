@@ -1,7 +1,9 @@
-"""Before sampling: does the sampler sample the P2P batch? (plain Python on the guider's conds)."""
+"""Does the sampler sample the P2P batch? Before sampling, on the guider's conds; and in each
+attention call, on its chunks (plain Python)."""
 
 from __future__ import annotations
 
+from ..patching.sampling_call import COND, chunk_rows
 from .edit_spec import P2PEdit
 from .errors import P2PInputError
 
@@ -22,3 +24,18 @@ def check_sampled_batch(edit: P2PEdit, guider, latent_image) -> list[dict]:
             "CONDITIONING output of 'P2P Prompts' to the sampler's positive input"
         )
     return positives
+
+
+def batch_chunks(edit: P2PEdit, extra_options: dict, rows: int) -> list[tuple[slice, bool]] | None:
+    """``(rows, conditional?)`` of each chunk of one sampling call of ``rows`` rows (None outside
+    sampling); refuses chunks that are not the P2P batch (the sampler was fed another latent)."""
+    chunks = chunk_rows(extra_options, rows)
+    if chunks is None:
+        return None
+    size = chunks[0][0].stop
+    if size != edit.batch_size:
+        raise P2PInputError(
+            f"Prompt-to-Prompt: the sampler runs {size} latent items per prompt but the P2P prompts "
+            f"hold {edit.batch_size} (1 source + {len(edit.targets)} edits); "
+            "feed the LATENT output of 'P2P Prompts' to the sampler")
+    return [(r, chunk == COND) for r, chunk in chunks]

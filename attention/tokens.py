@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from ..base.errors import PromptEditError
 
 WORD_END = "</w>"
+T5_WORD_START = "▁"  # SentencePiece's space: a piece that begins with it begins a word
 START, END, PAD, EMBEDDING = "<start>", "<end>", "<pad>", "<embedding>"
 SPECIAL_STRINGS = (START, END, PAD)
 
@@ -125,9 +126,6 @@ def group_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
     if pending_cols:
         words.append(Word(pending_text, tuple(pending_cols)))
     return tuple(words)
-
-
-T5_WORD_START = "▁"  # SentencePiece's space: a piece that begins with it begins a word
 
 
 def _is_punctuation(piece: str) -> bool:

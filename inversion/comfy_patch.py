@@ -18,14 +18,14 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
-from ..patching.comfy_model import has_unet_cross_attention, set_outer_sample
+from ..patching.comfy_model import has_unet_cross_attention, mmdit_family, set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
 from .direct import corrected_denoised
 from .result import Inversion
 
 WRAPPER_KEY = "prompt_edit_null_text"
 EXACT_SAMPLERS = ("sample_euler",)  # ComfyUI's "euler" and "ddim" (= euler) are deterministic DDIM
-# The methods whose unconditional contexts reach the model through the UNet's cross-attention patch.
+# The methods that swap the unconditional context (UnconditionalContexts), so need a model with real CFG.
 CONTEXT_METHODS = ("null-text", "null-text fast", "negative-prompt")
 
 
@@ -112,7 +112,7 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
 def check_method_fits_model(method: str, model) -> None:
     """Refuse a method that swaps the unconditional context on a model without real classifier-free
     guidance (Flux, or a model the pack does not know)."""
-    if method in CONTEXT_METHODS and not has_unet_cross_attention(model) and type(model.model).__name__ != "SD3":
+    if method in CONTEXT_METHODS and not has_unet_cross_attention(model) and mmdit_family(model) != "SD3":
         raise InversionMismatchError(
             f"method: '{method}' swaps the unconditional context of classifier-free guidance, which "
             f"{type(model.model).__name__} does not run (Flux is guidance-distilled and sampled at cfg 1); "

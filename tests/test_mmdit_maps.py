@@ -113,8 +113,8 @@ def test_local_blend_from_a_store_of_some_columns_is_the_blend_from_every_column
     assert selectors[0].nonzero().flatten().tolist() == [2] == selectors[1].nonzero().flatten().tolist()
     x, denoised = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
     schedule, sigma = torch.linspace(1.0, 0.0, 5), torch.tensor([0.75])
-    blended = blend_from_store(blend, recorder.store, selectors, x, denoised, sigma, schedule, 1, 4)
-    assert torch.equal(blended, blend_from_store(blend, full, selectors, x, denoised, sigma, schedule, 1, 4))
+    blended = blend_from_store(blend, recorder.store, selectors, x, denoised, sigma, schedule, (1, 4))
+    assert torch.equal(blended, blend_from_store(blend, full, selectors, x, denoised, sigma, schedule, (1, 4)))
     assert torch.equal(blended[0], denoised[0]) and not torch.equal(blended[1], denoised[1])
 
 
