@@ -16,12 +16,25 @@ import comfy.model_management
 import comfy.samplers
 import torch
 
-from .ddim import PairedEps, UncondEps
+from .ddim import InputScaling, PairedEps, UncondEps
 
 
 def sampling_sigmas(model, scheduler: str, steps: int) -> torch.Tensor:
     """The σ list the stock sampler walks for ``scheduler``/``steps`` (ddim_uniform may add one step)."""
     return comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).float().cpu()
+
+
+def input_scaling(model) -> InputScaling | None:
+    """The model's input scaling ``c_in(σ)`` (what ``apply_model`` multiplies the latent by, as its
+    model_sampling's ``calculate_input`` computes it) for :func:`~.ddim.ddim_invert`; None where it
+    is 1 (flow models: Flux, SD3), so their inversion stays as it is."""
+    model_sampling = model.get_model_object("model_sampling")
+
+    def c_in(sigma: torch.Tensor) -> torch.Tensor:
+        return model_sampling.calculate_input(sigma.reshape(1), torch.ones(1, 1, device=sigma.device)).reshape(())
+
+    probe = torch.ones(1)
+    return None if torch.equal(c_in(probe), torch.ones(())) else c_in
 
 
 def _release_inference_tensors(module: torch.nn.Module) -> None:

@@ -18,6 +18,7 @@ from ..inversion.comfy_model import (
     autograd_copy,
     eps_function,
     gradients_through,
+    input_scaling,
     model_space_latent,
     paired_eps_function,
     sampling_sigmas,
@@ -154,7 +155,7 @@ class InvertImage:
             eps_cond_ctx = eps_function(model, cond_extras, x0.shape)
             eps_uncond = eps_function(model, null_extras, x0.shape)
             interrupt = comfy.model_management.throw_exception_if_processing_interrupted
-            pivots = ddim_invert(lambda x, s: eps_cond_ctx(x, s, cond), x0, sig,
+            pivots = ddim_invert(lambda x, s: eps_cond_ctx(x, s, cond), x0, sig, input_scaling(model),
                                  progress=lambda d, t: bar.update_absolute(d, total), check_interrupt=interrupt)
             if settings is None:
                 base = cond if method == "negative-prompt" else null

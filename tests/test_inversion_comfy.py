@@ -146,6 +146,58 @@ def test_bad_photo_inputs_are_named(tiny_sd15, tiny_sd15_clip, tiny_vae, inputs,
 
 
 # ------------------------------------------------------------------------------------------------
+# DDIM inversion takes the official step (null-text inversion's ddim_loop / next_step)
+
+
+def _official_ddim_loop(unet, alphas_cumprod, timesteps, latent, context, v_prediction):
+    """google/prompt-to-prompt null_text_w_ptp's ``ddim_loop`` with its ``next_step`` verbatim, in
+    plain torch on the bare network (VP latents, no ComfyUI scaling): ``timesteps`` descending as a
+    DDIM scheduler lists them, ``final_alpha_cumprod`` 1 (set_alpha_to_one, as ComfyUI ends at σ 0).
+    A v-prediction network's output is turned into ε as diffusers' DDIM does."""
+    num_train_timesteps, num_inference_steps, final_alpha_cumprod = 1000, len(timesteps), torch.tensor(1.0)
+
+    def next_step(model_output, timestep, sample):
+        timestep, next_timestep = min(timestep - num_train_timesteps // num_inference_steps, 999), timestep
+        alpha_prod_t = alphas_cumprod[timestep] if timestep >= 0 else final_alpha_cumprod
+        alpha_prod_t_next = alphas_cumprod[next_timestep]
+        beta_prod_t = 1 - alpha_prod_t
+        next_original_sample = (sample - beta_prod_t ** 0.5 * model_output) / alpha_prod_t ** 0.5
+        next_sample_direction = (1 - alpha_prod_t_next) ** 0.5 * model_output
+        next_sample = alpha_prod_t_next ** 0.5 * next_original_sample + next_sample_direction
+        return next_sample
+
+    all_latent = [latent]
+    latent = latent.clone()
+    for i in range(num_inference_steps):
+        t = timesteps[len(timesteps) - i - 1]
+        noise_pred = unet(latent, torch.tensor([float(t)]), context=context)
+        if v_prediction:  # ε = √ᾱ_t·v + √(1 − ᾱ_t)·x_t
+            noise_pred = alphas_cumprod[t] ** 0.5 * noise_pred + (1 - alphas_cumprod[t]) ** 0.5 * latent
+        latent = next_step(noise_pred, t, latent)
+        all_latent.append(latent)
+    return all_latent
+
+
+@pytest.mark.parametrize("family", ["sd15", "sd2v"])
+def test_ddim_inversion_matches_the_official_next_step(family, request):
+    """Every pivot of Invert Image, as a VP latent, is the official loop's latent: the network sees
+    the latent it holds with the noisier timestep (ComfyUI's c_in would otherwise shrink it)."""
+    model = request.getfixturevalue(f"tiny_{family}")
+    clip = request.getfixturevalue({"sd15": "tiny_sd15_clip", "sd2v": "tiny_sd2_clip"}[family])
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    positive, _, _, inversion = invert(model, clip, latent, "direct", steps=5, prompt="a photo of a cat")
+    model_sampling = model.get_model_object("model_sampling")
+    alphas_cumprod = 1.0 / (model_sampling.sigmas.float().cpu() ** 2 + 1.0)
+    timesteps = [int(round(float(model_sampling.timestep(s)))) for s in inversion.sigmas[:-1]]  # 801, 601, …, 1
+    with torch.inference_mode():
+        official = _official_ddim_loop(model.model.diffusion_model, alphas_cumprod, timesteps,
+                                       model.model.process_latent_in(latent), positive[0][0], family == "sd2v")
+    vp_pivots = inversion.pivots / (inversion.sigmas.reshape(-1, 1, 1, 1) ** 2 + 1.0).sqrt()
+    for k in range(len(timesteps) + 1):  # pivot k holds the latent at σ_k; the official list runs clean → noisy
+        assert rel_err(vp_pivots[k : k + 1], official[len(timesteps) - k]) < 1e-4, k
+
+
+# ------------------------------------------------------------------------------------------------
 # Direct inversion: the source item is put back on the pivots at every step
 
 

@@ -52,7 +52,7 @@ def rel_err(a, b):
 def test_ddim_inversion_then_sampling_at_cfg_1_reconstructs_exactly_for_a_constant_ode(toy):
     model, eps_cond, x0, cond, _ = toy
     sigmas = schedule(10)
-    trajectory = ddim_invert(eps_cond, x0, sigmas)
+    trajectory = ddim_invert(eps_cond, x0, sigmas, None)
     assert len(trajectory) == 11 and torch.equal(trajectory[-1], x0)
     unconds = cond.expand(10, -1, -1)
     assert rel_err(sample_guided(eps_cond, model, trajectory[0], sigmas, unconds, 1.0), x0) < 1e-5
@@ -62,7 +62,7 @@ def test_source_init_reconstructs_at_once_when_the_ode_is_constant(toy):
     """Starting from the prompt's own context, the guided step equals the inversion's step."""
     model, eps_cond, x0, cond, null = toy
     sigmas = schedule(10)
-    pivots = ddim_invert(eps_cond, x0, sigmas)
+    pivots = ddim_invert(eps_cond, x0, sigmas, None)
     fast = null_text_invert(eps_cond, model, pivots, sigmas, cond, null,
                             NullTextSettings(init="source", check_before_step=True))
     assert sum(fast.inner_steps) == 0
@@ -73,7 +73,7 @@ def test_source_init_reconstructs_at_once_when_the_ode_is_constant(toy):
 def test_secant_line_search_reconstructs_better_than_adam_for_the_same_updates(toy, updates):
     model, eps_cond, x0, cond, null = toy
     sigmas = schedule(10)
-    pivots = ddim_invert(eps_cond, x0, sigmas)
+    pivots = ddim_invert(eps_cond, x0, sigmas, None)
     drift = rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, null.expand(10, -1, -1), 7.5), x0)
     errors = {}
     for optimizer in ("adam", "secant"):
@@ -94,7 +94,7 @@ def test_guidance_must_exceed_one():
 def test_progress_and_prompt_interruption(toy):
     model, eps_cond, x0, cond, null = toy
     sigmas = schedule(5)
-    pivots = ddim_invert(eps_cond, x0, sigmas)
+    pivots = ddim_invert(eps_cond, x0, sigmas, None)
     seen = []
     null_text_invert(eps_cond, model, pivots, sigmas, cond, null, NullTextSettings(inner_steps=3, epsilon=0.0),
                      progress=lambda d, t: seen.append((d, t)))
@@ -171,7 +171,7 @@ def test_metric_inputs_must_match():
 def test_the_paired_forward_gives_the_same_inversion_with_one_model_call_less_per_step(toy):
     model, eps_cond, x0, cond, null = toy
     sigmas = schedule(10)
-    pivots = ddim_invert(eps_cond, x0, sigmas)
+    pivots = ddim_invert(eps_cond, x0, sigmas, None)
     calls = {"single": 0, "paired": 0}
 
     def counted_cond(x, s):

@@ -92,6 +92,23 @@ def test_direct_inversion_reconstructs_through_sampler_custom_advanced(family):
     assert rel_err(out["samples"], latent) < 1e-6
 
 
+def test_flow_models_are_inverted_with_the_latent_as_it_is(family):
+    """c_in = 1 on a flow model: every inversion step evaluates ε on the latent it holds, unscaled
+    (the VP rescaling of inversion/ddim.py must leave Flux and SD3 alone)."""
+    from comfyui_prompt_edit.inversion.comfy_model import eps_function, input_scaling
+
+    _, model = family
+    assert input_scaling(model) is None
+    positive, _, _, inversion = invert(model, photo_latent())
+    pivots, sigmas = inversion.pivots, inversion.sigmas
+    eps = eps_function(model, positive[0][1], pivots[:1].shape)
+    with torch.inference_mode():
+        for i in (0, STEPS // 2, STEPS - 1):  # pivot i from pivot i + 1 and ε(pivot i + 1, σ_i)
+            step = pivots[i + 1 : i + 2] + (sigmas[i] - sigmas[i + 1]) * eps(pivots[i + 1 : i + 2], sigmas[i : i + 1],
+                                                                               positive[0][0])
+            assert rel_err(step, pivots[i : i + 1]) < 1e-5, i
+
+
 def test_ddim_inversion_samples_from_the_inverted_latent(family):
     """Plain DDIM inversion needs no patch on an MMDiT: Apply Inversion only checks the sampler and
     starts it from z_T, so it equals plain sampling from z_T."""

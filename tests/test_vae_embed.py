@@ -198,7 +198,7 @@ def test_null_text_vae_training_lowers_the_loss():
     cond, null = torch.randn(1, TOKENS, DIM), torch.randn(1, TOKENS, DIM)
     sigmas = torch.cat([torch.exp(torch.linspace(math.log(14.6), math.log(0.03), 8)), torch.zeros(1)])
     eps_cond = lambda x, s: model(x, s, cond)  # noqa: E731
-    pivots = ddim_invert(eps_cond, torch.randn(1, 4, 4, 4), sigmas)
+    pivots = ddim_invert(eps_cond, torch.randn(1, 4, 4, 4), sigmas, None)
     path = Trajectory(pivots, sigmas, torch.linspace(999, 0, 9), null.expand(8, -1, -1), eps_cond)
     vae = make_vae("sequence_mlp")
     seen = []
@@ -227,7 +227,7 @@ def conditional_setup():
 
     edit, null = torch.randn(1, TOKENS, DIM), torch.randn(1, TOKENS, DIM)
     sigmas = torch.cat([torch.exp(torch.linspace(math.log(14.6), math.log(0.03), 6)), torch.zeros(1)])
-    latents = ddim_invert(lambda x, s: model(x, s, edit), torch.randn(1, 4, 4, 4), sigmas)
+    latents = ddim_invert(lambda x, s: model(x, s, edit), torch.randn(1, 4, 4, 4), sigmas, None)
     path = EditTrajectory(latents, sigmas, torch.linspace(999, 0, 7), null.expand(6, -1, -1),
                           image_features(latents[-1])[0])
     return model, edit, text_features, image_features, path

@@ -14,7 +14,7 @@ import torch
 
 from ..attention.clip_tokens import layout_key
 from ..base.fingerprint import model_fingerprint
-from ..inversion.comfy_model import autograd_copy, eps_function, model_space_latent, sampling_sigmas
+from ..inversion.comfy_model import autograd_copy, eps_function, input_scaling, model_space_latent, sampling_sigmas
 from ..inversion.comfy_patch import InversionMismatchError
 from ..inversion.ddim import UncondEps, ddim_invert, guided_trajectory
 from ..inversion.result import Inversion
@@ -53,10 +53,11 @@ def photo_trajectories(model, samples: torch.Tensor, cond: torch.Tensor, cond_ex
     def eps_cond(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return eps_c(x, s, cond_t)
 
+    scaling = input_scaling(model)
     trajectories = []
     for k in range(samples.shape[0]):
         x0 = model_space_latent(model, samples[k : k + 1])
-        pivots = ddim_invert(eps_cond, x0, sig, check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+        pivots = ddim_invert(eps_cond, x0, sig, scaling, check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
         trajectories.append(Trajectory(pivots, sig, timesteps, nulls, eps_cond))
     return trajectories
 
