@@ -37,8 +37,8 @@ from .common import (
 
 METHODS = {
     "null-text": NullTextSettings(),  # the original recipe
-    # from the source prompt's embedding, secant line-search steps
-    "null-text fast": NullTextSettings(init="source", check_before_step=True, optimizer="secant"),
+    # from the source prompt's embedding, secant line-search steps; every third step keeps the last context
+    "null-text fast": NullTextSettings(init="source", check_before_step=True, optimizer="secant", rest_every=3),
     "direct": None,  # no optimisation: the sampler's source item is corrected onto the pivots (exact)
     "negative-prompt": None,  # no optimisation: the source prompt as the unconditional context
     "ddim": None,  # plain DDIM inversion, the empty prompt as the unconditional context

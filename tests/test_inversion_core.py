@@ -86,6 +86,20 @@ def test_secant_line_search_reconstructs_better_than_adam_for_the_same_updates(t
     assert errors["secant"] * 3 < drift
 
 
+def test_resting_steps_keep_the_previous_context_but_never_the_last_step(toy):
+    model, eps_cond, x0, cond, null = toy
+    sigmas = schedule(8)
+    pivots = ddim_invert(eps_cond, x0, sigmas, None)
+    drift = rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, null.expand(8, -1, -1), 7.5), x0)
+    settings = NullTextSettings(inner_steps=1, epsilon=0.0, optimizer="secant", rest_every=3)
+    result = null_text_invert(eps_cond, model, pivots, sigmas, cond, null, settings)
+    assert result.inner_steps == [1, 0, 1, 1, 0, 1, 1, 1]  # steps 1 and 4 rest; 7 is the last
+    assert torch.equal(result.unconds[1], result.unconds[0]) and torch.equal(result.unconds[4], result.unconds[3])
+    assert not torch.equal(result.unconds[2], result.unconds[1])
+    # guided sampling with these contexts still lands close to the photo
+    assert rel_err(sample_guided(eps_cond, model, pivots[0], sigmas, result.unconds, 7.5), x0) * 3 < drift
+
+
 def test_guidance_must_exceed_one():
     with pytest.raises(ValueError, match="guidance"):
         NullTextSettings(guidance=1.0)
