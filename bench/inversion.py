@@ -6,7 +6,8 @@ SD1.5 model, whose DDIM trajectory is well behaved, unlike a random-weight model
 * ``null-text (original)``: the original recipe — Adam, up to 10 inner steps per step, early stop;
 * ``null-text fast`` (ours): started from the source prompt's embedding, 1 steepest-descent step
   with a secant line search per step (inversion/null_text.py; the conditional ε shares the
-  step's first model call), skipped once a step is reconstructed; also with 2 updates;
+  step's first model call), skipped once a step is reconstructed, and none at steps 1, 4, 7, …
+  (never the last), which keep the previous step's embedding; also with 2 updates;
 * ``direct``: DDIM inversion only; Apply Inversion puts the source back on the pivots at every
   sampler step (inversion/direct.py), exact at any cfg;
 * ``negative-prompt``: no optimisation (the fast inversion);

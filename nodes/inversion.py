@@ -109,7 +109,7 @@ class InvertImage:
                 "inner_steps": ("INT", {"default": 0, "min": 0, "max": 100, "tooltip": (
                     "Null-text methods: at most this many updates per sampling step; 0: the method's default "
                     "(null-text 10 as in the original recipe, null-text fast 1; 2 reconstructs a little "
-                    "better for about 1.7x the time).")}),
+                    "better for about 1.5x the time).")}),
                 "early_stop": ("FLOAT", {"default": 1e-5, "min": 0.0, "max": 1.0, "step": 1e-6, "tooltip": (
                     "Null-text: a step is done when its loss is below this + step·2e-5.")}),
             },

@@ -1,7 +1,8 @@
 """Reconstruction quality of the inversions, on a briefly trained tiny model (a real denoiser).
 
-Measured on the first latent ("a red square", 20 ddim_uniform steps): DDIM at cfg 1 ~0.04 relative
-error; DDIM alone at cfg 7.5 ~0.16; null-text (original recipe) ~0.024; null-text fast ~0.017.
+Measured on the first latent ("a red square", 20 ddim_uniform steps): DDIM at cfg 1 ~0.026 relative
+error; DDIM alone at cfg 7.5 ~0.18; negative-prompt ~0.026; null-text (original recipe) ~0.021;
+null-text fast ~0.020.
 """
 
 from __future__ import annotations
