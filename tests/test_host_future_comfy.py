@@ -180,7 +180,8 @@ def with_container_kernel(model, raw):
             return kernel(*args, **kwargs)
 
         optimized_attention_override.container_function = kernel.container_function
-        model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = optimized_attention_override
+        options = model.model_options.setdefault("transformer_options", {})
+        options["optimized_attention_override"] = optimized_attention_override
     return model, kernel
 
 
@@ -215,17 +216,19 @@ def test_unet_edit_under_newer_hosts_containers(tiny_sd15, tiny_sd15_clip, reque
     assert kernel.container_calls == 0 and kernel.plain_calls > 0
 
 
-def mmdit_edit(model, clip):
+def mmdit_edit(model, clip, mechanism="qk"):
     latent = {"samples": torch.zeros(1, mmdit_models.MMDIT_LATENT_CHANNELS, SIZE, SIZE)}
     positive, batch, edit = pack("P2PPrompts").build(clip, latent, "a photo of a cat riding a bicycle",
                                                      "a photo of a dog riding a bicycle")
     (blended,) = pack("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.0)
-    patched, handle = pack("P2PAttentionControl").apply(model, blended, "replace", 0.0, 0.8, 0.4, "coarse", qk_end=0.5)
+    patched, handle = pack("P2PAttentionControl").apply(model, blended, "replace", 0.0, 0.8, 0.4, "coarse", qk_end=0.5,
+                                                           mmdit_mechanism=mechanism)
     return patched, handle, positive, batch
 
 
+@pytest.mark.parametrize("mechanism", ["qk", "probabilities"])
 @pytest.mark.parametrize("which", ["flux", "sd3"])
-def test_mmdit_edit_and_maps_under_newer_hosts_containers(which, mmdit_families, request):
+def test_mmdit_edit_and_maps_under_newer_hosts_containers(which, mechanism, mmdit_families, request):
     import comfy.ldm.modules.attention as attention
 
     model, clip = mmdit_families[which]
@@ -236,7 +239,7 @@ def test_mmdit_edit_and_maps_under_newer_hosts_containers(which, mmdit_families,
         if host == "newer":
             raw = request.getfixturevalue("newer_host")
         kernelled, kernel = with_container_kernel(model, raw)
-        patched, handle, positive, batch = mmdit_edit(kernelled, clip)
+        patched, handle, positive, batch = mmdit_edit(kernelled, clip, mechanism)
         out = sample(patched, positive, negative, batch, cfg=2.0, scheduler="simple")
         runs[host] = out, handle.store.running.clone(), kernel
     (out, maps, kernel), (newer_out, newer_maps, newer_kernel) = runs["installed"], runs["newer"]
@@ -291,12 +294,13 @@ class ThreadProbe:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
 
 
-def reloadable(factory, seed=0):
-    """A model from ``factory(seed)`` that MultiGPU CFG Split can load again for another device
-    (what the stock loaders register as ``cached_patcher_init``), with a :class:`ThreadProbe`."""
+def reloadable(model, factory, seed=0):
+    """A clone of ``model`` (built by ``factory(seed)``) that MultiGPU CFG Split can load again for
+    another device (what the stock loaders register as ``cached_patcher_init``), with a
+    :class:`ThreadProbe`."""
     import comfy.patcher_extension
 
-    model = factory(seed)
+    model = model.clone()
     model.cached_patcher_init = (factory, (seed,))
     probe = ThreadProbe()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "thread_probe", probe)
@@ -304,6 +308,13 @@ def reloadable(factory, seed=0):
 
 
 def split(model):
+    """The model through the real MultiGPU CFG Split node."""
+    import comfy.model_management as mm
+
+    # The node looks through the loaded models for a clone to reuse, and 0.33.0 fails on an entry
+    # whose ModelPatcher was let go while its weights stay loaded (the one-device runs' clones):
+    # unload them first, as the server does between prompts when memory is short.
+    mm.unload_all_models()
     out = comfyui.run_node(stock("MultiGPU_WorkUnits"), model, 2)
     assert len(out.get_additional_models_with_key("multigpu")) == 1, "the node made no clone for the second device"
     return out
@@ -316,10 +327,10 @@ def assert_split_across_threads(probe):
 
 
 @pytest.mark.parametrize("order", ["p2p, then split", "split, then p2p"])
-def test_unet_edit_under_multigpu_cfg_split(order, tiny_sd15_clip, two_devices):
+def test_unet_edit_under_multigpu_cfg_split(order, tiny_sd15, tiny_sd15_clip, two_devices):
     if not two_devices:
         return
-    model, probe = reloadable(tiny_models.tiny_sd15_model)
+    model, probe = reloadable(tiny_sd15, tiny_models.tiny_sd15_model)
     patched, controller, positive, negative, latent = unet_edit(model, tiny_sd15_clip)
     one_device = sample(patched, positive, negative, latent)
     maps = controller.store.running.clone()
@@ -335,12 +346,13 @@ def test_unet_edit_under_multigpu_cfg_split(order, tiny_sd15_clip, two_devices):
     assert_same(controller.store.running, maps)
 
 
-def test_mmdit_edit_under_multigpu_cfg_split(two_devices):
+def test_mmdit_edit_under_multigpu_cfg_split(mmdit_families, two_devices):
     if not two_devices:
         return
-    model, probe = reloadable(functools.partial(mmdit_models.tiny_sd3_model, context_dim=mmdit_models.SD3_CONTEXT_DIM,
-                                                pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM))
-    clip = mmdit_models.tiny_sd3_clip()
+    model, clip = mmdit_families["sd3"]  # what the fixture built, with the factory that builds it
+    factory = functools.partial(mmdit_models.tiny_sd3_model, context_dim=mmdit_models.SD3_CONTEXT_DIM,
+                                pooled_dim=mmdit_models.SD3_TINY_POOLED_DIM)
+    model, probe = reloadable(model, factory)
     negative = comfyui.encode(clip, "")
     patched, handle, positive, batch = mmdit_edit(model, clip)
     one_device = sample(patched, positive, negative, batch, cfg=2.0, scheduler="simple")
@@ -354,12 +366,12 @@ def test_mmdit_edit_under_multigpu_cfg_split(two_devices):
 
 
 @pytest.mark.parametrize("method", ["negative-prompt", "direct"])
-def test_inversion_under_multigpu_cfg_split(method, tiny_sd15_clip, two_devices):
+def test_inversion_under_multigpu_cfg_split(method, tiny_sd15, tiny_sd15_clip, two_devices):
     if not two_devices:
         return
     from harness import inversion_runs
 
-    model, probe = reloadable(tiny_models.tiny_sd15_model)
+    model, probe = reloadable(tiny_sd15, tiny_models.tiny_sd15_model)
     g = torch.Generator().manual_seed(3)
     latent = torch.randn(1, 4, SIZE, SIZE, generator=g)
     positive, negative, noisy, inversion = inversion_runs.invert(model, tiny_sd15_clip, latent, method, steps=STEPS)
@@ -367,8 +379,9 @@ def test_inversion_under_multigpu_cfg_split(method, tiny_sd15_clip, two_devices)
 
     def reconstruct(m):
         with torch.inference_mode():
-            return stock("KSamplerAdvanced")().sample(m, "disable", 0, STEPS, inversion.guidance, "euler", "ddim_uniform",
-                                                      positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
+            return stock("KSamplerAdvanced")().sample(m, "disable", 0, STEPS, inversion.guidance, "euler",
+                                                      "ddim_uniform", positive, negative, noisy, 0, 10000,
+                                                      "disable")[0]["samples"]
 
     one_device = reconstruct(applied)
     probe.seen.clear()
