@@ -7,13 +7,15 @@ single block (``("double_block", i)``, ``("single_block", i)``) and every SD3 jo
 every block, which runs the block (or the patch that was on it) with a copy of the options that
 carries the edit's override where the block is chosen and the step is in the window, and the
 map recorder's in the double (Flux) / joint (SD3) blocks; an override already on the model (another
-node's, e.g. a different attention kernel) is called by them. Local blend is a post-CFG function,
-as on a UNet. Nothing of the blocks' code is copied.
+node's, e.g. a different attention kernel) is called by them, and one that takes newer hosts'
+attention tensor containers still gets containers (:class:`~..patching.compose.ContainerPassingOverride`).
+Local blend is a post-CFG function, as on a UNet. Nothing of the blocks' code is copied.
 """
 
 from __future__ import annotations
 
 from ..patching.comfy_model import check_blocks_intact, install_blocks, mmdit_family, set_outer_sample, set_post_cfg_blend
+from ..patching.compose import ContainerPassingOverride, takes_containers
 from .comfy_patch import UnsupportedModelError
 from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
@@ -48,9 +50,18 @@ def _block_arguments(edit: QKEdit):
             img_slice = opts.get("img_slice")
             text_length = int(img_slice[0]) if img_slice else None
             joint_length = args["img"].shape[1]
+        previous = opts.get("optimized_attention_override")
+        passes_containers = takes_containers(previous)
+        if passes_containers:  # the edit's overrides chain to a host function that hands on containers
+            opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
                                     records=kind == "double_block")
-        return None if edited is None else {**args, "transformer_options": edited}
+        if edited is None:
+            return None
+        if passes_containers:
+            edited["optimized_attention_override"] = ContainerPassingOverride(edited["optimized_attention_override"],
+                                                                              previous)
+        return {**args, "transformer_options": edited}
 
     return arguments
 

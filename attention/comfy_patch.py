@@ -64,9 +64,11 @@ def unet_layer_layout(model) -> LayerLayout:
     return LayerLayout(levels)
 
 
-def host_attention(q, k, v, heads: int, opts: dict):
-    """ComfyUI's fused attention, exactly as its own CrossAttention calls it."""
-    return optimized_attention(q, k, v, heads, attn_precision=opts.get("attn_precision"), transformer_options=opts)
+def host_attention(q, k, v, heads: int, opts: dict, **host_keywords):
+    """ComfyUI's fused attention, exactly as its own CrossAttention calls it (with any keyword a
+    newer host added to the replace patch's call)."""
+    return optimized_attention(q, k, v, heads, attn_precision=opts.get("attn_precision"), transformer_options=opts,
+                               **host_keywords)
 
 
 def _check_batch(controller: P2PController, guider, latent_image) -> None:

@@ -8,6 +8,7 @@ are ``joint``, and hold only the ``columns`` worth a map: :mod:`.mmdit_maps`).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,7 @@ class AttentionMapStore:
     spatial: tuple[int, int] | None = None
     num_steps: int = 0
     columns: tuple[int, ...] | None = None  # the context column of each map; None: every column
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def column_index(self, columns: list[int]) -> list[int]:
         """Where the maps of context ``columns`` lie along the maps' last axis."""
@@ -42,13 +44,18 @@ class AttentionMapStore:
         self.num_steps = 0
 
     def add(self, step: int, place: str, maps: torch.Tensor, spatial: tuple[int, int]) -> None:
-        """Add head-averaged probabilities ``[B, H·W, N]`` of one layer."""
+        """Add head-averaged probabilities ``[B, H·W, N]`` of one layer. Safe from several threads
+        (ComfyUI's MultiGPU CFG Split runs cond entries on several devices at once): the maps
+        are kept on the device of the first ones."""
         maps = maps.detach().float()
         key = (step, place)
-        self.per_step[key] = self.per_step[key] + maps if key in self.per_step else maps
-        self.layer_counts[key] = self.layer_counts.get(key, 0) + 1
-        self.running = maps.clone() if self.running is None else self.running + maps
-        self.spatial = spatial
+        with self._lock:
+            if self.running is not None:
+                maps = maps.to(self.running.device)
+            self.per_step[key] = self.per_step[key] + maps if key in self.per_step else maps
+            self.layer_counts[key] = self.layer_counts.get(key, 0) + 1
+            self.running = maps.clone() if self.running is None else self.running + maps
+            self.spatial = spatial
 
     @property
     def empty(self) -> bool:

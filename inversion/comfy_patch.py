@@ -45,9 +45,11 @@ class UnconditionalContexts:
         return self  # read-only state; ModelPatcher.clone() may share it
 
     def _step(self, sigmas: torch.Tensor) -> int:
-        if self._cache is None or self._cache[0] is not sigmas:
-            self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
-        return self._cache[1]
+        # read once: under MultiGPU CFG Split the cond and uncond chunks run in threads at once
+        cached = self._cache
+        if cached is None or cached[0] is not sigmas:
+            cached = self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
+        return cached[1]
 
     def swapped(self, context: torch.Tensor, extra_options: dict) -> torch.Tensor:
         """``context`` with the step's unconditional context in the rows of the unconditional chunk

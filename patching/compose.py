@@ -35,14 +35,18 @@ class ComposedAttention:
     def __deepcopy__(self, memo: dict) -> "ComposedAttention":
         return self  # ModelPatcher.clone() of older hosts deep-copies; the owner must stay shared
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
+                 **host_keywords) -> torch.Tensor:
+        # keywords a newer host may add to the call are passed on to what this patch chains to
         edited = self.edited(q, k, v, extra_options)
         if self.previous is None:
-            return edited if edited is not None else self.plain(q, k, v, extra_options["n_heads"], extra_options)
-        theirs = self.previous(q, k, v, extra_options)
+            if edited is not None:
+                return edited
+            return self.plain(q, k, v, extra_options["n_heads"], extra_options, **host_keywords)
+        theirs = self.previous(q, k, v, extra_options, **host_keywords)
         if edited is None:
             return theirs
-        return theirs + (edited - self.plain(q, k, v, extra_options["n_heads"], extra_options))
+        return theirs + (edited - self.plain(q, k, v, extra_options["n_heads"], extra_options, **host_keywords))
 
 
 def describe_patch(function: object) -> str:
@@ -54,6 +58,47 @@ def describe_patch(function: object) -> str:
     target = function if hasattr(function, "__qualname__") else type(function)
     module = str(getattr(target, "__module__", "?")).replace("\\", "/").rsplit("/", 1)[-1].rsplit(".", 1)[-1]
     return f"{module}.{target.__qualname__}".replace(".<locals>", "")
+
+
+class ContainerPassingOverride:
+    """An ``optimized_attention_override`` that runs the pack's override ``pack_override(func, *args,
+    **kwargs)`` on top of ``previous``, an override of another node that takes attention tensor
+    containers (it has a ``container_function``, e.g. a kernel that quantises q, k, v and frees them).
+
+    Newer hosts (ComfyUI ≥ 0.35) call attention with q, k, v wrapped in single-owner containers
+    (``.peek()``, ``.take()``) and hand them, still wrapped, to an override's ``container_function``;
+    an override without one gets them taken (plain tensors). This one has a ``container_function``
+    exactly when ``previous`` has, so the host keeps the containers for it: the pack's override
+    runs on the taken tensors, and what it hands on reaches ``previous.container_function`` in fresh
+    containers of the host's kind, as the host itself would have called it. Plain-tensor calls
+    (older hosts, call sites without containers) reach ``previous`` as an ordinary override."""
+
+    def __init__(self, pack_override: Callable, previous: Callable):
+        self.pack_override, self.previous = pack_override, previous
+        self.container_function = self._with_containers
+
+    def __deepcopy__(self, memo: dict) -> "ContainerPassingOverride":
+        return self  # built per block call; shares the pack's state like the other patches
+
+    def __call__(self, func: Callable, *args, **kwargs):
+        def previous(*a, **kw):
+            return self.previous(func, *a, **kw)
+
+        return self.pack_override(previous, *args, **kwargs)
+
+    def _with_containers(self, *args, **kwargs):
+        container = type(args[0])
+        tensors = tuple(c.take() for c in args[:3])
+
+        def previous(*a, **kw):
+            return self.previous.container_function(*(container(t) for t in a[:3]), *a[3:], **kw)
+
+        return self.pack_override(previous, *tensors, *args[3:], **kwargs)
+
+
+def takes_containers(override: object) -> bool:
+    """Whether the host hands ``override`` its attention inputs as tensor containers (newer hosts)."""
+    return override is not None and getattr(override, "container_function", None) is not None
 
 
 BlockPatch = Callable[[dict, dict], dict]
