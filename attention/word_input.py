@@ -6,6 +6,7 @@ the node's CLIP; a whitespace split in the tests).
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 from .errors import P2PInputError
@@ -30,6 +31,9 @@ def parse_word_windows(spec: str, tokenize_words: TokenizeWords) -> tuple[tuple[
             raise P2PInputError(f"word_windows entry {entry!r}: {bounds!r} is not a fraction or 'start-end'") from None
         if len(parts) != 2:
             raise P2PInputError(f"word_windows entry {entry!r}: give one end fraction or 'start-end'")
+        if not all(math.isfinite(b) for b in parts):  # NaN would pass the window's range check
+            raise P2PInputError(f"word_windows entry {entry!r}: {bounds!r} is not finite; give a finite number "
+                                "from 0 to 1 (or 'start-end')")
         words = tuple(tokenize_words(word))
         if not words:
             raise P2PInputError(f"word_windows entry {entry!r} names no word")

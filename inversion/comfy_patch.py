@@ -11,8 +11,6 @@ runs no unconditional pass), so there only the methods that need no unconditiona
 
 from __future__ import annotations
 
-import logging
-
 import comfy.patcher_extension
 import torch
 
@@ -105,10 +103,14 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
             "the sampler adds noise to the inverted latent, which is already noisy; use KSamplerAdvanced with "
             "add_noise 'disable' (or SamplerCustomAdvanced with DisableNoise)"
         )
+    # only direct inversion reconstructs at any cfg; the others are made for the guidance they were given
     cfg = getattr(guider, "cfg", None)
     if inversion.method != "direct" and cfg is not None and abs(float(cfg) - inversion.guidance) > 1e-6:
-        logging.warning("null-text inversion was optimised for cfg %s but the sampler uses %s: the "
-                        "reconstruction will be less exact", inversion.guidance, cfg)
+        raise InversionMismatchError(
+            f"the inversion (method '{inversion.method}') was made for cfg {inversion.guidance:g}, the sampler uses "
+            f"cfg {float(cfg):g}, which would not give the photo back; sample at cfg {inversion.guidance:g}, or "
+            f"invert again with guidance {float(cfg):g} (or with method 'direct', exact at any cfg)"
+        )
 
 
 def check_method_fits_model(method: str, model) -> None:

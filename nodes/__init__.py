@@ -10,6 +10,7 @@ from .embedding_vae import (
     TrainEmbeddingVAE,
 )
 from .evaluation import EditMetrics
+from .input_guard import guard_inputs
 from .inversion import (
     ApplyInversion,
     InvertImage,
@@ -58,3 +59,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditLoadEmbeddingVAE": "Load Embedding VAE",
     "PromptEditEditMetrics": "Edit Metrics (PSNR, SSIM, CLIP, LPIPS)",
 }
+
+# every node refuses NaN / infinity in its numbers and tensors before it runs (input_guard)
+for _name, _node_class in NODE_CLASS_MAPPINGS.items():
+    guard_inputs(_node_class, NODE_DISPLAY_NAME_MAPPINGS[_name])

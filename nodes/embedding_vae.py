@@ -14,6 +14,7 @@ import folder_paths
 import torch
 
 from ..base.errors import PromptEditError
+from ..base.finite import check_finite_tensor
 from ..base.fingerprint import model_fingerprint
 from ..inversion.comfy_model import autograd_copy, eps_function, gradients_through
 from ..inversion.result import Inversion
@@ -41,6 +42,7 @@ from .common import (
     register_model_folder,
     writable_model_folder,
 )
+from .input_guard import check_conditioning
 
 FOLDER = register_model_folder("embedding_vae")
 
@@ -70,6 +72,9 @@ def _run_training(train: Callable[[Callable, Callable], list[float]], vae: Embed
             logging.info("embedding VAE (%s): iteration %d/%d, loss %.5g", target, step, total, loss)
 
     def finish() -> TrainedEmbeddingVAE:
+        for weight in vae.parameters():  # a diverged training is refused, not saved
+            check_finite_tensor(weight, "learning_rate (the trained VAE's weights)",
+                                "the training diverged; train again with a lower learning_rate")
         trained = TrainedEmbeddingVAE(vae.cpu().eval().requires_grad_(False), target, model_fingerprint(model), done[0])
         if name:
             _save(trained, name)
@@ -234,6 +239,7 @@ class TrainConditionalEmbeddingVAE(_Trainer):
         # nodes run in inference mode; training needs autograd
         with gradients_through(model, vae.patcher, clip_vision.patcher, clip.patcher) as device:
             text_features, conditioning = embedding_text_features(clip, edit_prompt)
+            check_conditioning(conditioning, "Train Embedding VAE (Conditional): edit_prompt")  # e.g. '(cat:nan)'
             edit, edit_extras = conditioning[0]
             if edit.shape[1:] != null.shape[1:]:
                 raise PromptEditError(f"edit_prompt / negative: {edit.shape[1]} and {null.shape[1]} token columns; keep the edit "

@@ -6,6 +6,7 @@ from ..attention.clip_tokens import encode_prompts
 from ..attention.edit_spec import P2PEdit
 from ..attention.errors import P2PInputError
 from .common import CATEGORY_P2P, P2P_EDIT
+from .input_guard import check_conditioning
 from .latent_batch import repeat_latent
 
 
@@ -50,6 +51,7 @@ class P2PPrompts:
         if clip is None:
             raise P2PInputError("clip: the checkpoint has no text encoder; load one with a CLIP loader")
         conditioning, tokens, encoder = encode_prompts(clip, [source.strip()] + targets)
+        check_conditioning(conditioning, "P2P Prompts: source / edits")  # e.g. a weight '(cat:nan)'
         edit = P2PEdit(tokens[0], tuple(tokens[1:]), encoder=encoder)
         return conditioning, repeat_latent(latent, edit.batch_size), edit
 
