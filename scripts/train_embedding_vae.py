@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.out.endswith(".safetensors"):
         parser.error("--out must end in .safetensors")
     out = Path(args.out)
-    if not out.parent.is_dir() or out.is_dir():
-        parser.error(f"--out: {args.out} is " + ("a folder" if out.is_dir() else f"in {out.parent}, which is no folder"))
+    if not out.parent.is_dir():
+        parser.error(f"--out: {args.out} is in {out.parent}, which is no folder")
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint: {args.checkpoint} does not exist")
     if (args.edit_prompt is None) != (args.clip_vision is None):
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     problem = file_name_problem(out.name.removesuffix(".safetensors"), ".safetensors", str(out.parent))
     if problem:  # before the training, not when its result is written
         parser.error(f"--out: {out.name!r} {problem}")
+    if out.is_dir():
+        parser.error(f"--out: {args.out} is a folder")
     with torch.inference_mode():
         model, clip, vae = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=True, output_clip=True)[:3]
         latent = {"samples": vae.encode(images)}
