@@ -30,19 +30,24 @@ def _header_problem(path: Path, max_header_bytes: int) -> str | None:
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            start = f.read(8)
+            start = f.read(9)
     except OSError as e:
         return f"cannot be opened ({e.strerror or e})"
-    if start.startswith(b"PK\x03\x04") or start[:1] == b"\x80":
-        return "is a PyTorch pickle (.pt / .ckpt) renamed, not safetensors; the pack loads safetensors only"
+    header = int.from_bytes(start[:8], "little")
     if len(start) < 8:
-        return f"is {size} bytes long, too short for a safetensors file (truncated?)"
-    header = int.from_bytes(start, "little")
-    if header > max_header_bytes:
-        return f"has a {header}-byte header, more than the {max_header_bytes} the pack reads (damaged or not one of its files)"
-    if 8 + header > size:
-        return f"is {size} bytes long, shorter than its header says (truncated?)"
-    return None
+        problem = f"is {size} bytes long, too short for a safetensors file (truncated?)"
+    elif header > max_header_bytes:
+        problem = f"has a {header}-byte header, more than the {max_header_bytes} the pack reads (damaged or not one of its files)"
+    elif 8 + header > size:
+        problem = f"is {size} bytes long, shorter than its header says (truncated?)"
+    elif start[8:9] != b"{":
+        problem = "has no JSON header: not a safetensors file"
+    else:
+        return None
+    # a torch.save file: a zip archive, or (older) a pickle of protocol 2 to 5
+    if start.startswith(b"PK\x03\x04") or (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        return "is a PyTorch pickle (.pt / .ckpt) renamed, not safetensors; the pack loads safetensors only"
+    return problem
 
 
 def read_safetensors(path: str | Path, error: type[Exception], advice: str,

@@ -85,6 +85,17 @@ def test_a_folder_that_cannot_be_written_keeps_the_result_in_the_temporary_folde
         kept.unlink()
 
 
+def test_a_header_whose_length_starts_like_a_pickle_is_read(tmp_path):
+    # a header of 0x0280 bytes starts with the bytes of a protocol-2 pickle: only the content tells them apart
+    path = tmp_path / "pickle_like.safetensors"
+    for pad in range(1000):
+        save_file(TENSORS, str(path), metadata={"pad": "x" * pad})
+        if int.from_bytes(path.read_bytes()[:8], "little") == 0x0280:
+            break
+    assert path.read_bytes()[:2] == b"\x80\x02"
+    assert torch.equal(read_safetensors(path, ValueError, "")[1]["w"], TENSORS["w"])
+
+
 # -- inversion files ------------------------------------------------------------------------------
 
 STEPS = 3
@@ -169,7 +180,8 @@ def _truncated(path):
     (_truncated, "shorter than its header says"),
     (lambda path: path.write_bytes(b"abc"), "3 bytes long, too short"),
     (lambda path: path.write_bytes((1 << 40).to_bytes(8, "little") + b"{}"), "has a 1099511627776-byte header"),
-    (lambda path: path.write_bytes((8).to_bytes(8, "little") + b"not json"), "not a readable safetensors file"),
+    (lambda path: path.write_bytes((8).to_bytes(8, "little") + b"not json"), "has no JSON header"),
+    (lambda path: path.write_bytes((2).to_bytes(8, "little") + b"{]"), "not a readable safetensors file"),
     (lambda path: path.write_text("hello, this is text and no safetensors file"), "header"),
 ])
 def test_a_file_that_is_no_safetensors_is_named(tmp_path, make, message):
