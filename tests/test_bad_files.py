@@ -239,3 +239,33 @@ def test_a_large_config_that_does_not_match_the_weights_allocates_nothing(tmp_pa
     with pytest.raises(EmbeddingVAEFileError, match="the weights do not match the saved configuration"):
         TrainedEmbeddingVAE.load(bad)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: far below 3.2 GB
+
+
+# -- the evaluation's files ------------------------------------------------------------------------
+
+
+def test_lpips_weights_with_nan_are_refused(tmp_path, vgg_file):
+    from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
+
+    tensors = dict(vgg_file[1])
+    tensors["features.0.bias"] = torch.full_like(tensors["features.0.bias"], float("nan"))
+    save_file(tensors, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(LPIPSFileError, match="nan.safetensors: tensor 'features.0.bias' holds NaN"):
+        LPIPS.load(tmp_path / "nan.safetensors")
+
+
+def test_the_evaluate_script_keeps_the_numbers_when_its_json_cannot_be_written(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    for name in ("source", "edit"):
+        Image.fromarray(np.full((16, 16, 3), 90 if name == "source" else 100, dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+    result = subprocess.run([sys.executable, str(script), "--reference", str(tmp_path / "source.png"), "--images",
+                             str(tmp_path / "edit.png"), "--json", str(tmp_path / ("j" * 260 + ".json"))],
+                            capture_output=True, text=True, timeout=300, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode != 0 and "--json: cannot write" in result.stderr and "the numbers are in the table" in result.stderr
+    assert "| psnr" in result.stdout  # printed before the write failed
