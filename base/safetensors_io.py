@@ -32,21 +32,21 @@ def _header_problem(path: Path, max_header_bytes: int) -> str | None:
         with open(path, "rb") as f:
             start = f.read(9)
     except OSError as e:
-        return f"cannot be opened ({e.strerror or e})"
+        return f"it cannot be opened: {e.strerror or e}"
     header = int.from_bytes(start[:8], "little")
     if len(start) < 8:
-        problem = f"is {size} bytes long, too short for a safetensors file (truncated?)"
+        problem = f"it is {size} bytes long, too short (truncated?)"
     elif header > max_header_bytes:
-        problem = f"has a {header}-byte header, more than the {max_header_bytes} the pack reads (damaged or not one of its files)"
+        problem = f"its header is {header} bytes, more than the {max_header_bytes} the pack reads"
     elif 8 + header > size:
-        problem = f"is {size} bytes long, shorter than its header says (truncated?)"
+        problem = f"it is {size} bytes long, shorter than its header says (truncated?)"
     elif start[8:9] != b"{":
-        problem = "has no JSON header: not a safetensors file"
+        problem = "it has no JSON header"
     else:
         return None
     # a torch.save file: a zip archive, or (older) a pickle of protocol 2 to 5
     if start.startswith(b"PK\x03\x04") or (start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        return "is a PyTorch pickle (.pt / .ckpt) renamed, not safetensors; the pack loads safetensors only"
+        return "it is a PyTorch pickle (.pt / .ckpt) renamed; the pack loads safetensors only"
     return problem
 
 
@@ -57,7 +57,7 @@ def read_safetensors(path: str | Path, error: type[Exception], advice: str,
     length is checked before it is parsed."""
     problem = _header_problem(Path(path), max_header_bytes)
     if problem:
-        raise error(f"{path}: {problem}; {advice}")
+        raise error(f"{path}: not a readable safetensors file ({problem}); {advice}")
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no __iter__)

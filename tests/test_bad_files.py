@@ -176,10 +176,10 @@ def _truncated(path):
 
 
 @pytest.mark.parametrize("make,message", [
-    (_pickle, r"a PyTorch pickle \(.pt / .ckpt\) renamed, not safetensors"),
+    (_pickle, r"not a readable safetensors file \(it is a PyTorch pickle \(.pt / .ckpt\) renamed; the pack loads safetensors only\)"),
     (_truncated, "shorter than its header says"),
     (lambda path: path.write_bytes(b"abc"), "3 bytes long, too short"),
-    (lambda path: path.write_bytes((1 << 40).to_bytes(8, "little") + b"{}"), "has a 1099511627776-byte header"),
+    (lambda path: path.write_bytes((1 << 40).to_bytes(8, "little") + b"{}"), "its header is 1099511627776 bytes, more than the 1048576"),
     (lambda path: path.write_bytes((8).to_bytes(8, "little") + b"not json"), "has no JSON header"),
     (lambda path: path.write_bytes((2).to_bytes(8, "little") + b"{]"), "not a readable safetensors file"),
     (lambda path: path.write_text("hello, this is text and no safetensors file"), "header"),

@@ -114,7 +114,7 @@ def test_the_server_names_a_damaged_inversion_file(comfy_server, tmp_path):
     entry = finished(url, answer["prompt_id"])
     errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert errors and errors[0]["exception_message"].startswith("name: ") and \
-        "renamed_pickle.safetensors: is a PyTorch pickle" in errors[0]["exception_message"], entry["status"]
+        "renamed_pickle.safetensors: not a readable safetensors file (it is a PyTorch pickle" in errors[0]["exception_message"], entry["status"]
 
 
 # -- Save / Load / Apply Inversion -------------------------------------------------------------------
