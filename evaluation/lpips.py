@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..base.errors import PromptEditError
-from ..base.safetensors_io import read_safetensors
+from ..base.safetensors_io import check_tensors, read_safetensors
 
 # torchvision's vgg16().features: conv widths, "M" = max pool; LPIPS taps relu1_2 … relu5_3
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
@@ -78,6 +78,7 @@ class LPIPS(nn.Module):
     @classmethod
     def load(cls, path: str | Path) -> "LPIPS":
         _, tensors = read_safetensors(path, LPIPSFileError, "copy the VGG-16 weights again")
+        check_tensors(tensors, path, LPIPSFileError, "copy the VGG-16 weights again")
         model = cls()
         expected = {k: v.shape for k, v in model.features.state_dict().items()}
         given = {k.removeprefix("features."): v for k, v in tensors.items() if k.startswith("features.")}

@@ -57,6 +57,10 @@ class UnconditionalContexts:
             return context
         emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
         tokens = context.shape[1]
+        if emb.shape[-1] != context.shape[-1]:
+            raise InversionMismatchError(
+                f"the negative conditioning has {context.shape[-1]} channels, the inversion's {emb.shape[-1]}; "
+                "use the text encoder the inversion was made with")
         if tokens % emb.shape[0]:
             raise InversionMismatchError(
                 f"the negative conditioning has {tokens} token columns, the inversion {emb.shape[0]}; "
@@ -80,6 +84,20 @@ class UnconditionalContexts:
         if c_crossattn is not None and transformer_options:
             c_crossattn = self.swapped(c_crossattn, transformer_options)
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def check_latent_fits(inversion: Inversion, model, latent: torch.Tensor | None = None) -> None:
+    """Refuse an inversion whose latent has other channels than ``model``'s, or (``latent``: what
+    the sampler is given) another size, before it reaches the model as a shape error."""
+    ours = tuple(inversion.noisy.shape[1:])
+    channels = getattr(getattr(model.model, "latent_format", None), "latent_channels", None)
+    if channels is not None and ours[0] != channels:
+        raise InversionMismatchError(
+            f"the inversion's latent has {ours[0]} channels, this model's {channels}; invert the image with this model")
+    if latent is not None and tuple(latent.shape[1:]) != ours:
+        raise InversionMismatchError(
+            f"the sampler's latent is {list(latent.shape[1:])}, the inversion's {list(ours)}; sample the "
+            "inversion's noisy_latent (from Invert Image or Load Inversion, through P2P Prompts for an edit)")
 
 
 def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> None:
@@ -169,6 +187,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
             "this inversion was made with another model; invert the image again with this model"
         )
     check_method_fits_model(inversion.method, model)
+    check_latent_fits(inversion, model)
     patched = model.clone()
     if inversion.method == "direct":
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
@@ -180,6 +199,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
+        check_latent_fits(inversion, executor.class_obj.model_patcher, latent_image)
         noise = start_noise(executor.class_obj.model_patcher, noise, latent_image, sigmas[0])
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 

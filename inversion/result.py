@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..base.errors import PromptEditError
-from ..base.safetensors_io import read_safetensors, write_safetensors
+from ..base.safetensors_io import check_tensors, read_safetensors, write_safetensors
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
+METHODS = ("null-text", "null-text fast", "direct", "negative-prompt", "ddim")  # Invert Image's
+AGAIN = "save the inversion again"
 
 
 class InversionFileError(PromptEditError):
@@ -52,17 +55,47 @@ class Inversion:
 
     @classmethod
     def load(cls, path: str | Path) -> "Inversion":
-        meta, tensors = read_safetensors(path, InversionFileError, "save the inversion again")
+        """The inversion saved in ``path``, checked whole: its format and metadata, float32 finite
+        tensors (a half-precision copy loses the schedule's precision; NaN gives black images) and
+        shapes that fit each other, so a damaged file fails here and not deep in the sampler."""
+        meta, tensors = read_safetensors(path, InversionFileError, AGAIN)
         if meta.get("format") != FORMAT:
             raise InversionFileError(f"{path}: not an inversion saved by this pack (format {meta.get('format')!r})")
         missing = {"unconds", "sigmas", "noisy", "source"} - set(tensors)
         if meta.get("method") == "direct" and "pivots" not in tensors:
             missing.add("pivots")
         if missing:
-            raise InversionFileError(f"{path}: the file lacks {sorted(missing)}; save the inversion again")
+            raise InversionFileError(f"{path}: the file lacks {sorted(missing)}; {AGAIN}")
+        check_tensors(tensors, path, InversionFileError, AGAIN, dtypes=(torch.float32, torch.float64))
         try:
-            return cls(tensors["unconds"], tensors["sigmas"], tensors["noisy"], tensors["source"],
-                       float(meta["guidance"]), meta["method"], meta["scheduler"], int(meta["steps"]),
-                       meta["model_fingerprint"], tensors.get("pivots"))
+            inversion = cls(*(tensors[k].float() for k in ("unconds", "sigmas", "noisy", "source")),
+                            float(meta["guidance"]), meta["method"], meta["scheduler"], int(meta["steps"]),
+                            meta["model_fingerprint"], tensors["pivots"].float() if "pivots" in tensors else None)
         except (KeyError, ValueError) as e:
-            raise InversionFileError(f"{path}: damaged metadata ({e}); save the inversion again") from None
+            raise InversionFileError(f"{path}: damaged metadata ({e}); {AGAIN}") from None
+        problem = inversion.shape_problem()
+        if problem:
+            raise InversionFileError(f"{path}: {problem}; {AGAIN}")
+        return inversion
+
+    def shape_problem(self) -> str | None:
+        """What does not fit in this inversion's metadata and tensor shapes (None when all fits)."""
+        if self.method not in METHODS:
+            return f"unknown method {self.method!r} (expected one of {METHODS})"
+        if not (self.steps >= 1 and math.isfinite(self.guidance) and self.guidance >= 0):
+            return f"steps {self.steps} / guidance {self.guidance} out of range"
+        if self.unconds.dim() != 3 or self.unconds.shape[0] < 1:
+            return f"unconds has shape {list(self.unconds.shape)}, expected [steps, tokens, channels]"
+        n = self.unconds.shape[0]
+        if list(self.sigmas.shape) != [n + 1]:
+            return f"sigmas has shape {list(self.sigmas.shape)}, expected [{n + 1}] for {n} steps of unconds"
+        if bool((self.sigmas < 0).any()) or bool((self.sigmas[1:] > self.sigmas[:-1]).any()):
+            return "sigmas is not a descending schedule of σ >= 0"
+        if self.noisy.dim() not in (4, 5) or self.noisy.shape[0] != 1:
+            return f"noisy has shape {list(self.noisy.shape)}, expected one latent [1, channels, height, width]"
+        if self.source.shape != self.noisy.shape:
+            return f"source has shape {list(self.source.shape)}, noisy {list(self.noisy.shape)}; they must match"
+        expected = [n + 1, *self.noisy.shape[1:]]
+        if self.pivots is not None and list(self.pivots.shape) != expected:
+            return f"pivots has shape {list(self.pivots.shape)}, expected {expected}"
+        return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Callable
 
 import comfy.model_management
@@ -14,6 +13,7 @@ import folder_paths
 import torch
 
 from ..base.errors import PromptEditError
+from ..base.file_names import check_file_name
 from ..base.finite import check_finite_tensor
 from ..base.fingerprint import model_fingerprint
 from ..inversion.comfy_model import autograd_copy, eps_function, gradients_through
@@ -47,15 +47,25 @@ from .input_guard import check_conditioning
 FOLDER = register_model_folder("embedding_vae")
 
 
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if name and not re.fullmatch(r"[\w.\- ]+", name):
-        raise PromptEditError(f"save_as: {name!r} may hold only letters, digits, spaces, '.', '-' and '_'")
-    return name
+SAVED_SUFFIX = ".safetensors"
+CANCELLED_SUFFIX = ".cancelled.safetensors"  # a cancelled run's file, beside a finished one it must not replace
 
 
-def _save(trained: TrainedEmbeddingVAE, name: str) -> None:
-    trained.save(os.path.join(writable_model_folder(FOLDER), f"{name}.safetensors"))
+def _check_name(save_as: object, directory: str | None = None) -> str:
+    """The name to save under ('' for none), checked before the training starts."""
+    name = save_as.strip() if isinstance(save_as, str) else save_as
+    return name and check_file_name(name, "save_as", CANCELLED_SUFFIX, directory)
+
+
+def _save(trained: TrainedEmbeddingVAE, name: str, cancelled: bool = False) -> str:
+    """Save under ``name``; a cancelled run never replaces a file that is there (a finished run's,
+    kept until a new run finishes) but goes beside it. Returns the path written."""
+    directory = writable_model_folder(FOLDER)
+    path = os.path.join(directory, name + SAVED_SUFFIX)
+    if cancelled and os.path.exists(path):
+        path = os.path.join(directory, name + CANCELLED_SUFFIX)
+    trained.save(path)
+    return path
 
 
 def _run_training(train: Callable[[Callable, Callable], list[float]], vae: EmbeddingVAE, target: str, model,
@@ -71,20 +81,23 @@ def _run_training(train: Callable[[Callable, Callable], list[float]], vae: Embed
         if step == 1 or step % max(1, total // 10) == 0 or step == total:
             logging.info("embedding VAE (%s): iteration %d/%d, loss %.5g", target, step, total, loss)
 
-    def finish() -> TrainedEmbeddingVAE:
+    def finish(cancelled: bool = False) -> TrainedEmbeddingVAE:
         for weight in vae.parameters():  # a diverged training is refused, not saved
             check_finite_tensor(weight, "learning_rate (the trained VAE's weights)",
                                 "the training diverged; train again with a lower learning_rate")
         trained = TrainedEmbeddingVAE(vae.cpu().eval().requires_grad_(False), target, model_fingerprint(model), done[0])
         if name:
-            _save(trained, name)
+            path = _save(trained, name, cancelled)
+            if cancelled:
+                logging.warning("embedding VAE training cancelled after %d of %d iterations; saved to %s",
+                                done[0], iterations, path)
         return trained
 
     try:
         losses = train(progress, comfy.model_management.throw_exception_if_processing_interrupted)
     except comfy.model_management.InterruptProcessingException:
         if name and done[0]:
-            finish()
+            finish(cancelled=True)
         raise
     trained = finish()
     tenth = max(1, len(losses) // 10)
@@ -122,7 +135,8 @@ _COMMON_INPUTS = {
     "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "tooltip": (
         "Seeds the draws and the choice of steps.")}),
     "save_as": ("STRING", {"default": "", "tooltip": (
-        "If set, saved as models/embedding_vae/<name>.safetensors (also when cancelled).")}),
+        "If set, saved as models/embedding_vae/<name>.safetensors (when cancelled: there if no such file is "
+        "there yet, else beside it as <name>.cancelled.safetensors).")}),
 }
 
 
@@ -134,6 +148,15 @@ class _Trainer:
     RETURN_TYPES = (EMBEDDING_VAE,)
     RETURN_NAMES = ("embedding_vae",)
     OUTPUT_TOOLTIPS = ("The trained VAE, for Stochastic Embeddings (mode 'embedding VAE').",)
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, save_as=None):
+        # before any node of the prompt runs (None: save_as comes from a link, checked in train)
+        try:
+            _check_name(save_as, folder_paths.get_folder_paths(FOLDER)[0])
+        except PromptEditError as e:
+            return str(e)
+        return True
 
 
 class TrainEmbeddingVAE(_Trainer):
@@ -167,7 +190,7 @@ class TrainEmbeddingVAE(_Trainer):
     def train(self, model, positive, negative, architecture: str, scheduler: str, steps: int, guidance: float,
               iterations: int, learning_rate: float, kl_weight: float, seed: int, save_as: str,
               latent: dict | None = None, inversion: Inversion | None = None):
-        name = _check_name(save_as)
+        name = _check_name(save_as, folder_paths.get_folder_paths(FOLDER)[0])
         settings = NullTextVAESettings(iterations, 2, learning_rate, 1.0, kl_weight, 4, guidance, seed)
         cond, cond_extras = positive[0]
         null, null_extras = negative[0]
@@ -228,7 +251,7 @@ class TrainConditionalEmbeddingVAE(_Trainer):
               scheduler: str, steps: int, guidance: float, iterations: int, learning_rate: float, kl_weight: float,
               seed: int, save_as: str, variations: int, clip_lambda: float, diversity_weight: float,
               inversion: Inversion | None = None):
-        name = _check_name(save_as)
+        name = _check_name(save_as, folder_paths.get_folder_paths(FOLDER)[0])
         if not edit_prompt.strip():
             raise PromptEditError("edit_prompt: write the edited prompt whose embedding the VAE should vary")
         settings = ConditionalVAESettings(iterations, variations, learning_rate, 1.0, kl_weight, diversity_weight,
@@ -281,7 +304,10 @@ class LoadEmbeddingVAE:
         path = folder_paths.get_full_path(FOLDER, vae_name)
         if path is None:
             raise EmbeddingVAEFileError(f"vae_name: {vae_name!r} is not in models/{FOLDER}/")
-        trained = TrainedEmbeddingVAE.load(path)
+        try:
+            trained = TrainedEmbeddingVAE.load(path)
+        except EmbeddingVAEFileError as e:
+            raise EmbeddingVAEFileError(f"vae_name: {e}") from None
         # a training that was cancelled saves what it learnt: say how far it got
         logging.info("embedding VAE %s: %s, %s, trained %d iterations", vae_name, trained.target,
                      trained.vae.config.architecture, trained.steps_trained)

@@ -28,7 +28,10 @@ def load_lpips(name: str) -> LPIPS:
         raise LPIPSFileError(f"lpips_model: {name!r} is not in models/{LPIPS_FOLDER}/; put VGG-16 weights (and "
                              "LPIPS's lin heads) there as safetensors, or choose 'none'")
     if path not in _LOADED:
-        _LOADED[path] = LPIPS.load(path)
+        try:
+            _LOADED[path] = LPIPS.load(path)
+        except LPIPSFileError as e:
+            raise LPIPSFileError(f"lpips_model: {e}") from None
     return _LOADED[path]
 
 

@@ -12,6 +12,7 @@ import folder_paths
 import torch
 
 from ..base.errors import PromptEditError
+from ..base.file_names import check_file_name, file_name_problem
 from ..base.fingerprint import model_fingerprint
 from ..base.image_metrics import latent_mse, psnr, ssim
 from ..inversion.comfy_model import (
@@ -26,7 +27,7 @@ from ..inversion.comfy_model import (
 from ..inversion.comfy_patch import check_method_fits_model, install
 from ..inversion.ddim import ddim_invert
 from ..inversion.null_text import NullTextSettings, null_text_invert
-from ..inversion.result import Inversion
+from ..inversion.result import Inversion, InversionFileError
 from .common import (
     CATEGORY_INVERSION,
     INVERSION,
@@ -222,14 +223,34 @@ class SaveInversion:
                 "File name prefix; a counter is appended.")}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        # before any node of the prompt runs: a name the file system refuses would fail only when
+        # the finished inversion is written (None: the prefix comes from a link, checked in save)
+        if filename_prefix is None:
+            return True
+        problem = _prefix_problem(filename_prefix)
+        return f"filename_prefix: {filename_prefix!r} {problem}" if problem else True
+
     def save(self, inversion, filename_prefix: str):
         directory = writable_model_folder(INVERSION_FOLDER)
-        prefix = os.path.basename(filename_prefix.strip()) or "inversion"
+        prefix = check_file_name(_prefix(filename_prefix), "filename_prefix", SAVED_SUFFIX, directory)
         existing = set(os.listdir(directory))
         counter = next(i for i in range(1, 10**6) if f"{prefix}_{i:05d}.safetensors" not in existing)
         name = f"{prefix}_{counter:05d}.safetensors"
         inversion.save(os.path.join(directory, name))
         return {"ui": {"text": [name]}}
+
+
+SAVED_SUFFIX = "_999999.safetensors"  # the longest the counter makes
+
+
+def _prefix(filename_prefix: object) -> object:
+    return (filename_prefix.strip() or "inversion") if isinstance(filename_prefix, str) else filename_prefix
+
+
+def _prefix_problem(filename_prefix: object) -> str | None:
+    return file_name_problem(_prefix(filename_prefix), SAVED_SUFFIX, folder_paths.get_folder_paths(INVERSION_FOLDER)[0])
 
 
 class LoadInversion:
@@ -252,7 +273,10 @@ class LoadInversion:
             "inversion_null_text_p2p_replace.json does), which saves it there"))
 
     def load(self, name: str):
-        inversion = Inversion.load(folder_paths.get_full_path_or_raise(INVERSION_FOLDER, name))
+        try:
+            inversion = Inversion.load(folder_paths.get_full_path_or_raise(INVERSION_FOLDER, name))
+        except InversionFileError as e:
+            raise InversionFileError(f"name: {e}") from None
         return {"samples": inversion.noisy}, inversion
 
 

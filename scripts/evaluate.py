@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
         value = getattr(args, option)
         if value and not Path(value).is_file():
             parser.error(f"--{option.replace('_', '-')}: {value} does not exist")
+    if args.json and not Path(args.json).parent.is_dir():
+        parser.error(f"--json: {args.json} is in {Path(args.json).parent}, which is no folder")
     for option in ("prompt", "classes"):
         if getattr(args, option) and not (args.clip_vision and args.checkpoint):
             parser.error(f"--{option} needs --clip-vision and --checkpoint")
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(str(error))
     print(markdown_table(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
+        except OSError as error:  # the table above holds the numbers
+            sys.exit(f"--json: cannot write {args.json} ({error.strerror or error}); the numbers are in the table above")
 
 
 if __name__ == "__main__":

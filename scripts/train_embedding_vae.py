@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.out.endswith(".safetensors"):
         parser.error("--out must end in .safetensors")
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        parser.error(f"--out: {args.out} is in {out.parent}, which is no folder")
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint: {args.checkpoint} does not exist")
     if (args.edit_prompt is None) != (args.clip_vision is None):
@@ -67,7 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     mappings = start_comfyui(find_comfyui(args.comfyui), args.cpu or not has_accelerator(), extra_nodes=False).NODE_CLASS_MAPPINGS
     import comfy.clip_vision
     import comfy.sd
+    from comfyui_prompt_edit.base.file_names import file_name_problem
 
+    problem = file_name_problem(out.name.removesuffix(".safetensors"), ".safetensors", str(out.parent))
+    if problem:  # before the training, not when its result is written
+        parser.error(f"--out: {out.name!r} {problem}")
+    if out.is_dir():
+        parser.error(f"--out: {args.out} is a folder")
     with torch.inference_mode():
         model, clip, vae = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=True, output_clip=True)[:3]
         latent = {"samples": vae.encode(images)}
@@ -88,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
                 model, clip, vae, clip_vision, args.edit_prompt, negative, noisy, *common, args.variations,
                 args.clip_lambda, args.diversity_weight, inversion=inversion)
     (trained,) = output["result"]
-    trained.save(args.out)
+    try:
+        trained.save(args.out)
+    except ValueError as error:  # SaveError: it says where the result is kept instead
+        sys.exit(f"--out: {error}")
     print(f"{output['ui']['text'][0]}; wrote {args.out}")
 
 

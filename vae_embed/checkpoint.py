@@ -6,12 +6,30 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..base.errors import PromptEditError
-from ..base.safetensors_io import read_safetensors, write_safetensors
+from ..base.safetensors_io import check_tensors, read_safetensors, write_safetensors
 from .model import EmbeddingVAE, EmbeddingVAEConfig
 
 FORMAT = "comfyui-prompt-edit/embedding-vae/v1"
 TARGETS = ("null-text", "conditional")
+AGAIN = "train or copy it again"
+# Bounds on a saved configuration, far above any real one (SDXL: 77-231 tokens of 2048 channels),
+# checked before anything is built from it: a file's metadata must not make the loader allocate.
+CONFIG_MAXIMA = {"tokens": 4096, "dim": 16384, "latent": 16384, "hidden": 16384, "reduced": 4096, "layers": 64,
+                 "heads": 256}
+
+
+def _config(text: str) -> EmbeddingVAEConfig:
+    """The configuration saved as JSON ``text``, its numbers bounded (ValueError / TypeError when not)."""
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError("the config is not a JSON object")
+    for key, value in values.items():
+        if key in CONFIG_MAXIMA and (type(value) is not int or not 1 <= value <= CONFIG_MAXIMA[key]):
+            raise ValueError(f"config {key} = {value!r} is not a whole number in 1..{CONFIG_MAXIMA[key]}")
+    return EmbeddingVAEConfig(**values)
 
 
 class EmbeddingVAEFileError(PromptEditError):
@@ -39,19 +57,19 @@ class TrainedEmbeddingVAE:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainedEmbeddingVAE":
-        meta, tensors = read_safetensors(path, EmbeddingVAEFileError, "train or copy it again")
+        meta, tensors = read_safetensors(path, EmbeddingVAEFileError, AGAIN)
         if meta.get("format") != FORMAT:
             raise EmbeddingVAEFileError(f"{path}: not an embedding VAE saved by this pack (format {meta.get('format')!r})")
         try:
-            config = EmbeddingVAEConfig(**json.loads(meta["config"]))
+            config = _config(meta["config"])
             target = meta["target"]
             steps_trained = int(meta.get("steps_trained", "0"))
         except (KeyError, TypeError, ValueError) as e:
-            raise EmbeddingVAEFileError(f"{path}: damaged metadata ({e}); train or copy it again") from None
+            raise EmbeddingVAEFileError(f"{path}: damaged metadata ({e}); {AGAIN}") from None
         if target not in TARGETS:
             raise EmbeddingVAEFileError(f"{path}: unknown target {target!r} (expected one of {TARGETS})")
-        vae = EmbeddingVAE(config)
-        expected = vae.state_dict()
+        with torch.device("meta"):  # the shapes the configuration makes, without allocating them
+            expected = EmbeddingVAE(config).state_dict()
         wrong = sorted(k for k in expected if k in tensors and tensors[k].shape != expected[k].shape)
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
         if wrong or missing or extra:
@@ -59,5 +77,8 @@ class TrainedEmbeddingVAE:
                 wrong and f"wrong shape: {wrong[:3]}", missing and f"missing: {missing[:3]}", extra and f"unexpected: {extra[:3]}") if part)
             raise EmbeddingVAEFileError(f"{path}: the weights do not match the saved configuration ({detail}); "
                                         "the file is damaged or was edited, train it again")
+        # the weights match the configuration, so building it allocates no more than the file holds
+        check_tensors(tensors, path, EmbeddingVAEFileError, AGAIN)
+        vae = EmbeddingVAE(config)
         vae.load_state_dict({k: v.float() for k, v in tensors.items()})
         return cls(vae.eval().requires_grad_(False), target, meta.get("model_fingerprint", ""), steps_trained)

@@ -15,7 +15,7 @@ import torch
 from ..attention.clip_tokens import layout_key
 from ..base.fingerprint import model_fingerprint
 from ..inversion.comfy_model import autograd_copy, eps_function, input_scaling, model_space_latent, sampling_sigmas
-from ..inversion.comfy_patch import InversionMismatchError
+from ..inversion.comfy_patch import InversionMismatchError, check_latent_fits
 from ..inversion.ddim import UncondEps, ddim_invert, guided_trajectory
 from ..inversion.result import Inversion
 from .training import EditTrajectory, ImageFeatures, Trajectory
@@ -27,6 +27,10 @@ def training_schedule(model, inversion: Inversion | None, scheduler: str, steps:
         return sampling_sigmas(model, scheduler, steps)
     if inversion.model_fingerprint != model_fingerprint(model):
         raise InversionMismatchError("inversion: it was made with another model; invert the photo with this model")
+    try:
+        check_latent_fits(inversion, model)
+    except InversionMismatchError as e:
+        raise InversionMismatchError(f"inversion: {e}") from None
     return inversion.sigmas.float()
 
 
@@ -34,6 +38,10 @@ def step_tensors(model, sigmas: torch.Tensor, inversion: Inversion | None,
                  null: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """On the model's device: σ's, the model timestep of every step, and the null text of every step
     (the inversion's optimised ones, else ``null [1, tokens, dim]`` repeated)."""
+    if inversion is not None and inversion.unconds.shape[1:] != null.shape[1:]:
+        raise InversionMismatchError(
+            f"inversion: its null texts are {list(inversion.unconds.shape[1:])} (tokens, channels), the negative's "
+            f"{list(null.shape[1:])}; use the negative prompt and text encoder the inversion was made with")
     device = model.load_device
     sig = sigmas.clone().to(device)  # tensors made in inference mode cannot enter autograd
     timesteps = model.get_model_object("model_sampling").timestep(sig[:-1]).float()
