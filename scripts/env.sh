@@ -1,7 +1,7 @@
 # Sourced by the scripts that run Python (test.sh, bench.sh, report.sh, edit.sh): builds, once,
 # the virtual environments they run in, and picks the ComfyUI they run against.
 #
-#   take_host_option "$@"   sets HOST from a leading "--host HOST" and ARGS to the rest.
+#   take_host_option "$@"   sets HOST from "--host HOST" (anywhere) and ARGS to the other arguments.
 #   use_host HOST     HOST is a ComfyUI version (one of PINNED_HOSTS, or any with a snapshot in
 #                     ../shared/hosts), "none" (no ComfyUI: only the pure-torch tests run), or ""
 #                     (look it up: COMFYUI_PATH, the ComfyUI whose custom_nodes/ holds the pack,
@@ -161,11 +161,19 @@ use_host() {
   esac
 }
 
-take_host_option() {
+take_host_option() {  # "--host VERSION" or "--host=VERSION", anywhere: HOST; the other arguments: ARGS
   HOST=""
-  if [ "${1:-}" = "--host" ]; then
-    HOST="${2:?--host needs a ComfyUI version ($PINNED_HOSTS) or none}"
-    shift 2
-  fi
-  ARGS=("$@")
+  ARGS=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --host|--host=*)
+        if [ "$1" = --host ]; then HOST="${2:-}"; shift $(( $# > 1 ? 2 : 1 )); else HOST="${1#--host=}"; shift; fi
+        if [ -z "$HOST" ] || [[ "$HOST" == -* ]]; then
+          echo "--host needs a ComfyUI version ($PINNED_HOSTS) or none, e.g. --host 0.33.0" >&2
+          return 2
+        fi
+        ;;
+      *) ARGS+=("$1"); shift ;;
+    esac
+  done
 }
