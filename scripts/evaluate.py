@@ -50,11 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         if paths:
             image_files(paths, option)
 
-    import torch
-
     images = load_images(args.images, "--images", multiple_of=1)
     reference = load_images([args.reference], "--reference", multiple_of=1)
     edit = load_images([args.edit], "--edit", multiple_of=1) if args.edit else None
+    import torch
     image_features = text_features = classifier = None
     if args.clip_vision:
         start_comfyui(find_comfyui(args.comfyui), not has_accelerator(), extra_nodes=False)

@@ -37,23 +37,24 @@ def load_images(paths: list[str], option: str, multiple_of: int = 8):
     `multiple_of`."""
     files = image_files(paths, option)
     import numpy as np
-    import torch
     from PIL import Image
 
     images = []
     for file in files:
         try:
             with Image.open(file) as image:
-                images.append(torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0))
+                images.append(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
         except OSError as error:  # PIL.UnidentifiedImageError too
             fail(f"{option}: cannot read {str(file)!r} as an image ({error}); give PNG, JPEG or WebP files")
-    sizes = {tuple(image.shape[:2]) for image in images}
+    sizes = {image.shape[:2] for image in images}
     if len(sizes) > 1:
         fail(f"{option}: the images have different sizes {sorted(sizes)}; resize them to one size")
     height, width = sizes.pop()
     if height % multiple_of or width % multiple_of:
         fail(f"{option}: size {width}x{height} is not a multiple of {multiple_of}; crop or resize the images")
-    return torch.stack(images)
+    import torch  # after the checks: importing it takes seconds
+
+    return torch.from_numpy(np.stack(images))
 
 
 def save_images(images, directory: Path, prefix: str) -> list[Path]:
