@@ -24,8 +24,9 @@ from pathlib import Path
 
 from arguments import (ArgumentParser, checkpoint_file, fail, free_name, input_file, input_folder, output_folder,
                        remove_if_empty)
-from comfy_cli import WorkflowError, execute_prompt, find_comfyui, has_accelerator, start_comfyui
-from workflow_api import OverrideError, apply_overrides, is_api_format, load_workflow, parse_value, to_api
+from comfy_cli import WorkflowError, execute_prompt, find_comfyui, has_accelerator, load_extra_nodes, start_comfyui
+from workflow_api import (FRONTEND_ONLY_NODES, OverrideError, apply_overrides, is_api_format, load_workflow, parse_value,
+                          to_api)
 
 MODEL_KINDS = ("checkpoints", "vae", "clip_vision", "inversions", "embedding_vae", "lpips")
 
@@ -67,6 +68,13 @@ def workflow_problem(workflow) -> str | None:
     return None
 
 
+def node_types(workflow: dict) -> set[str]:
+    """The node classes a (checked) workflow uses."""
+    if "nodes" in workflow:
+        return {node["type"] for node in workflow["nodes"]} - FRONTEND_ONLY_NODES
+    return {node["class_type"] for node in workflow.values()}
+
+
 def check_overrides(overrides: list[str]) -> None:
     """The --set values that can be checked without the workflow: NAME=VALUE, finite numbers."""
     for item in overrides:
@@ -102,8 +110,29 @@ def saved_so_far(scratch: Path) -> list[tuple[Path, str]]:
             for path in sorted(output.rglob("*")) if path.is_file()] if output.is_dir() else []
 
 
-def _terminate(signum, frame):  # SIGTERM ends the run like Ctrl-C: the cleanup below still runs
-    raise KeyboardInterrupt
+class StopOnSignal:
+    """Ctrl-C and SIGTERM during the run press ComfyUI's own Cancel (the run stops at its next node
+    or sampling step, and the cleanup runs); a second one stops at once. (Python's default
+    KeyboardInterrupt would wait: asyncio defers it to the end of the prompt.)"""
+
+    def __init__(self, nodes) -> None:
+        self.nodes, self.signal_name, self.previous = nodes, None, {}
+
+    def __enter__(self) -> "StopOnSignal":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def _stop(self, signum, frame) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        print(f"{self.signal_name}: stopping the run at its next step (again: at once)", file=sys.stderr, flush=True)
+        self.nodes.interrupt_processing(True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,7 +176,9 @@ def main(argv: list[str] | None = None) -> None:
 def run(args, workflow: dict, root: Path, out: Path, input_dir: Path | None, models_dir: Path | None,
         checkpoint: Path | None) -> None:
     """Start ComfyUI, run the checked workflow, copy its images into `out`."""
-    nodes = start_comfyui(root, args.cpu or not has_accelerator())
+    nodes = start_comfyui(root, args.cpu or not has_accelerator(), extra_nodes=False)
+    if node_types(workflow) - set(nodes.NODE_CLASS_MAPPINGS):
+        load_extra_nodes(nodes)  # only when the workflow uses them: seconds of start-up
     import folder_paths
 
     overrides = list(args.set)
@@ -171,7 +202,6 @@ def run(args, workflow: dict, root: Path, out: Path, input_dir: Path | None, mod
     # SaveImage writes into a scratch folder, removed whatever happens (a failure, Ctrl-C, SIGTERM);
     # the images are copied to --out, those of a run that stopped half-way too.
     scratch = Path(tempfile.mkdtemp(prefix="run_workflow_"))
-    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     keep_scratch = False
     try:
         folder_paths.set_output_directory(str(scratch / "output"))
@@ -179,11 +209,12 @@ def run(args, workflow: dict, root: Path, out: Path, input_dir: Path | None, mod
         if input_dir:
             folder_paths.set_input_directory(str(input_dir))
         try:
-            outputs = execute_prompt(prompt)
+            with StopOnSignal(nodes) as stop:
+                outputs = execute_prompt(prompt)
         except (WorkflowError, KeyboardInterrupt) as error:
             kept = copy_images(saved_so_far(scratch), out)
             note = f"\nthe {len(kept)} image(s) saved before it stopped are in {out.resolve()}" if kept else ""
-            if isinstance(error, KeyboardInterrupt):
+            if isinstance(error, KeyboardInterrupt) or stop.signal_name:
                 print(f"interrupted{note}", file=sys.stderr)
                 raise SystemExit(130) from None
             sys.exit(f"{args.workflow}: {str(error).rstrip()}{note}")
@@ -202,7 +233,6 @@ def run(args, workflow: dict, root: Path, out: Path, input_dir: Path | None, mod
     finally:
         if not keep_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-        signal.signal(signal.SIGTERM, previous_handler)
     for text in texts:
         print(text)
     print(f"ran {args.workflow}: {len(copied)} image(s) in {out.resolve()}")
