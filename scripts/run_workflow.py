@@ -90,6 +90,15 @@ class CopyError(OSError):
     pass
 
 
+def override_hint(message: str, overrides: list[str]) -> str:
+    """A line naming the --set options whose input a validation error is about (": steps" in
+    "Value -3 smaller than min of 1: steps")."""
+    if "failed validation" not in message:
+        return ""
+    named = [item for item in overrides if f": {item.partition('=')[0]}" in message]
+    return f"\n{', '.join('--set ' + item for item in named)}: give a value the node accepts (above)" if named else ""
+
+
 def copy_images(sources: list[tuple[Path, str]], out: Path) -> list[Path]:
     """Copy (file, name) pairs into `out` without overwriting what is there."""
     copied = []
@@ -217,7 +226,7 @@ def run(args, workflow: dict, root: Path, out: Path, input_dir: Path | None, mod
             if isinstance(error, KeyboardInterrupt) or stop.signal_name:
                 print(f"interrupted{note}", file=sys.stderr)
                 raise SystemExit(130) from None
-            sys.exit(f"{args.workflow}: {str(error).rstrip()}{note}")
+            sys.exit(f"{args.workflow}: {str(error).rstrip()}{override_hint(str(error), args.set)}{note}")
         sources, texts = [], []
         for node_id, output in outputs.items():
             for entry in output.get("images", []):

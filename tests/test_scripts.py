@@ -114,3 +114,12 @@ def test_an_interrupted_run_keeps_the_images_it_saved_and_removes_its_scratch_fo
     assert "SIGINT: stopping the run" in stderr and f"the 1 image(s) saved before it stopped are in {out.resolve()}" in stderr
     assert [path.name for path in out.iterdir()] == ["partial_first_00001_.png"]
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_value_the_node_refuses_names_the_set_option(sd15_checkpoint, tmp_path):
+    result = run("run_workflow.py", str(pack.ROOT / "example_workflows" / "p2p_replace.json"), "--out", str(tmp_path / "out"),
+                 "--checkpoint", str(model_files.sd15_checkpoint_path()), "--set", "steps=-3", "--cpu")
+    assert result.returncode == 1
+    assert "Value -3 smaller than min of 1: steps" in result.stderr
+    assert result.stderr.rstrip().endswith("--set steps=-3: give a value the node accepts (above)")
+    assert not (tmp_path / "out").exists()  # made for the run, removed: nothing was written
