@@ -15,6 +15,9 @@ if [ $# -gt 0 ] && [[ "$1" != -* ]]; then
   workflow="$1"
   shift
 fi
+if [[ " $* " == *" --help "* ]] || [[ " $* " == *" -h "* ]]; then
+  exec python3 "$PACK_ROOT/scripts/run_workflow.py" --help
+fi
 if [[ " $* " != *" --checkpoint"[\ =]* ]] && [[ " $* " != *" ckpt_name="* ]]; then
   echo "edit.sh: --checkpoint is missing; give your SD1.x/SD2.x/SDXL checkpoint, e.g. --checkpoint ~/models/v1-5-pruned-emaonly-fp16.safetensors" >&2
   exit 2

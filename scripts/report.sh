@@ -7,6 +7,9 @@ set -euo pipefail
 # No cd: the paths given are relative to where you are.
 source "$(dirname "$0")/env.sh"
 take_host_option "$@"
+if [[ " ${ARGS[*]} " == *" --help "* ]] || [[ " ${ARGS[*]} " == *" -h "* ]]; then
+  exec python3 "$PACK_ROOT/scripts/report.py" --help
+fi
 python3 "$PACK_ROOT/scripts/report.py" "${ARGS[@]}" --check
 use_host "$HOST"
 exec "$PYTHON" "$PACK_ROOT/scripts/report.py" "${ARGS[@]}"
