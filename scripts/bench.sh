@@ -10,6 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 take_host_option "$@"
+for arg in "${ARGS[@]}"; do
+  if [ "$arg" != --full ]; then
+    echo "bench.sh: unknown argument '$arg'; the options are --host VERSION and --full" >&2
+    exit 2
+  fi
+done
 use_host "$HOST"
 "$PYTHON" bench/inversion.py
 "$PYTHON" bench/variations.py "${ARGS[@]}"

@@ -11,7 +11,6 @@ LPIPS with --lpips, else mean absolute pixel difference). Plots are drawn with P
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # The sweeps run on the tests' models and helpers (tests/harness/); scripts/ is on sys.path already.
 sys.path.insert(0, str(ROOT / "tests"))
+from arguments import ArgumentParser, checkpoint_file, output_folder, remove_if_empty  # noqa: E402  (scripts/, beside this file)
 BENCHMARKS = ("bench/inversion.py", "bench/variations.py", "bench/p2p_overhead.py")
 INNER_STEPS = (1, 2, 3, 5, 10)
 SCALES = (0.0, 0.1, 0.2, 0.4, 0.8)
@@ -120,15 +120,21 @@ def sweeps(lpips_path: str | None) -> tuple[dict, dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="report", help="folder for report.md and the plots (default report/)")
     parser.add_argument("--lpips", help="VGG-16 (+ LPIPS heads) weights: diversity as LPIPS")
     parser.add_argument("--skip-benchmarks", action="store_true")
+    parser.add_argument("--check", action="store_true", help="only check the arguments and exit (scripts/report.sh "
+                                                             "runs it before any set-up)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Checked before the benchmarks and the sweeps (many minutes) start.
+    lpips = str(checkpoint_file("--lpips", args.lpips, (".safetensors",))) if args.lpips else None
+    out, made = output_folder("--out", args.out)
+    if args.check:
+        remove_if_empty(made)
+        return
     benchmarks = {} if args.skip_benchmarks else run_benchmarks()
-    reconstruction, variation = sweeps(args.lpips)
+    reconstruction, variation = sweeps(lpips)
     line_plot(out / "reconstruction_vs_inner_steps.png", "relative latent error after reconstruction (cfg 7.5)",
               "inner steps per sampling step", reconstruction)
     for name, values in variation.items():

@@ -215,9 +215,10 @@ def test_command_line_training_writes_a_loadable_vae(sd15_checkpoint, tmp_path):
     assert loaded.target == "null-text" and loaded.steps_trained == 4 and loaded.vae.config.dim == 768
 
     bad = subprocess.run([sys.executable, str(pack.ROOT / "scripts" / "train_embedding_vae.py"), "--checkpoint",
-                          str(checkpoint), "--images", str(tmp_path / "nothing"), "--prompt", "x", "--out", str(out),
-                          "--comfyui", str(root)], capture_output=True, text=True, timeout=600)
-    assert bad.returncode != 0 and "cannot read" in bad.stderr
+                          str(checkpoint), "--images", str(tmp_path / "nothing"), "--prompt", "x",
+                          "--out", str(tmp_path / "other.safetensors"), "--comfyui", str(root)],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--images: no file" in bad.stderr
 
 
 def test_cancelled_training_stops_at_once_and_keeps_what_it_learnt(trained_sd15, tmp_path, monkeypatch):
