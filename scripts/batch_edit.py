@@ -209,11 +209,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-server", type=int, default=2, help="prompts of ours in flight per server (default 2)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for one row (default 1800)")
     parser.add_argument("--limit", type=int, help="only the first N rows")
+    parser.add_argument("--metrics", action="store_true",
+                        help="PIE-Bench's metrics per row, and DIR/summary.md + summary.json (means per edit type)")
+    parser.add_argument("--dino", help="with --metrics: a DINO ViT folder (transformers), for the structure distance")
+    parser.add_argument("--clip", help="with --metrics: a CLIP folder (transformers, with its tokenizer), for the CLIP similarities")
+    parser.add_argument("--lpips", help="with --metrics: VGG-16 (+ LPIPS heads) safetensors, for the background LPIPS")
     args = parser.parse_args(argv)
     if not args.server:
         args.server = ["http://127.0.0.1:8188"]
     if args.per_server < 1:
         parser.error("--per-server must be at least 1")
+    for option in ("dino", "clip", "lpips"):
+        if getattr(args, option) and not args.metrics:
+            parser.error(f"--{option} is used only with --metrics")
     return args
 
 
@@ -236,11 +244,42 @@ def main(argv: list[str] | None = None) -> int:
         targets = field_targets(template, args.map)
     except (ServerError, OverrideError, WorkflowMapError, ValueError, KeyError) as error:
         sys.exit(str(error))
-    return run(rows, bad_rows, servers, template, targets, Path(args.out), args.per_server, args.timeout)
+    metrics = None
+    if args.metrics:
+        from edit_metrics import EditMetrics, MetricsSetupError
+
+        try:
+            metrics = EditMetrics(args.dino, args.clip, args.lpips, log=lambda text: print(text, file=sys.stderr))
+        except MetricsSetupError as error:
+            sys.exit(str(error))
+    return run(rows, bad_rows, servers, template, targets, Path(args.out), args.per_server, args.timeout, metrics)
+
+
+def write_summary(out: Path) -> str:
+    """DIR/summary.json and summary.md from every row in results.jsonl (earlier runs' too)."""
+    from comfy_cli import import_pack
+
+    import_pack()
+    from comfyui_prompt_edit.evaluation import pie_bench
+
+    records = {}
+    for line in (out / "results.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            records[record["id"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue
+    summary = pie_bench.summarise([r for r in records.values() if r.get("metrics")])
+    table = pie_bench.markdown(summary)
+    for name, text in (("summary.json", json.dumps(summary, indent=2)), ("summary.md", table + "\n")):
+        temporary = out / f".{name}.part"
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, out / name)
+    return table
 
 
 def run(rows: list[EditRow], bad_rows: list[tuple[str, str]], servers: list[Server], template: dict,
-        targets: dict, out: Path, per_server: int, timeout: float) -> int:
+        targets: dict, out: Path, per_server: int, timeout: float, metrics=None) -> int:
     results = Results(out)
     for row_id, message in bad_rows:
         results.error(row_id, message)
@@ -270,7 +309,11 @@ def run(rows: list[EditRow], bad_rows: list[tuple[str, str]], servers: list[Serv
 
     def on_done(row: EditRow, server: Server, result) -> None:
         seconds, images = result
-        results.add(row, server.url, seconds, images, None)
+        scores = None
+        if metrics is not None:
+            source, mask = row.load()
+            scores = metrics.measure(source, images[-1], mask, row.target_prompt)
+        results.add(row, server.url, seconds, images, scores)
         progress.step(f"{row.id} on {server.url}")
 
     def on_error(row: EditRow, error: Exception) -> None:
@@ -289,6 +332,8 @@ def run(rows: list[EditRow], bad_rows: list[tuple[str, str]], servers: list[Serv
               file=sys.stderr)
         return 130
     progress.close()
+    if metrics is not None and results.done:
+        print(write_summary(out))
     missing = len(rows) - len(results.done) + len(bad_rows)
     if missing:
         print(f"{len(results.done)} of {total} row(s) done; {missing} not: see {out / 'errors.jsonl'}", file=sys.stderr)

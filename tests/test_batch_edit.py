@@ -109,7 +109,7 @@ def test_every_row_is_edited_over_both_servers_as_if_alone_and_bad_rows_are_repo
     (a, b), checkpoint = two_servers
     manifest = write_pie_bench(tmp_path / "pie")
     out = tmp_path / "out"
-    result = batch(manifest, out, [a.url, b.url], checkpoint)
+    result = batch(manifest, out, [a.url, b.url], checkpoint, "--metrics")
     assert result.returncode == 1, result.stderr[-3000:]  # the bad rows are not done
     done = results(out)
     assert sorted(r["id"] for r in done) == [f"0000000000{i:02d}" for i in range(8)]
@@ -124,6 +124,14 @@ def test_every_row_is_edited_over_both_servers_as_if_alone_and_bad_rows_are_repo
     assert "does not exist" in errors["100000000000"]
     assert "cannot be aligned" in errors["100000000001"]
     assert errors["100000000002"].startswith("mask:")
+
+    # --metrics with no models given: the background metrics of every row, in PIE-Bench's table
+    assert "no --dino model" in result.stderr
+    assert all(set(r["metrics"]) == {"psnr_unedit_part", "mse_unedit_part", "ssim_unedit_part"} for r in done)
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary) == ["0", "1", "overall"] and summary["overall"]["rows"] == 8
+    assert summary["overall"]["psnr_unedit_part"] == pytest.approx(np.mean([r["metrics"]["psnr_unedit_part"] for r in done]))
+    assert (out / "summary.md").read_text().startswith("| Edit type | Rows | Structure Distance")
 
     # one row alone on the server that did not run it in the batch (same workflow, same seed)
     record = done[0]
