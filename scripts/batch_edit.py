@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -209,13 +210,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-server", type=int, default=2, help="prompts of ours in flight per server (default 2)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for one row (default 1800)")
     parser.add_argument("--limit", type=int, help="only the first N rows")
+    ray = parser.add_argument_group("Ray (pip install \".[distributed]\")")
+    ray.add_argument("--ray", metavar="ADDRESS", help="start ComfyUI servers on a Ray cluster: auto, ray://HOST:10001, "
+                                                     "or local (Ray on this machine)")
+    ray.add_argument("--ray-cpu", action="store_true", help="one server per CPU slot instead of one per GPU")
+    ray.add_argument("--ray-actors", type=int, help="at most this many servers (local: also Ray's CPU slots)")
+    ray.add_argument("--comfyui", help="the ComfyUI install on every node (default $COMFYUI_PATH)")
+    ray.add_argument("--ray-custom-nodes", help="custom_nodes folder the servers load (default the install's; must hold this pack)")
+    ray.add_argument("--ray-models", help="models folder the servers read (default the install's)")
     parser.add_argument("--metrics", action="store_true",
                         help="PIE-Bench's metrics per row, and DIR/summary.md + summary.json (means per edit type)")
     parser.add_argument("--dino", help="with --metrics: a DINO ViT folder (transformers), for the structure distance")
     parser.add_argument("--clip", help="with --metrics: a CLIP folder (transformers, with its tokenizer), for the CLIP similarities")
     parser.add_argument("--lpips", help="with --metrics: VGG-16 (+ LPIPS heads) safetensors, for the background LPIPS")
     args = parser.parse_args(argv)
-    if not args.server:
+    if args.ray:
+        args.comfyui = args.comfyui or os.environ.get("COMFYUI_PATH")
+        if not args.comfyui:
+            parser.error("--ray needs the ComfyUI install's path on the nodes: --comfyui or COMFYUI_PATH")
+    elif not args.server:
         args.server = ["http://127.0.0.1:8188"]
     if args.per_server < 1:
         parser.error("--per-server must be at least 1")
@@ -225,8 +238,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt  # a stopped job (kill, Kubernetes) ends as Ctrl-C does: nothing finished is lost
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         rows, bad_rows = read_manifest(Path(args.manifest), Path(args.images) if args.images else None)
     except (OSError, ValueError) as error:
@@ -237,6 +255,24 @@ def main(argv: list[str] | None = None) -> int:
         workflow = load_workflow(args.workflow)
     except (OSError, ValueError) as error:
         sys.exit(f"--workflow {args.workflow}: cannot read the workflow ({error})")
+    ray = actors = None
+    if args.ray:
+        import ray_servers
+
+        ray = ray_servers.connect(args.ray, args.ray_actors)
+        actors, urls = ray_servers.start_servers(ray, args.comfyui, args.ray_custom_nodes, args.ray_models,
+                                                 args.ray_cpu, args.ray_actors)
+        print(f"Ray: {len(urls)} ComfyUI server(s): {', '.join(urls)}", file=sys.stderr)
+        args.server = args.server + urls
+    try:
+        return _main(args, rows, bad_rows, workflow)
+    finally:
+        if actors is not None:
+            ray_servers.stop_servers(ray, actors)
+            ray.shutdown()
+
+
+def _main(args: argparse.Namespace, rows: list[EditRow], bad_rows: list, workflow: dict) -> int:
     try:
         servers, object_info = connect(args.server, timeout=min(60.0, args.timeout))
         template = api_prompt(workflow, object_info)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -105,11 +106,18 @@ def pixels(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_every_row_is_edited_over_both_servers_as_if_alone_and_bad_rows_are_reported(two_servers, tmp_path):
+@pytest.fixture(scope="module")
+def pie_run(two_servers, tmp_path_factory):
+    """(manifest, out folder, the run) of the synthetic PIE-Bench manifest over both servers."""
     (a, b), checkpoint = two_servers
-    manifest = write_pie_bench(tmp_path / "pie")
-    out = tmp_path / "out"
-    result = batch(manifest, out, [a.url, b.url], checkpoint, "--metrics")
+    folder = tmp_path_factory.mktemp("pie_run")
+    manifest = write_pie_bench(folder / "pie")
+    return manifest, folder / "out", batch(manifest, folder / "out", [a.url, b.url], checkpoint, "--metrics")
+
+
+def test_every_row_is_edited_over_both_servers_as_if_alone_and_bad_rows_are_reported(two_servers, pie_run, tmp_path):
+    (a, b), checkpoint = two_servers
+    manifest, out, result = pie_run
     assert result.returncode == 1, result.stderr[-3000:]  # the bad rows are not done
     done = results(out)
     assert sorted(r["id"] for r in done) == [f"0000000000{i:02d}" for i in range(8)]
@@ -162,7 +170,9 @@ def test_an_interrupted_run_resumes_without_redoing_finished_rows(two_servers, t
     manifest = write_pie_bench(tmp_path / "pie", good=6, bad=False)
     out = tmp_path / "out"
     process = subprocess.Popen(command(manifest, out, [a.url, b.url], checkpoint, "--per-server", "1"),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_results(out, 2, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -187,6 +197,32 @@ def test_bad_arguments_are_refused_before_anything_runs(two_servers, tmp_path):
     assert not (tmp_path / "out").exists()
     result = batch(manifest, tmp_path / "out", [a.url], checkpoint, "--map", "image=99.image")
     assert result.returncode != 0 and "no node '99'" in result.stderr
+
+
+def test_on_a_local_ray_cluster_two_actors_own_the_servers_with_the_same_results(two_servers, pie_run, tmp_path):
+    pytest.importorskip("ray", reason='Ray is the optional extra: pip install ".[distributed]" (requirements-test.txt has it)')
+    _, checkpoint = two_servers
+    manifest, expected, _ = pie_run
+    root, _ = comfyui.find_comfyui()
+    custom_nodes = tmp_path / "custom_nodes"
+    custom_nodes.mkdir()
+    (custom_nodes / "comfyui_prompt_edit").symlink_to(pack.ROOT, target_is_directory=True)
+    models = servers.make_base(tmp_path / "base", [model_files.sd15_checkpoint_path()]) / "models"
+    out = tmp_path / "out"
+    result = subprocess.run(command(manifest, out, [], checkpoint, "--ray", "local", "--ray-cpu", "--ray-actors", "2",
+                                    "--comfyui", str(root), "--ray-custom-nodes", str(custom_nodes),
+                                    "--ray-models", str(models)),
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 1, result.stderr[-3000:]  # the manifest's bad rows
+    assert "Ray: 2 ComfyUI server(s)" in result.stderr
+    done = results(out)
+    assert len({r["server"] for r in done}) == 2 and len(done) == 8
+    for record in done:
+        assert np.array_equal(pixels(out / f"{record['id']}.png"), pixels(expected / f"{record['id']}.png")), record
+    # the actors took their servers with them
+    for url in {r["server"] for r in done}:
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{url}/queue", timeout=5)
 
 
 def test_a_server_killed_mid_run_loses_nothing(two_servers, tmp_path):
