@@ -19,83 +19,14 @@ import json
 import shutil
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
-from workflow_api import (FRONTEND_ONLY_NODES, OverrideError, apply_overrides, is_api_format,
-                          load_workflow, ui_to_api)
+from comfy_client import Server, ServerError, api_prompt
+from workflow_api import OverrideError, apply_overrides, load_workflow
 
 VARIATIONS_NODE = "PromptEditStochasticEmbeddings"
 SEED_INPUTS = ("seed", "noise_seed")
-
-
-class ServerError(RuntimeError):
-    pass
-
-
-class Server:
-    """The parts of ComfyUI's HTTP API the script uses; every request is bounded by ``timeout``."""
-
-    def __init__(self, url: str, timeout: float) -> None:
-        self.url, self.timeout = url.rstrip("/"), timeout
-
-    def _request(self, path: str, body: dict | None = None) -> bytes:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.read()
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise ServerError(f"{path}: the server answered {error.code}: {_explain(detail)}") from None
-        except (urllib.error.URLError, OSError) as error:
-            raise ServerError(f"cannot reach the ComfyUI server at {self.url} ({getattr(error, 'reason', error)}); "
-                              "start it or pass --server") from None
-
-    def json(self, path: str, body: dict | None = None):
-        return json.loads(self._request(path, body))
-
-    def image(self, entry: dict) -> bytes:
-        query = urllib.parse.urlencode({k: entry.get(k, "") for k in ("filename", "subfolder", "type")})
-        return self._request(f"/view?{query}")
-
-
-def _explain(detail: str) -> str:
-    try:
-        body = json.loads(detail)
-    except ValueError:
-        return detail[:500]
-    lines = [body.get("error", {}).get("message", "")] if isinstance(body.get("error"), dict) else []
-    for node_id, entry in (body.get("node_errors") or {}).items():
-        for error in entry.get("errors", []):
-            lines.append(f"node {node_id} ({entry.get('class_type')}): {error.get('message')}: {error.get('details')}")
-    return "; ".join(line for line in lines if line) or detail[:500]
-
-
-class _InputSpec:
-    """Stands in for a node class in ui_to_api: its INPUT_TYPES from the server's /object_info."""
-
-    def __init__(self, info: dict) -> None:
-        self.info = info
-
-    def INPUT_TYPES(self) -> dict:  # noqa: N802 (ComfyUI's name)
-        return self.info.get("input", {})
-
-
-def api_prompt(workflow: dict, object_info: dict) -> dict:
-    """The workflow as an API prompt, checked against the node types the server knows."""
-    types = ({node["class_type"] for node in workflow.values()} if is_api_format(workflow)
-             else {node["type"] for node in workflow["nodes"]})
-    unknown = sorted(types - set(object_info) - FRONTEND_ONLY_NODES)
-    if unknown:
-        raise ServerError(f"the server does not know the node types {unknown}; install the custom nodes that provide them")
-    if is_api_format(workflow):
-        return workflow
-    return ui_to_api(workflow, {name: _InputSpec(info) for name, info in object_info.items()})
 
 
 def jobs(prompt: dict, count: int, seed_start: int, scales: list[float] | None):
@@ -115,35 +46,35 @@ def jobs(prompt: dict, count: int, seed_start: int, scales: list[float] | None):
             yield ("all" if scale is None else f"scale{scale:g}"), seed_start + i, job
 
 
-def wait_for(server: Server, prompt_id: str, deadline: float) -> dict:
-    while time.monotonic() < deadline:
-        history = server.json(f"/history/{prompt_id}")
-        if prompt_id in history:
-            entry = history[prompt_id]
-            status = entry.get("status", {})
-            if status.get("status_str") == "error":
-                messages = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-                detail = messages[0][1] if messages else {}
-                raise ServerError(f"the run failed in {detail.get('node_type')} (node {detail.get('node_id')}): "
-                                  f"{detail.get('exception_message', 'see the server log')}")
-            return entry.get("outputs", {})
-        time.sleep(0.5)
-    raise ServerError(f"no result for prompt {prompt_id} within --timeout; the server may be busy or stuck")
-
-
-def summarise(files: dict[str, list[Path]], reference: str | None, lpips: str | None) -> dict:
-    summary: dict = {label: {"images": len(paths)} for label, paths in files.items()}
+def load_metrics(reference: str | None, lpips: str | None):
+    """(reference IMAGE, LPIPS distance) for the summary, read before anything is queued so that a
+    bad file stops the script before the runs rather than after them; (None, None) without one."""
     if reference is None:
-        return summary
+        return None, None
     from comfy_cli import import_pack
     from image_files import load_images
 
     import_pack()
-    from comfyui_prompt_edit.evaluation.lpips import LPIPS
-    from comfyui_prompt_edit.evaluation.metrics import evaluate
+    from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
 
+    if not Path(reference).is_file():
+        raise ValueError(f"--reference: {reference} does not exist")
     reference_image = load_images([reference], "--reference", multiple_of=1)
-    distance = LPIPS.load(lpips) if lpips else None
+    if lpips and not Path(lpips).is_file():
+        raise ValueError(f"--lpips: {lpips} does not exist")
+    try:
+        return reference_image, LPIPS.load(lpips) if lpips else None
+    except LPIPSFileError as error:
+        raise ValueError(f"--lpips: {error}") from None
+
+
+def summarise(files: dict[str, list[Path]], reference_image, distance) -> dict:
+    summary: dict = {label: {"images": len(paths)} for label, paths in files.items()}
+    if reference_image is None:
+        return summary
+    from comfyui_prompt_edit.evaluation.metrics import evaluate
+    from image_files import load_images
+
     for label, paths in files.items():
         images = load_images([str(p) for p in paths], f"images of {label}", multiple_of=1)
         summary[label].update(evaluate(images, reference_image, lpips=distance))
@@ -175,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     if out.exists():
         parser.error(f"--out: {out} exists; choose a new folder")
+    if not out.absolute().parent.is_dir():
+        parser.error(f"--out: the folder {out.absolute().parent} does not exist; create it first")
     if not 1 <= args.count <= 1000:
         parser.error("--count must be between 1 and 1000")
     try:
@@ -186,29 +119,39 @@ def main(argv: list[str] | None = None) -> None:
     except (OSError, ValueError) as error:
         sys.exit(f"{args.workflow}: cannot read the workflow ({error})")
 
+    try:
+        reference_image, distance = load_metrics(args.reference, args.lpips)
+    except ValueError as error:
+        parser.error(str(error))
+
     server = Server(args.server, timeout=min(30.0, args.timeout))
-    staging = Path(tempfile.mkdtemp(prefix=".queue_", dir=out.parent if out.parent.exists() else None))
+    # the runs land beside --out and are renamed into it at the end (one file system)
+    staging = Path(tempfile.mkdtemp(prefix=".queue_", dir=out.absolute().parent))
     try:
         prompt = api_prompt(workflow, server.json("/object_info"))
         apply_overrides(prompt, args.set)
+        all_jobs = list(jobs(prompt, args.count, args.seed_start, scales))
         client = uuid.uuid4().hex
         files: dict[str, list[Path]] = {}
-        for label, seed, job in jobs(prompt, args.count, args.seed_start, scales):
-            prompt_id = server.json("/prompt", {"prompt": job, "client_id": client})["prompt_id"]
-            outputs = wait_for(server, prompt_id, time.monotonic() + args.timeout)
+        for label, seed, job in all_jobs:
+            prompt_id = server.post_prompt(job, client)
+            outputs = server.wait(prompt_id, args.timeout)
             for node_id, output in outputs.items():
                 for n, entry in enumerate(output.get("images", [])):
                     path = staging / f"{label}_seed{seed}_node{node_id}_{n:02d}.png"
                     path.write_bytes(server.image(entry))
                     files.setdefault(label, []).append(path)
             print(f"{label} seed {seed}: {sum(len(o.get('images', [])) for o in outputs.values())} image(s)", flush=True)
-        summary = summarise(files, args.reference, args.lpips)
+        summary = summarise(files, reference_image, distance)
         (staging / "summary.json").write_text(json.dumps(summary, indent=2))
         (staging / "summary.md").write_text(markdown(summary) + "\n")
         staging.rename(out)
     except (ServerError, OverrideError, ValueError) as error:
         shutil.rmtree(staging, ignore_errors=True)
         sys.exit(str(error))
+    except KeyboardInterrupt:
+        shutil.rmtree(staging, ignore_errors=True)
+        sys.exit(f"interrupted: nothing written to {out} (runs still queued on {args.server} go on there)")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

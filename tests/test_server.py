@@ -58,3 +58,51 @@ def test_the_server_serves_the_node_help_pages_where_the_frontend_looks(comfy_se
     page = pack.ROOT / "web" / "docs" / "PromptEditInvertImage.md"
     with urllib.request.urlopen(f"{url}/extensions/{pack.PACK}/docs/PromptEditInvertImage.md", timeout=30) as response:
         assert response.read().decode() == page.read_text()
+
+
+def _history_size(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/history", timeout=30) as response:
+        return len(json.loads(response.read()))
+
+
+def test_queue_script_checks_its_arguments_before_queuing(comfy_server, tmp_path):
+    url, checkpoint, _ = comfy_server
+    workflow = str(pack.ROOT / "example_workflows" / "variations_token_noise.json")
+    before = _history_size(url)
+    result = queue(workflow, "--server", url, "--out", str(tmp_path / "missing" / "runs"), "--set", f"ckpt_name={checkpoint}")
+    assert result.returncode != 0 and f"the folder {tmp_path / 'missing'} does not exist" in result.stderr
+    not_an_image = tmp_path / "reference.png"
+    not_an_image.write_text("not a png")
+    result = queue(workflow, "--server", url, "--out", str(tmp_path / "a"), "--reference", str(not_an_image))
+    assert result.returncode != 0 and "--reference" in result.stderr
+    result = queue(workflow, "--server", url, "--out", str(tmp_path / "b"), "--reference", str(tmp_path / "nothing.png"))
+    assert result.returncode != 0 and "--reference" in result.stderr and "does not exist" in result.stderr
+    assert _history_size(url) == before, "a run was queued before the arguments were checked"
+    assert not list(tmp_path.glob(".queue_*"))
+
+
+def test_an_interrupted_run_names_the_node_it_stopped_in(comfy_server, tmp_path):
+    import time
+    import urllib.request
+
+    url, checkpoint, _ = comfy_server
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(pack.ROOT / "example_workflows" / "variations_token_noise.json"),
+         "--server", url, "--count", "1", "--out", str(tmp_path / "runs"), "--set", f"ckpt_name={checkpoint}",
+         "--set", "steps=400", "--set", "width=64", "--set", "height=64", "--set", "count=1", "--timeout", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # interrupt once the sampler runs (a progress value is reported)
+        with urllib.request.urlopen(f"{url}/queue", timeout=30) as response:
+            running = json.loads(response.read())["queue_running"]
+        if running or process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    urllib.request.urlopen(urllib.request.Request(f"{url}/interrupt", data=b"{}", method="POST"), timeout=30).read()
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert "the run was interrupted in " in stderr and "(node " in stderr and "None" not in stderr, stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
