@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..base.errors import PromptEditError
 from ..base.image_metrics import psnr, ssim
 
 PSNR_CAP_DB = 100.0
@@ -49,7 +50,7 @@ def key_self_similarity(vit, image_size: int) -> Callable[[torch.Tensor], torch.
     or ``key``, whichever the installed transformers calls it)."""
     keys = [module for name, module in vit.named_modules() if name.endswith(("k_proj", "attention.key"))]
     if not keys:
-        raise ValueError("the DINO model has no key projection (k_proj / attention.key) to read")
+        raise PromptEditError("the DINO model has no key projection (k_proj / attention.key) to read")
     captured: list[torch.Tensor] = []
 
     def similarity(images: torch.Tensor) -> torch.Tensor:

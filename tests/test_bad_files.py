@@ -254,7 +254,7 @@ def test_lpips_weights_with_nan_are_refused(tmp_path, vgg_file):
         LPIPS.load(tmp_path / "nan.safetensors")
 
 
-def test_the_evaluate_script_keeps_the_numbers_when_its_json_cannot_be_written(tmp_path):
+def test_the_evaluate_script_refuses_an_unwritable_json_before_measuring(tmp_path):
     import subprocess
     import sys
 
@@ -267,5 +267,5 @@ def test_the_evaluate_script_keeps_the_numbers_when_its_json_cannot_be_written(t
     result = subprocess.run([sys.executable, str(script), "--reference", str(tmp_path / "source.png"), "--images",
                              str(tmp_path / "edit.png"), "--json", str(tmp_path / ("j" * 260 + ".json"))],
                             capture_output=True, text=True, timeout=300, check=False, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
-    assert result.returncode != 0 and "--json: cannot write" in result.stderr and "the numbers are in the table" in result.stderr
-    assert "| psnr" in result.stdout  # printed before the write failed
+    assert result.returncode == 2 and result.stderr.startswith("--json:") and "give a shorter path" in result.stderr
+    assert "| psnr" not in result.stdout  # refused before anything was measured

@@ -21,19 +21,19 @@ CONFIG_MAXIMA = {"tokens": 4096, "dim": 16384, "latent": 16384, "hidden": 16384,
                  "heads": 256}
 
 
-def _config(text: str) -> EmbeddingVAEConfig:
-    """The configuration saved as JSON ``text``, its numbers bounded (ValueError / TypeError when not)."""
-    values = json.loads(text)
-    if not isinstance(values, dict):
-        raise ValueError("the config is not a JSON object")
-    for key, value in values.items():
-        if key in CONFIG_MAXIMA and (type(value) is not int or not 1 <= value <= CONFIG_MAXIMA[key]):
-            raise ValueError(f"config {key} = {value!r} is not a whole number in 1..{CONFIG_MAXIMA[key]}")
-    return EmbeddingVAEConfig(**values)
-
-
 class EmbeddingVAEFileError(PromptEditError):
     """A saved embedding VAE cannot be used; the message says why and what to do."""
+
+
+def _config(text: str) -> EmbeddingVAEConfig:
+    """The configuration saved as JSON ``text``, its numbers bounded (EmbeddingVAEFileError / TypeError when not)."""
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise EmbeddingVAEFileError("the config is not a JSON object")
+    for key, value in values.items():
+        if key in CONFIG_MAXIMA and (type(value) is not int or not 1 <= value <= CONFIG_MAXIMA[key]):
+            raise EmbeddingVAEFileError(f"config {key} = {value!r} is not a whole number in 1..{CONFIG_MAXIMA[key]}")
+    return EmbeddingVAEConfig(**values)
 
 
 @dataclass
