@@ -28,7 +28,6 @@ class EditMetrics:
         from comfyui_prompt_edit.evaluation import pie_bench
         from comfyui_prompt_edit.evaluation.lpips import LPIPS, LPIPSFileError
 
-        torch.set_grad_enabled(False)
         self.pie_bench, self.torch = pie_bench, torch
         self.self_similarity = self.clip_score = self.lpips = None
         if dino:
@@ -51,6 +50,10 @@ class EditMetrics:
             log("metrics: no --lpips weights: the background LPIPS is left out")
 
     def measure(self, source: np.ndarray, edit_png: bytes, mask: np.ndarray | None, target_prompt: str) -> dict:
+        with self.torch.no_grad():  # not torch.set_grad_enabled(False): it would leak into the caller's process
+            return self._measure(source, edit_png, mask, target_prompt)
+
+    def _measure(self, source: np.ndarray, edit_png: bytes, mask: np.ndarray | None, target_prompt: str) -> dict:
         """The metrics of one edit (PNG bytes) against its source (uint8 [H, W, 3]), outside / inside
         the edit mask (bool [H, W] at the source's size; None: no background metrics)."""
         from PIL import Image

@@ -270,8 +270,7 @@ def test_the_training_script_refuses_a_bad_out_before_it_trains(sd15_checkpoint,
     from PIL import Image
 
     Image.new("RGB", (64, 64)).save(tmp_path / "photo.png")
-    for out, message in ((tmp_path / ("o" * 250 + ".safetensors"), "too long"),  # checked once ComfyUI is up
-                         (tmp_path / "missing" / "v.safetensors", "which is no folder")):
+    for out, message in ((tmp_path / ("o" * 250 + ".safetensors"), "too long"),):
         result = subprocess.run([*script, "--out", str(out)], capture_output=True, text=True, timeout=600)
         assert result.returncode != 0 and "--out: " in result.stderr and message in result.stderr, result.stderr[-2000:]
         assert "embedding VAE (" not in result.stderr  # refused before the training logs an iteration

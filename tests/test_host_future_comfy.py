@@ -315,6 +315,7 @@ def split(model):
     # whose ModelPatcher was let go while its weights stay loaded (the one-device runs' clones):
     # unload them first, as the server does between prompts when memory is short.
     mm.unload_all_models()
+    mm.current_loaded_models[:] = [entry for entry in mm.current_loaded_models if entry.model is not None]
     out = comfyui.run_node(stock("MultiGPU_WorkUnits"), model, 2)
     assert len(out.get_additional_models_with_key("multigpu")) == 1, "the node made no clone for the second device"
     return out
