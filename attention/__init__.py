@@ -1,1 +1,2 @@
-"""Prompt-to-Prompt attention control, host-agnostic (plain torch) except ``comfy_patch``."""
+"""Prompt-to-Prompt attention control, host-agnostic (plain torch); it meets ComfyUI in
+``families/`` (one installer per kind of attention, one row per model family)."""

@@ -16,7 +16,8 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
-from ..patching.comfy_model import has_unet_cross_attention, mmdit_family, set_outer_sample
+from ..families import family_of
+from ..patching.comfy_model import set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
 from .direct import corrected_denoised
 from .result import Inversion
@@ -133,12 +134,12 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
 
 def check_method_fits_model(method: str, model) -> None:
     """Refuse a method that swaps the unconditional context on a model without real classifier-free
-    guidance (Flux, or a model the pack does not know)."""
-    if method in CONTEXT_METHODS and not has_unet_cross_attention(model) and mmdit_family(model) != "SD3":
+    guidance (Flux.1, a guidance-distilled file), and a model the pack does not know."""
+    family = family_of(model)
+    if method in CONTEXT_METHODS and not family.real_cfg(model):
         raise InversionMismatchError(
             f"method: '{method}' swaps the unconditional context of classifier-free guidance, which "
-            f"{type(model.model).__name__} does not run (Flux is guidance-distilled and sampled at cfg 1); "
-            "use 'direct' (exact at any guidance) or 'ddim'"
+            f"{family.name} does not run ({family.cfg_note}); use 'direct' (exact at any guidance) or 'ddim'"
         )
 
 
@@ -191,9 +192,9 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
     patched = model.clone()
     if inversion.method == "direct":
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
-    elif has_unet_cross_attention(model):
+    elif not family_of(model).is_joint:
         patched.set_model_attn2_patch(UnconditionalContexts(inversion))
-    elif inversion.method in CONTEXT_METHODS:  # SD3 / SD3.5
+    elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (SD3 / SD3.5 …)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
                                      UnconditionalContexts(inversion).apply_model)
 

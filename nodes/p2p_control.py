@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from ..attention.clip_tokens import clip_words
-from ..attention.comfy_mmdit import block_keys, install_probabilities, install_qk, mmdit_family
-from ..attention.comfy_patch import install, unet_layer_layout
-from ..attention.controller import PATHS
+from ..attention.unet_controller import PATHS
 from ..attention.edit_plan import align_plan, build_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
@@ -14,6 +12,9 @@ from ..attention.mmdit_edit import (
     MMDIT_MECHANISMS, PROBABILITIES_MECHANISM, QK_END_DEFAULT, QK_MECHANISM, QKSettings, check_mmdit_request)
 from ..attention.step_window import Window
 from ..attention.word_input import parse_word_windows
+from ..families import family_of
+from ..families.joint.install import install_probabilities, install_qk
+from ..families.unet.install import install
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
 
 
@@ -114,14 +115,14 @@ class P2PAttentionControl:
               attention_path: str = "fast", qk_end: float = QK_END_DEFAULT, mmdit_mechanism: str = QK_MECHANISM,
               mmdit_blocks: str = ALL_BLOCKS):
         cross_window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
-        if mmdit_family(model) is not None:
+        family = family_of(model)
+        if family.is_joint:
             check_mmdit_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
-            blocks = select_blocks(mmdit_blocks, block_keys(model))
+            blocks = select_blocks(mmdit_blocks, family.block_keys(model))
             if mmdit_mechanism == PROBABILITIES_MECHANISM:
                 settings = ControlSettings(kind=edit, cross_window=cross_window, word_windows=_word_windows(word_windows, clip))
                 return install_probabilities(model, align_plan(p2p_edit, settings), blocks)
             return install_qk(model, p2p_edit, QKSettings(_window("qk_end", 0.0, qk_end), blocks))
-        unet_layer_layout(model)  # another transformer is refused as such, before its prompts are checked
         settings = ControlSettings(
             kind=edit,
             cross_window=cross_window,

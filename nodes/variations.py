@@ -11,7 +11,7 @@ from ..attention.clip_tokens import clip_words, conditioning_tokens
 from ..attention.edit_spec import P2PEdit
 from ..attention.tokens import PromptTokens
 from ..base.word_lists import split_word_list
-from ..patching.comfy_model import has_unet_cross_attention
+from ..families import family_of
 from ..patching.sampling_call import COND, UNCOND
 from ..vae_embed.checkpoint import TrainedEmbeddingVAE
 from ..vae_embed.context_patch import SampledContextPatch
@@ -138,7 +138,7 @@ class StochasticEmbeddings:
             rows, varied = [0] * count, list(range(count))
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
-        unet = has_unet_cross_attention(model)
+        unet = not family_of(model).is_joint
         if not unet:
             _check_mmdit_request(mode)
         if mode == "token noise":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-import comfy.model_base
 import comfy.patcher_extension
 
 from ..base.errors import PromptEditError
@@ -101,27 +100,6 @@ def check_blocks_intact(model_options: dict, blocks: Iterable[tuple[str, int]], 
                 f"{family}: a node applied after it replaced the transformer block {key} with "
                 f"{describe_patch(patch)}, which drops the edit there. Apply that node before {family} "
                 "(between the model loader and it), so that the edit can wrap it")
-
-
-def has_unet_cross_attention(model) -> bool:
-    """Whether the model is a UNet whose attention ComfyUI's attn1/attn2 patches reach (SD1.x, SD2.x,
-    SDXL); MMDiT models (Flux, SD3) consult none of them."""
-    unet = model.model.diffusion_model
-    return all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks"))
-
-
-# Exactly these classes: subclasses (Chroma, Flux2, LongCat-Image, …) change the blocks or the
-# conditioning, and are refused with the other transformers until they are tested.
-MMDIT_FAMILIES = ("Flux", "SD3")
-
-
-def mmdit_family(model) -> str | None:
-    """``"Flux"`` (dev, schnell, Kontext …) or ``"SD3"`` (SD3, SD3.5) for a model the MMDiT edit
-    supports, else None (a UNet, or another transformer)."""
-    name = type(model.model).__name__
-    if name in MMDIT_FAMILIES and type(model.model) is getattr(comfy.model_base, name, None):
-        return name
-    return None
 
 
 def set_post_cfg_blend(patched, blend: Callable) -> None:

@@ -149,7 +149,7 @@ class ImagePromptPatch:
         return out + self.weight * optimized_attention(q, ik, iv, heads)
 
     def apply(self, model):
-        from comfyui_prompt_edit.attention.comfy_patch import unet_layer_layout
+        from comfyui_prompt_edit.families.unet.install import unet_layer_layout
 
         patched = model.clone()
         for key in unet_layer_layout(model).levels:

@@ -81,7 +81,7 @@ class ShapeRecorder:
 
 def test_the_layer_layout_is_the_real_one(family):
     from comfy.ldm.modules.attention import BasicTransformerBlock
-    from comfyui_prompt_edit.attention.comfy_patch import unet_layer_layout
+    from comfyui_prompt_edit.families.unet.install import unet_layer_layout
 
     name, model, clip = family
     layout = unet_layer_layout(model)

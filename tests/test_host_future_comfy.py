@@ -127,7 +127,7 @@ def newer_host(monkeypatch):
     import comfy.ldm.flux.math as flux_math
     import comfy.ldm.modules.attention as attention
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
-    import comfyui_prompt_edit.attention.comfy_patch as pack_unet
+    import comfyui_prompt_edit.families.unet.install as pack_unet
 
     raw = attention.optimized_attention.__wrapped__
     container = container_class()

@@ -270,15 +270,14 @@ def test_what_the_qk_mechanism_cannot_do_is_refused_clearly(tiny_sd15):
 
 def test_other_transformers_keep_a_clear_refusal():
     import comfy.model_base
-    from comfyui_prompt_edit.attention.comfy_mmdit import mmdit_family
-    from comfyui_prompt_edit.attention.comfy_patch import UnsupportedModelError
+    from comfyui_prompt_edit.families import UnsupportedModelError, find_family
 
-    for name in ("Chroma", "HiDream", "QwenImage", "Flux2"):
+    for name in ("HiDream", "LongCatImage"):  # subclasses of Flux or unknown transformers: no row, no edit
         cls = getattr(comfy.model_base, name, None)
         if cls is not None:
-            assert mmdit_family(types.SimpleNamespace(model=object.__new__(cls))) is None, name
+            assert find_family(types.SimpleNamespace(model=object.__new__(cls))) is None, name
     hidream = types.SimpleNamespace(model=type("HiDream", (), {"diffusion_model": types.SimpleNamespace()})())
-    with pytest.raises(UnsupportedModelError, match="Flux and SD3 / SD3.5 .* this model is HiDream"):
+    with pytest.raises(UnsupportedModelError, match="this model is HiDream, which the pack cannot edit; it edits .*Flux.1"):
         control(hidream, t5_edit())
 
 

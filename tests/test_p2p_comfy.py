@@ -287,7 +287,7 @@ def test_bad_settings_name_the_input(tiny_sd15, tiny_sd15_clip):
 
 
 def test_user_errors_share_the_packs_error_base():
-    from comfyui_prompt_edit.attention.comfy_patch import UnsupportedModelError
+    from comfyui_prompt_edit.families import UnsupportedModelError
     from comfyui_prompt_edit.attention.errors import P2PInputError
     from comfyui_prompt_edit.attention.seq_aligner import AlignmentError
     from comfyui_prompt_edit.base.errors import PromptEditError

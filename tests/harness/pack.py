@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 """The pack's package directory (the repository root)."""
 PACK = "comfyui_prompt_edit"
-RUNTIME_PACKAGES = ("__init__.py", "attention", "base", "inversion", "vae_embed", "patching", "nodes", "evaluation")
+RUNTIME_PACKAGES = ("__init__.py", "attention", "base", "inversion", "vae_embed", "patching", "families", "nodes", "evaluation")
 """The files and folders of ROOT that the pack runs from (the rest is tests, tools and docs)."""
 HOST_MODULES = {"comfy", "comfy_api", "folder_paths", "nodes", "server", "node_helpers", "comfy_extras"}
 """Top-level modules that ComfyUI itself provides."""

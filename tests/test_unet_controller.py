@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from comfyui_prompt_edit.attention.controller import LayerLayout, P2PController
+from comfyui_prompt_edit.attention.unet_controller import LayerLayout, P2PController
 from comfyui_prompt_edit.attention.edit_plan import build_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window

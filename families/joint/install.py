@@ -1,4 +1,4 @@
-"""Where the MMDiT edit (:mod:`.mmdit_edit`) meets ComfyUI's Flux and SD3 models.
+"""Where the MMDiT edit (:mod:`...attention.mmdit_edit`) meets ComfyUI's joint-attention models.
 
 Both hosts (0.3.64 … 0.33.0) call a ``patches_replace["dit"]`` patch around every Flux double and
 single block (``("double_block", i)``, ``("single_block", i)``) and every SD3 joint block
@@ -14,33 +14,33 @@ Local blend is a post-CFG function, as on a UNet. Nothing of the blocks' code is
 
 from __future__ import annotations
 
-from ..patching.comfy_model import check_blocks_intact, install_blocks, mmdit_family, set_outer_sample, set_post_cfg_blend
-from ..patching.compose import ContainerPassingOverride, takes_containers
-from .comfy_patch import UnsupportedModelError
-from .edit_plan import EditPlan
-from .edit_spec import P2PEdit
-from .mmdit_edit import QKEdit, QKSettings
-from .mmdit_probabilities import ProbabilitiesEdit
-from .sampled_batch import check_sampled_batch
+from ...attention.edit_plan import EditPlan
+from ...attention.edit_spec import P2PEdit
+from ...attention.mmdit_edit import QKEdit, QKSettings
+from ...attention.mmdit_probabilities import ProbabilitiesEdit
+from ...attention.sampled_batch import check_sampled_batch
+from ...patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
+from ...patching.compose import ContainerPassingOverride, takes_containers
+from ..registry import ModelFamily, UnsupportedModelError, family_of
 
 WRAPPER_KEY = "prompt_edit_p2p_mmdit"
 FAMILY = "P2P Attention Control"
 
-_BLOCKS = {"Flux": (("double_blocks", "double_block"), ("single_blocks", "single_block")),
-           "SD3": (("joint_blocks", "double_block"),)}
+
+def joint_family(model) -> ModelFamily:
+    """The model's family, refused unless its text and image meet in joint attention."""
+    family = family_of(model)
+    if not family.is_joint:
+        raise UnsupportedModelError(f"{family.name} is not a joint-attention transformer")
+    return family
 
 
 def block_keys(model) -> list[tuple[str, int]]:
-    """Every transformer block of the model as its ``dit`` patch key, double blocks first."""
-    family = mmdit_family(model)
-    if family is None:
-        raise UnsupportedModelError(f"{type(model.model).__name__} is not a Flux or SD3 model")
-    diffusion_model = model.model.diffusion_model
-    return [(kind, i) for attribute, kind in _BLOCKS[family]
-            for i in range(len(getattr(diffusion_model, attribute, ())))]
+    """Every transformer block of the model as its ``dit`` patch key, in call order."""
+    return joint_family(model).block_keys(model)
 
 
-def _block_arguments(edit: QKEdit):
+def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
     def arguments(kind: str, index: int, args: dict) -> dict | None:
         opts = args.get("transformer_options") or {}
         if kind == "double_block":  # [B, T, D] text and [B, N, D] image streams
@@ -55,7 +55,7 @@ def _block_arguments(edit: QKEdit):
         if passes_containers:  # the edit's overrides chain to a host function that hands on containers
             opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
-                                    records=kind == "double_block")
+                                    records=kind in map_blocks)
         if edited is None:
             return None
         if passes_containers:
@@ -88,10 +88,11 @@ def image_grid(model, latent_image) -> tuple[int, int]:
 
 def install_mmdit_edit(model, edit: QKEdit):
     """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model."""
-    blocks = block_keys(model)
+    family = joint_family(model)
+    blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
-    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit))
+    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family.map_blocks))
     if p2p_edit.local_blend is not None:
         set_post_cfg_blend(patched, edit.blend)
 

@@ -1,6 +1,6 @@
-"""The one place where the Prompt-to-Prompt core meets ComfyUI's ``ModelPatcher``.
+"""Where the Prompt-to-Prompt UNet controller meets ComfyUI's ``ModelPatcher`` (SD1.x, SD2.x, SDXL).
 
-Installs a :class:`~.controller.P2PController` on a clone of the model: an attn2 replace patch on
+Installs a :class:`~...attention.unet_controller.P2PController` on a clone of the model: an attn2 replace patch on
 every cross-attention layer, an attn1 replace patch where self-attention is injected (both
 composed with the replace patches other nodes installed), a post-CFG function for local blend,
 and an ``OUTER_SAMPLE`` wrapper that checks the batch and the patches before sampling and resets
@@ -12,33 +12,29 @@ from __future__ import annotations
 from comfy.ldm.modules.attention import SpatialTransformer, optimized_attention
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, Upsample
 
-from ..patching.comfy_model import check_attention_intact, has_unet_cross_attention, install_attention, set_outer_sample, set_post_cfg_blend
-from .controller import LayerKey, LayerLayout, P2PController
-from .edit_plan import EditPlan
-from .errors import P2PInputError
-from .sampled_batch import check_sampled_batch
+from ...attention.edit_plan import EditPlan
+from ...attention.errors import P2PInputError
+from ...attention.sampled_batch import check_sampled_batch
+from ...attention.unet_controller import LayerKey, LayerLayout, P2PController
+from ...patching.comfy_model import check_attention_intact, install_attention, set_outer_sample, set_post_cfg_blend
+from ..registry import UnsupportedModelError, family_of
 
 WRAPPER_KEY = "prompt_edit_p2p"
 FAMILY = "P2P Attention Control"
 
 
-class UnsupportedModelError(P2PInputError):
-    """The model has no UNet cross-attention layers whose text-token maps an edit could change."""
-
-
 def unet_layer_layout(model) -> LayerLayout:
     """Every cross-attention layer key ``(block, index, depth)`` with its resolution level.
 
-    Raises :class:`UnsupportedModelError` for models without a UNet with cross-attention (Flux and
-    SD3 go through :mod:`.comfy_mmdit` instead; other transformers are refused here).
+    Raises :class:`~..registry.UnsupportedModelError` for a model of another family (the joint
+    transformers go through :mod:`..joint.install` instead).
     """
     unet = model.model.diffusion_model
     name = type(model.model).__name__
-    if not has_unet_cross_attention(model):
-        raise UnsupportedModelError(
-            f"P2P Attention Control edits SD1.x, SD2.x and SDXL (UNet) and Flux and SD3 / SD3.5 (MMDiT) models; "
-            f"this model is {name}, which is neither. Load one of those checkpoints."
-        )
+    family = family_of(model)
+    if family.is_joint:
+        raise UnsupportedModelError(f"{family.name} is a transformer without UNet attention layers; "
+                                    "the UNet edit does not apply to it")
     levels: dict[LayerKey, int] = {}
 
     def visit(block, name: str, index: int, level: int) -> None:

@@ -1,0 +1,16 @@
+"""Model families: which family a ComfyUI MODEL is, and how each feature of the pack installs on it
+(host code; see :mod:`.registry`). ``unet/`` holds the cross-attention UNets, ``joint/`` the
+joint-attention transformers (MMDiT), one module per family with its row."""
+
+from .joint.flux import FLUX
+from .joint.sd3 import SD3
+from .registry import (
+    CROSS_ATTENTION, DIT_BLOCKS, JOINT_ATTENTION, MODEL_WRAPPER, ModelFamily, RefusedFamily, UnsupportedModelError,
+    families, family_by_id, family_of, find_family, register)
+from .unet import UNET
+
+for _family in (UNET, FLUX, SD3):
+    register(_family)
+
+__all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",
+           "UnsupportedModelError", "families", "family_by_id", "family_of", "find_family", "register"]
