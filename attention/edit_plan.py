@@ -54,15 +54,6 @@ class EditPlan:
         return self.settings.self_window.active(step, num_steps)
 
 
-def build_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
-    """The plan of an edit of a UNet model (its prompts encoded by CLIP alone)."""
-    if edit.is_t5:
-        raise P2PInputError(
-            "p2p_edit: its prompts were encoded by a text encoder with T5 (a Flux or SD3 CLIP), but this model "
-            "is a UNet (SD1.x, SD2.x or SDXL); connect the checkpoint's own CLIP to 'P2P Prompts'")
-    return align_plan(edit, settings)
-
-
 def align_plan(edit: P2PEdit, settings: ControlSettings) -> EditPlan:
     """Align every edited prompt with the source and lay out the per-column tensors (the columns
     of the prompts' context: CLIP's, or on Flux / SD3 T5's, SD3's CLIP-L‖G's then T5's)."""

@@ -14,9 +14,14 @@ from .tokens import PromptTokens
 EDIT_KINDS = ("replace", "refine", "reweight")
 SELF_ATTENTION_LAYERS = ("coarse", "all")
 CLIP_ENCODER, T5_ENCODER = "clip", "t5"
-"""How the prompts were encoded: by CLIP alone (SD1.x, SD2.x, SDXL: the conditioning's columns are
-the prompts' CLIP tokens, which the word edits locate), or with a T5 (Flux: T5; SD3: CLIP-L‖G then
-T5), whose words are the T5 words (SD3: and the CLIP words) at their columns of the context."""
+TEXT_ENCODERS = {
+    CLIP_ENCODER: "a CLIP without T5 (SD1.x, SD2.x, SDXL)",
+    T5_ENCODER: "a text encoder with T5 (Flux.1, SD3)",
+}
+"""How the prompts were encoded (``P2PEdit.encoder``), as a message names it. CLIP alone (SD1.x,
+SD2.x, SDXL): the conditioning's columns are the prompts' CLIP tokens, which the word edits locate;
+with a T5 (Flux: T5; SD3: CLIP-L‖G then T5), the words are the T5 words (SD3: and the CLIP words)
+at their columns of the context. A model family names the encoders whose prompts it takes."""
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,6 @@ class P2PEdit:
     reweights: tuple[Reweight, ...] = ()
     local_blend: LocalBlend | None = None
     encoder: str = CLIP_ENCODER
-
-    @property
-    def is_t5(self) -> bool:
-        """Encoded with a T5 (Flux, SD3): the MMDiT edit applies, not the UNet's."""
-        return self.encoder == T5_ENCODER
 
     @property
     def batch_size(self) -> int:

@@ -66,10 +66,6 @@ def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_p
         raise P2PInputError(f"edit: {kind!r} is not one of {EDIT_KINDS}")
     if mechanism not in MMDIT_MECHANISMS:
         raise P2PInputError(f"mmdit_mechanism: {mechanism!r} is not one of {MMDIT_MECHANISMS}")
-    if not edit.is_t5:
-        raise P2PInputError(
-            "p2p_edit: its prompts were encoded by a CLIP without T5 (SD1.x, SD2.x or SDXL), but this model "
-            "is an MMDiT (Flux or SD3); connect the model's own text encoder to 'P2P Prompts'")
     if attention_path != "fast":
         raise P2PInputError(
             f"attention_path: {attention_path!r} exists for SD1.x, SD2.x and SDXL only (it materialises the "

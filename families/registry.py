@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import comfy.model_base
 
+from ..attention.edit_spec import TEXT_ENCODERS
 from ..attention.errors import P2PInputError
 
 CROSS_ATTENTION, JOINT_ATTENTION = "cross", "joint"
@@ -68,6 +69,16 @@ class ModelFamily:
         if self.recognises is not None:
             return self.recognises(model)
         return any(_class_is(model, name) for name in self.model_classes)
+
+    def check_prompts(self, encoder: str) -> None:
+        """Refuse prompts (``P2PEdit.encoder``) that another family's text encoder made: their
+        columns are not this model's context."""
+        if encoder not in self.text_encoders:
+            kind = "a UNet" if not self.is_joint else "a joint-attention transformer"
+            raise P2PInputError(
+                f"p2p_edit: its prompts were encoded by {TEXT_ENCODERS.get(encoder, encoder)}, but this model is "
+                f"{self.name}, {kind} that reads {' or '.join(TEXT_ENCODERS[e] for e in self.text_encoders)}; "
+                "connect the model's own text encoder to 'P2P Prompts'")
 
     def available(self) -> bool:
         """Whether this ComfyUI has the family's model classes."""

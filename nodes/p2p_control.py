@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..attention.clip_tokens import clip_words
 from ..attention.unet_controller import PATHS
-from ..attention.edit_plan import align_plan, build_plan
+from ..attention.edit_plan import align_plan
 from ..attention.edit_spec import EDIT_KINDS, SELF_ATTENTION_LAYERS, ControlSettings
 from ..attention.errors import P2PInputError
 from ..attention.mmdit_blocks import ALL_BLOCKS, select_blocks
@@ -116,6 +116,7 @@ class P2PAttentionControl:
               mmdit_blocks: str = ALL_BLOCKS):
         cross_window = _window("cross_attention_start/end", cross_attention_start, cross_attention_end)
         family = family_of(model)
+        family.check_prompts(p2p_edit.encoder)
         if family.is_joint:
             check_mmdit_request(p2p_edit, edit, word_windows, attention_path, mmdit_mechanism)
             blocks = select_blocks(mmdit_blocks, family.block_keys(model))
@@ -130,7 +131,7 @@ class P2PAttentionControl:
             self_window=_window("self_attention_end", 0.0, self_attention_end),
             self_layers=self_attention_layers,
         )
-        patched, controller = install(model, build_plan(p2p_edit, settings), attention_path)
+        patched, controller = install(model, align_plan(p2p_edit, settings), attention_path)
         return patched, controller
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from comfyui_prompt_edit.attention.cross_step import CrossStep
-from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_plan import align_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.errors import P2PInputError
 from comfyui_prompt_edit.attention.seq_aligner import (
@@ -120,12 +120,12 @@ def test_parse_word_windows_bad_entry_names_it(entry):
     assert repr(entry) in str(err.value)
 
 
-# --- build_plan: replace ----------------------------------------------------------------------
+# --- align_plan: replace ----------------------------------------------------------------------
 
 
 def test_replace_plan_tensors():
     edit = edit_of("a photo of a cat", "a photo of a ted|dy")
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
     n = CHUNK
     assert plan.mapper.shape == (1, n, n)
     torch.testing.assert_close(plan.mapper[0], replacement_mapper(edit.source, edit.targets[0]))
@@ -136,7 +136,7 @@ def test_replace_plan_tensors():
 
 def test_replace_coefficients_inside_and_outside_window():
     edit = edit_of("a photo of a cat", "a photo of a dog")
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
     inside = plan.cross_step(4, 10)
     assert torch.equal(inside.c_src, torch.ones(1, CHUNK))
     assert torch.equal(inside.c_own, torch.zeros(1, CHUNK))
@@ -149,7 +149,7 @@ def test_replace_coefficients_inside_and_outside_window():
 
 def test_replace_with_reweight():
     edit = edit_of("a photo of a cat", "a photo of a dog").with_reweight(Reweight(("dog",), 2.5))
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.5)))
     dog = cols(edit.targets[0], "dog")
     expected_w = torch.ones(1, CHUNK)
     expected_w[0, dog] = 2.5
@@ -167,7 +167,7 @@ def test_all_ones_reweight_is_no_reweight(kind, target):
     base = edit_of("a photo of a cat", target)
     ones = base.with_reweight(Reweight(("dog",), 1.0)).with_reweight(Reweight(("photo",), 1.0))
     settings_ = ControlSettings(kind, Window(0.1, 0.6))
-    plain, reweighted = build_plan(base, settings_), build_plan(ones, settings_)
+    plain, reweighted = align_plan(base, settings_), align_plan(ones, settings_)
     for step in (0, 1, 3, 5, 6, 9):
         a, b = plain.cross_step(step, 10), reweighted.cross_step(step, 10)
         assert torch.equal(a.c_src, b.c_src) and torch.equal(a.c_own, b.c_own)
@@ -176,7 +176,7 @@ def test_all_ones_reweight_is_no_reweight(kind, target):
 
 def test_negative_reweight_is_allowed():
     edit = edit_of("a photo of a cat", "a photo of a dog").with_reweight(Reweight(("dog",), -1.0))
-    step = build_plan(edit, ControlSettings("replace", Window(0.0, 1.0))).cross_step(0, 10)
+    step = align_plan(edit, ControlSettings("replace", Window(0.0, 1.0))).cross_step(0, 10)
     dog = cols(edit.targets[0], "dog")
     assert step.c_src[0, dog].tolist() == [-1.0]
     assert step.c_src[0, [c for c in range(CHUNK) if c not in dog]].eq(1).all()
@@ -185,7 +185,7 @@ def test_negative_reweight_is_allowed():
 
 def test_reweight_of_multi_token_word_sequence_covers_all_its_columns():
     edit = edit_of("a cat on a mat", "a ted|dy bear on a mat").with_reweight(Reweight(("teddy", "bear"), 3.0))
-    plan = build_plan(edit, ControlSettings("replace"))
+    plan = align_plan(edit, ControlSettings("replace"))
     assert plan.weights[0, [2, 3, 4]].tolist() == [3.0, 3.0, 3.0]
     assert plan.weights[0].sum().item() == pytest.approx(CHUNK - 3 + 9.0)
 
@@ -193,16 +193,16 @@ def test_reweight_of_multi_token_word_sequence_covers_all_its_columns():
 def test_replace_with_added_word_is_an_input_error_pointing_to_refine():
     edit = edit_of("a photo of a cat", "a photo of a big cat")
     with pytest.raises(P2PInputError, match="refine") as err:
-        build_plan(edit, ControlSettings("replace"))
+        align_plan(edit, ControlSettings("replace"))
     assert "prompt 1" in str(err.value)
 
 
-# --- build_plan: refine -----------------------------------------------------------------------
+# --- align_plan: refine -----------------------------------------------------------------------
 
 
 def test_refine_plan_and_coefficients():
     edit = edit_of("a cat on a mat", "a fluf|fy cat on a red mat").with_reweight(Reweight(("fluffy",), 2.0))
-    plan = build_plan(edit, ControlSettings("refine", Window(0.0, 0.5)))
+    plan = align_plan(edit, ControlSettings("refine", Window(0.0, 0.5)))
     source, target = edit.source, edit.targets[0]
     index, alpha = refinement_alignment(source, target)
     assert torch.equal(plan.alpha[0], alpha)
@@ -227,22 +227,22 @@ def test_refine_plan_and_coefficients():
 
 def test_refine_reweight_on_aligned_word_scales_source_term():
     edit = edit_of("a cat on a mat", "a big cat on a mat").with_reweight(Reweight(("cat",), 0.5))
-    step = build_plan(edit, ControlSettings("refine")).cross_step(0, 10)
+    step = align_plan(edit, ControlSettings("refine")).cross_step(0, 10)
     cat = cols(edit.targets[0], "cat")
     assert step.c_src[0, cat].tolist() == [0.5] and step.c_own[0, cat].tolist() == [0.0]
 
 
 def test_refine_with_no_shared_word_is_an_input_error():
     with pytest.raises(P2PInputError, match="refine edit, prompt 1"):
-        build_plan(edit_of("a cat", "two dogs"), ControlSettings("refine"))
+        align_plan(edit_of("a cat", "two dogs"), ControlSettings("refine"))
 
 
-# --- build_plan: reweight only ----------------------------------------------------------------
+# --- align_plan: reweight only ----------------------------------------------------------------
 
 
 def test_reweight_only_plan():
     edit = edit_of("a photo of a cat", "a photo of a cat").with_reweight(Reweight(("cat",), 0.0))
-    plan = build_plan(edit, ControlSettings("reweight", Window(0.0, 0.5)))
+    plan = align_plan(edit, ControlSettings("reweight", Window(0.0, 0.5)))
     assert torch.equal(plan.mapper[0], torch.eye(CHUNK))
     cat = cols(edit.targets[0], "cat")
     inside = plan.cross_step(0, 10)
@@ -255,7 +255,7 @@ def test_reweight_only_plan():
 def test_reweight_only_with_differing_prompts_raises():
     edit = edit_of("a photo of a cat", "a photo of a dog")
     with pytest.raises(P2PInputError) as err:
-        build_plan(edit, ControlSettings("reweight"))
+        align_plan(edit, ControlSettings("reweight"))
     msg = str(err.value)
     assert "'replace'" in msg or "'refine'" in msg
     assert "prompt 1" in msg
@@ -272,7 +272,7 @@ def test_reweight_word_not_in_any_edited_prompt_raises():
 
 def test_reweight_only_applies_where_the_word_is():
     edit = edit_of("a cat", "a dog", "a cow").with_reweight(Reweight(("dog",), 2.0))
-    plan = build_plan(edit, ControlSettings("replace"))
+    plan = align_plan(edit, ControlSettings("replace"))
     assert plan.weights.shape == (2, CHUNK)
     assert plan.weights[0, 2] == 2.0 and plan.weights[0].sum() == CHUNK + 1
     assert plan.weights[1].eq(1).all()
@@ -280,7 +280,7 @@ def test_reweight_only_applies_where_the_word_is():
 
 def test_every_occurrence_is_reweighted():
     edit = edit_of("a cat and a cat", "a dog and a dog").with_reweight(Reweight(("dog",), 3.0))
-    plan = build_plan(edit, ControlSettings("replace"))
+    plan = align_plan(edit, ControlSettings("replace"))
     assert plan.weights[0, [2, 5]].tolist() == [3.0, 3.0]
 
 
@@ -290,7 +290,7 @@ def test_every_occurrence_is_reweighted():
 def test_word_window_overrides_only_that_words_columns():
     edit = edit_of("a ted|dy bear on a mat", "a ted|dy bear on a rug")
     windows = parse_word_windows("teddy bear=0.2", tokenize_words)
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.8), windows))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.8), windows))
     teddy_bear = cols(edit.targets[0], "teddy", "bear")
     assert teddy_bear == [2, 3, 4]
     others = [c for c in range(CHUNK) if c not in teddy_bear]
@@ -308,7 +308,7 @@ def test_word_window_overrides_only_that_words_columns():
 
 def test_word_window_can_extend_past_the_prompt_window():
     edit = edit_of("a cat on a mat", "a dog on a mat")
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.3), ((("dog",), Window(0.0, 1.0)),)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.3), ((("dog",), Window(0.0, 1.0)),)))
     step = plan.cross_step(6, 10)
     dog = cols(edit.targets[0], "dog")
     assert step.c_src[0].nonzero().flatten().tolist() == dog
@@ -317,7 +317,7 @@ def test_word_window_can_extend_past_the_prompt_window():
 
 def test_word_window_applies_per_target():
     edit = edit_of("a cat", "a dog", "a cow")
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.8), ((("dog",), Window(0.0, 0.1)),)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.8), ((("dog",), Window(0.0, 0.1)),)))
     step = plan.cross_step(5, 10)
     assert step.c_src[0, 2] == 0.0 and step.c_own[0, 2] == 1.0  # "dog" in prompt 1 released
     assert step.c_src[1, 2] == 1.0 and step.c_own[1, 2] == 0.0  # "cow" in prompt 2 still injected
@@ -326,7 +326,7 @@ def test_word_window_applies_per_target():
 def test_word_window_for_word_in_no_edited_prompt_raises():
     edit = edit_of("a cat", "a dog")
     with pytest.raises(P2PInputError, match="'cat'"):
-        build_plan(edit, ControlSettings("replace", word_windows=((("cat",), Window(0.0, 0.3)),)))
+        align_plan(edit, ControlSettings("replace", word_windows=((("cat",), Window(0.0, 0.3)),)))
 
 
 # --- settings, self attention, CrossStep --------------------------------------------------------
@@ -340,12 +340,12 @@ def test_control_settings_validation():
 
 
 def test_self_injection_window():
-    plan = build_plan(edit_of("a cat", "a dog"), ControlSettings("replace", self_window=Window(0.0, 0.4)))
+    plan = align_plan(edit_of("a cat", "a dog"), ControlSettings("replace", self_window=Window(0.0, 0.4)))
     assert [plan.self_injection(t, 10) for t in range(10)] == [True] * 4 + [False] * 6
 
 
 def test_cross_step_to_dtype():
-    plan = build_plan(edit_of("a cat", "a dog"), ControlSettings("replace"))
+    plan = align_plan(edit_of("a cat", "a dog"), ControlSettings("replace"))
     step = plan.cross_step(0, 10).to(torch.device("cpu"), torch.float16)
     assert isinstance(step, CrossStep)
     assert step.mapper.dtype == step.c_src.dtype == step.c_own.dtype == torch.float16
@@ -354,7 +354,7 @@ def test_cross_step_to_dtype():
 
 def test_multiple_targets_stack():
     edit = edit_of("a cat on a mat", "a dog on a mat", "a ted|dy on a mat")
-    plan = build_plan(edit, ControlSettings("replace"))
+    plan = align_plan(edit, ControlSettings("replace"))
     assert plan.mapper.shape == (2, CHUNK, CHUNK) and edit.batch_size == 3
     torch.testing.assert_close(plan.mapper[1, 2, 2:4], torch.full((2,), 0.5))
 
@@ -362,7 +362,7 @@ def test_multiple_targets_stack():
 def test_long_prompt_plan():
     src = " ".join(f"w{k}" for k in range(100))
     edit = P2PEdit(make_prompt(src), (make_prompt(src.replace("w90", "ted|dy")),))
-    plan = build_plan(edit, ControlSettings("replace", Window(0.0, 0.5), ((("teddy",), Window(0.0, 0.2)),)))
+    plan = align_plan(edit, ControlSettings("replace", Window(0.0, 0.5), ((("teddy",), Window(0.0, 0.2)),)))
     assert plan.mapper.shape == (1, 154, 154) and plan.column_windows[0][77 + 16] == Window(0.0, 0.2)
     step = plan.cross_step(3, 10)
     assert step.c_own[0, [93, 94]].tolist() == [1.0, 1.0] and step.c_own[0, 10] == 0.0
@@ -389,13 +389,13 @@ def test_local_blend_checks_each_target():
 
 
 def test_plan_without_local_blend_has_no_selectors():
-    assert build_plan(edit_of("a cat", "a dog"), ControlSettings("replace")).blend_selectors is None
+    assert align_plan(edit_of("a cat", "a dog"), ControlSettings("replace")).blend_selectors is None
 
 
 def test_blend_word_selectors():
     edit = edit_of("a cat on a cat mat", "a ted|dy bear on a cat mat", "a dog on a cat mat")
     edit = edit.with_local_blend(LocalBlend((("cat",),), (("teddy", "bear"), ("dog",), ("mat",))))
-    sel = build_plan(edit, ControlSettings("replace")).blend_selectors
+    sel = align_plan(edit, ControlSettings("replace")).blend_selectors
     assert sel.shape == (3, CHUNK)
     assert sel[0].nonzero().flatten().tolist() == [2, 5]  # both "cat"s of the source
     assert sel[1].nonzero().flatten().tolist() == [2, 3, 4, 8]  # "teddy bear" and "mat"

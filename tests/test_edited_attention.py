@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from comfyui_prompt_edit.attention.cross_step import CrossStep
-from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_plan import align_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window
 from comfyui_prompt_edit.attention.edited_attention import (
@@ -32,7 +32,7 @@ def plan_step(kind, step=0, num_steps=10, reweight=None, word_windows=()):
     if reweight:
         edit = edit.with_reweight(Reweight(reweight[0], reweight[1]))
     settings = ControlSettings(kind=kind, cross_window=Window(0.0, 0.5), word_windows=word_windows)
-    return build_plan(edit, settings).cross_step(step, num_steps), edit.batch_size
+    return align_plan(edit, settings).cross_step(step, num_steps), edit.batch_size
 
 
 CASES = [

@@ -111,10 +111,7 @@ def test_what_the_qk_edit_cannot_do_is_refused_naming_the_input(kind, words, pat
     check_mmdit_request(blend, "refine", "", "fast", "probabilities")
 
 
-def test_clip_prompts_are_refused_on_mmdit_and_t5_prompts_are_edited_by_their_words():
-    clip_edit = P2PEdit(PromptTokens.text_only("a"), (PromptTokens.text_only("b"),))
-    with pytest.raises(P2PInputError, match="CLIP without T5"):
-        check_mmdit_request(clip_edit, "replace", "", "fast")
+def test_t5_prompts_are_edited_by_their_words():
     with pytest.raises(P2PInputError, match="reweight word 'dog' is not in any edited prompt"):
         t5_edit().with_reweight(Reweight(("dog",), 2.0))  # T5 prompts are reweighted by their words
     with pytest.raises(P2PInputError, match="local blend source word 'cat' is not in the source prompt"):

@@ -262,7 +262,7 @@ def test_what_the_qk_mechanism_cannot_do_is_refused_clearly(tiny_sd15):
     _, handle = control(model, t5_edit())
     with pytest.raises(P2PInputError, match="attention: no maps were recorded"):
         node("P2PAttentionMaps").render(handle, latent(2), 0, "input+output", 0.0, 1.0, False, 64, 4)
-    with pytest.raises(P2PInputError, match="is a UNet"):
+    with pytest.raises(P2PInputError, match="SD1.x / SD2.x / SDXL, a UNet that reads a CLIP without T5"):
         control(tiny_sd15, t5_edit())
     with pytest.raises(P2PInputError, match="sampler's latent has 1 item"):
         sample(control(model, t5_edit())[0], batch_conditioning([1, 2]), latent(1))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from comfyui_prompt_edit.attention.unet_controller import LayerLayout, P2PController
-from comfyui_prompt_edit.attention.edit_plan import build_plan
+from comfyui_prompt_edit.attention.edit_plan import align_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window
 
@@ -27,7 +27,7 @@ def controller(kind="replace", path="fast", blend=False, self_end=0.5, threshold
     if blend:
         edit = edit.with_local_blend(LocalBlend((("cat",),), (("dog",), ("fox",)), threshold, 0.0))
     settings = ControlSettings(kind=kind, cross_window=Window(0, 0.8), self_window=Window(0, self_end), self_layers="all")
-    return P2PController(build_plan(edit, settings), LAYOUT, host, path)
+    return P2PController(align_plan(edit, settings), LAYOUT, host, path)
 
 
 def opts(chunks, step=0, block=("output", 3), hw=(4, 4)):

@@ -29,7 +29,7 @@ from harness.model_files import safetensors_metadata, write_safetensors
 from harness.pack import cache_dir
 from harness.tiny_models import fill_random_
 
-_RECIPE = "comfyui_prompt_edit mmdit files v1"
+_RECIPE = "comfyui_prompt_edit mmdit files v2"  # v2: q/k norm weights of order one
 FLUX_AXES = (16, 56, 56)  # FLUX.1's RoPE axes: the head width 128 both hosts' detection assumes
 SMALL_FLUX_LAYOUT: dict[str, Any] = {"hidden": 128, "heads": 1, "depth": 1, "single": 2, "axes_dim": FLUX_AXES,
                                      "context_dim": mmdit_models.MMDIT_CONTEXT_DIM}

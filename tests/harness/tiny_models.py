@@ -30,11 +30,22 @@ TINY_SDXL_POOLED_DIM = TINY_SDXL_CLIP_G_DIM  # clip_g's projected pooled output 
 TINY_SDXL_ADM_CHANNELS = TINY_SDXL_POOLED_DIM + 6 * 256  # encode_adm appends six 256-d size embeddings
 EMBEDDING_STD = 0.02
 """Std of random embedding tables (CLIP's initializer_range)."""
+QK_NORM_WEIGHT = 3.0
+"""The weight of a transformer's query / key RMSNorms (Flux's ``query_norm``, SD3's ``ln_q``, Qwen-Image's
+``norm_added_k`` …). Trained models learn weights of order one to several there; a 0.02 vector would
+make q·k ≈ 0 and every joint attention uniform, so that no edit of it could change anything."""
+QK_NORM_NAMES = ("query_norm", "key_norm", "ln_q", "ln_k", "norm_q", "norm_k", "q_norm", "k_norm",
+                 "norm_added_q", "norm_added_k", "q_norm_x", "k_norm_x", "q_norm_y", "k_norm_y")
+
+
+def _is_rms_norm(module: torch.nn.Module) -> bool:
+    return "RMSNorm" in type(module).__name__  # torch's, comfy.ops', and the models' own classes
 
 
 def fill_random_(module: torch.nn.Module, seed: int) -> None:
-    """Overwrite every parameter deterministically: norm weights 1, biases 0, embedding tables and
-    other vectors normal with std 0.02, matrices and kernels normal with std 1/sqrt(fan_in).
+    """Overwrite every parameter deterministically: norm weights 1 (a transformer's query / key
+    RMSNorms QK_NORM_WEIGHT), biases 0, embedding tables and other vectors normal with std 0.02,
+    matrices and kernels normal with std 1/sqrt(fan_in).
 
     comfy.ops layers skip initialisation (their tensors are torch.empty), so all must be written.
     The fan-in scale keeps activations O(1) layer after layer as in a trained network; at real
@@ -46,9 +57,12 @@ def fill_random_(module: torch.nn.Module, seed: int) -> None:
     generator = torch.Generator().manual_seed(seed)
     norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     with torch.no_grad():
-        for submodule in module.modules():
+        for module_name, submodule in module.named_modules():
             for name, param in submodule.named_parameters(recurse=False):
-                if isinstance(submodule, norms) and name == "weight":
+                if _is_rms_norm(submodule) and name in ("weight", "scale"):
+                    qk = module_name.rsplit(".", 1)[-1] in QK_NORM_NAMES
+                    param.fill_(QK_NORM_WEIGHT if qk else 1.0)
+                elif isinstance(submodule, norms) and name == "weight":
                     param.fill_(1.0)
                 elif name == "bias":
                     param.zero_()
