@@ -14,9 +14,16 @@ from .tokens import PromptTokens
 EDIT_KINDS = ("replace", "refine", "reweight")
 SELF_ATTENTION_LAYERS = ("coarse", "all")
 CLIP_ENCODER, T5_ENCODER = "clip", "t5"
+QWEN_IMAGE_ENCODER, HUNYUAN_IMAGE_ENCODER = "qwen_image", "hunyuan_image"
+FLUX2_ENCODER, Z_IMAGE_ENCODER, LUMINA2_ENCODER = "flux2", "z_image", "lumina2"
 TEXT_ENCODERS = {
     CLIP_ENCODER: "a CLIP without T5 (SD1.x, SD2.x, SDXL)",
-    T5_ENCODER: "a text encoder with T5 (Flux.1, SD3)",
+    T5_ENCODER: "a text encoder with T5 (Flux.1, SD3, Chroma)",
+    QWEN_IMAGE_ENCODER: "Qwen-Image's Qwen2.5-VL",
+    HUNYUAN_IMAGE_ENCODER: "HunyuanImage 2.1's Qwen2.5-VL and ByT5",
+    FLUX2_ENCODER: "Flux.2's text encoder (Mistral 3 or Qwen3)",
+    Z_IMAGE_ENCODER: "Z-Image's Qwen3",
+    LUMINA2_ENCODER: "Lumina 2's Gemma 2",
 }
 """How the prompts were encoded (``P2PEdit.encoder``), as a message names it. CLIP alone (SD1.x,
 SD2.x, SDXL): the conditioning's columns are the prompts' CLIP tokens, which the word edits locate;
