@@ -272,12 +272,15 @@ def test_other_transformers_keep_a_clear_refusal():
     import comfy.model_base
     from comfyui_prompt_edit.families import UnsupportedModelError, find_family
 
-    for name in ("HiDream", "LongCatImage"):  # subclasses of Flux or unknown transformers: no row, no edit
+    for name in ("HiDream", "LongCatImage"):  # refused, or a Flux subclass without a row: no family
         cls = getattr(comfy.model_base, name, None)
         if cls is not None:
             assert find_family(types.SimpleNamespace(model=object.__new__(cls))) is None, name
-    hidream = types.SimpleNamespace(model=type("HiDream", (), {"diffusion_model": types.SimpleNamespace()})())
-    with pytest.raises(UnsupportedModelError, match="this model is HiDream, which the pack cannot edit; it edits .*Flux.1"):
+    other = types.SimpleNamespace(model=type("OtherDiT", (), {"diffusion_model": types.SimpleNamespace()})())
+    with pytest.raises(UnsupportedModelError, match="this model is OtherDiT, which the pack cannot edit; it edits .*Flux.1"):
+        control(other, t5_edit())
+    hidream = types.SimpleNamespace(model=object.__new__(comfy.model_base.HiDream))
+    with pytest.raises(UnsupportedModelError, match="this model is HiDream .*image before the text"):
         control(hidream, t5_edit())
 
 
