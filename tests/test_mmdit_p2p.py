@@ -305,7 +305,9 @@ def test_p2p_prompts_encode_every_prompt_to_one_context_length(which, flux_clip,
     source = "a photo of a cat on a mat"
     positive, out_latent, edit = node("P2PPrompts").build(clip, latent(1), source, f"a photo of a dog on a mat\n{LONG}")
     cond, extras = positive[0]
-    assert edit.is_t5 and edit.batch_size == 3 and edit.source.text == source
+    from comfyui_prompt_edit.attention.edit_spec import T5_ENCODER
+
+    assert edit.encoder == T5_ENCODER and edit.batch_size == 3 and edit.source.text == source
     assert edit.source.num_columns == edit.targets[1].num_columns == cond.shape[1]  # words at context columns
     assert cond.shape[0] == 3 and extras["pooled_output"].shape[0] == 3 and out_latent["samples"].shape[0] == 3
     long_alone = comfyui.encode(clip, LONG)[0][0]
