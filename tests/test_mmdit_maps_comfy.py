@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from harness import comfyui, mmdit_models
+from harness.edit_checks import MIN_EDIT_CHANGE, assert_edit_moves, assert_same, relative_change
 
 pytestmark = pytest.mark.comfy
 
@@ -52,20 +53,17 @@ def test_local_blend_keeps_the_source_outside_the_words_region(which, mechanism,
     positive, batch, edit = prompts(clip)
     (blended,) = node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.0)
     patched, handle = control(model, blended, mechanism)
-    # The tiny random models attend almost uniformly (every normalised map is > 0.97), so any
-    # threshold masks all or nothing. The mask is computed from the recorded maps as it is, then
-    # swapped for the left half of the image, whose outside must come out as the source's.
+    # The tiny models attend sharply (q/k norm weights 3): the words' normalised maps span 0 … 1,
+    # so threshold 0.3 masks a region (measured: 33 … 70 % of the image), not all or nothing as
+    # the old near-uniform attention did. Each step's mask is recorded as the pack computes it.
     masks = []
-    half = torch.zeros(1, 1, LATENT, LATENT)
-    half[..., : LATENT // 2] = 1
-
     real_mask = local_blend.blend_mask
 
-    def left_half(maps, selectors, latent_hw, threshold):
+    def recorded(maps, selectors, latent_hw, threshold):
         masks.append((maps.clone(), selectors, real_mask(maps, selectors, latent_hw, threshold)))
-        return half
+        return masks[-1][2]
 
-    monkeypatch.setattr(local_blend, "blend_mask", left_half)
+    monkeypatch.setattr(local_blend, "blend_mask", recorded)
     out = sample(patched, positive, batch, comfyui.encode(clip, ""))
     store = handle.store
     assert store.spatial == (LATENT // 2, LATENT // 2) and len({s for s, _ in store.per_step}) == STEPS
@@ -75,11 +73,15 @@ def test_local_blend_keeps_the_source_outside_the_words_region(which, mechanism,
     assert torch.equal(selectors, handle.selectors[:, list(store.columns)]) and mask.shape == (1, 1, LATENT, LATENT)
     cat, dog = edit.source.find(("cat",)), edit.targets[0].find(("dog",))
     assert selectors.sum(1).tolist() == [sum(map(len, cat)), sum(map(len, dog))]
-    # σ_next = 0 at the last step: the result is the blended prediction, the source's outside
-    assert float((out[1] - out[0])[..., LATENT // 2:].abs().max()) == 0.0
-    assert float((out[1] - out[0])[..., : LATENT // 2].abs().max()) > 0  # inside, the edit's own
+    inside = mask[0, 0].bool()
+    assert 0.1 < float(inside.float().mean()) < 0.9, "the words' region is neither empty nor the whole image"
+    # σ_next = 0 at the last step: the result is the blended prediction, the source's outside (to
+    # the rounding of euler's x + (denoised - x): the masks of earlier steps differ, so x does too)
+    assert_same(out[1][:, ~inside], out[0][:, ~inside])
     unblended = sample(control(model, edit, mechanism)[0], positive, batch, comfyui.encode(clip, ""))
-    assert torch.equal(out[0], unblended[0]) and not torch.equal(out[1], unblended[1])
+    # inside, the edit's own (the unblended edit moves it by well over roundoff)
+    assert relative_change(out[1][:, inside], out[0][:, inside]) > MIN_EDIT_CHANGE
+    assert torch.equal(out[0], unblended[0]) and relative_change(out[1], unblended[1]) > MIN_EDIT_CHANGE
 
 
 @pytest.mark.parametrize("which", ["flux", "sd3"])
@@ -134,5 +136,6 @@ def test_mmdit_blocks_chooses_the_blocks_the_edit_runs_in(mmdit_families):
     assert torch.equal(every, listed)
     double = sample(control(model, edit, mmdit_blocks="double")[0], positive, batch, negative)
     plain = sample(model, positive, batch, negative)
-    assert not torch.equal(double[1], every[1]) and not torch.equal(double[1], plain[1])
+    assert relative_change(double[1], every[1]) > MIN_EDIT_CHANGE  # the single blocks' edit is left out
+    assert_edit_moves(double, plain)  # the double block's edit moves the edited item; the source is plain
     assert torch.equal(double[0], plain[0])

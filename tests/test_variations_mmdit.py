@@ -62,7 +62,9 @@ def test_a_p2p_batch_stays_a_p2p_batch_with_its_source_untouched(model_and_clip)
     assert cond.shape[0] == 3 == varied_edit.batch_size == batch["samples"].shape[0]
     assert torch.equal(cond[0], positive[0][0][0])  # the source
     assert not torch.equal(cond[1], cond[2]) and not torch.equal(cond[1], positive[0][0][1])
-    assert varied_edit.is_t5
+    from comfyui_prompt_edit.attention.edit_spec import T5_ENCODER
+
+    assert varied_edit.encoder == T5_ENCODER
     # P2P Attention Control takes the varied edit as it took the original one
     node("P2PAttentionControl").apply(model, varied_edit, "replace", 0.0, 0.8, 0.4, "coarse")
 
