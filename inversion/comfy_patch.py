@@ -3,9 +3,10 @@ unconditional context ``unconds[k]`` (null-text methods) or has its source item 
 pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused.
 
 On UNets (SD1.x, SD2.x, SDXL) the unconditional context is swapped in their cross-attention
-patch. SD3 / SD3.5 (an MMDiT, which consults no such patch) gets it in the context the model is
-called with, through an ``APPLY_MODEL`` wrapper. Flux is guidance-distilled (sampled at cfg 1, it
-runs no unconditional pass), so there only the methods that need no unconditional context apply:
+patch. A joint-attention family (SD3 / SD3.5 …, which consult no such patch) gets it in the
+context the model is called with, through an ``APPLY_MODEL`` wrapper. On a model without real
+classifier-free guidance (the registry's ``real_cfg``: Flux.1 is guidance-distilled, sampled at
+cfg 1 with no unconditional pass) only the methods that need no unconditional context apply:
 ``direct`` and ``ddim``.
 """
 
@@ -194,7 +195,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
     elif not family_of(model).is_joint:
         patched.set_model_attn2_patch(UnconditionalContexts(inversion))
-    elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (SD3 / SD3.5 …)
+    elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (checked above)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
                                      UnconditionalContexts(inversion).apply_model)
 
