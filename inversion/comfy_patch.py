@@ -17,6 +17,7 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
+from ..base.sigma_steps import StepCache
 from ..families import family_of
 from ..patching.comfy_model import set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
@@ -39,17 +40,10 @@ class UnconditionalContexts:
 
     def __init__(self, inversion: Inversion):
         self.inversion = inversion
-        self._cache: tuple[object, int] | None = None
+        self._steps = StepCache()  # read once per call: under MultiGPU CFG Split chunks run in threads at once
 
     def __deepcopy__(self, memo: dict) -> "UnconditionalContexts":
         return self  # read-only state; ModelPatcher.clone() may share it
-
-    def _step(self, sigmas: torch.Tensor) -> int:
-        # read once: under MultiGPU CFG Split the cond and uncond chunks run in threads at once
-        cached = self._cache
-        if cached is None or cached[0] is not sigmas:
-            cached = self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
-        return cached[1]
 
     def swapped(self, context: torch.Tensor, extra_options: dict) -> torch.Tensor:
         """``context`` with the step's unconditional context in the rows of the unconditional chunk
@@ -57,7 +51,7 @@ class UnconditionalContexts:
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
         if not chunks or sigmas is None or UNCOND not in chunks:
             return context
-        emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
+        emb = self.inversion.unconds[self._steps.step(sigmas, self.inversion.sigmas)].to(context.device, context.dtype)
         tokens = context.shape[1]
         if emb.shape[-1] != context.shape[-1]:
             raise InversionMismatchError(

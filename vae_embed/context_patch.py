@@ -7,7 +7,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..patching.sampling_call import chunk_rows, sampling_step
+from ..base.sigma_steps import step_at
+from ..patching.sampling_call import chunk_rows
 from .sampling import VAEDraws
 
 
@@ -43,7 +44,7 @@ class SampledContextPatch:
         out = context.clone()
         if not items:
             return out
-        step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else sampling_step(float(sigma), sample_sigmas)
+        step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else step_at(float(sigma), sample_sigmas)
         timestep = self.timestep_of(sigma)
         for rows, chunk in chunks:
             if chunk == self.chunk:
