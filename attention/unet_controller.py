@@ -83,12 +83,6 @@ class P2PController:
         self._steps: dict[tuple, CrossStep] = {}
         self.clock = StepClock()
 
-    def __deepcopy__(self, memo: dict) -> "P2PController":
-        # Older hosts' ModelPatcher.clone() deep-copies model_options (newer ones share objects
-        # that are not dicts); either way the clone must keep driving this controller (its map
-        # store feeds the visualisation node).
-        return self
-
     @property
     def edit(self) -> P2PEdit:
         return self.plan.edit

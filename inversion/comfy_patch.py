@@ -43,7 +43,7 @@ class UnconditionalContexts:
         self._steps = StepCache()  # read once per call: under MultiGPU CFG Split chunks run in threads at once
 
     def __deepcopy__(self, memo: dict) -> "UnconditionalContexts":
-        return self  # read-only state; ModelPatcher.clone() may share it
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the inversion's tensors and step cache
 
     def swapped(self, context: torch.Tensor, extra_options: dict) -> torch.Tensor:
         """``context`` with the step's unconditional context in the rows of the unconditional chunk
@@ -165,7 +165,7 @@ class DirectInversionCorrection:
         self.inversion, self.correct_edits = inversion, correct_edits
 
     def __deepcopy__(self, memo: dict) -> "DirectInversionCorrection":
-        return self  # read-only
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the inversion's pivots, not copies
 
     def __call__(self, args: dict) -> torch.Tensor:
         x, denoised, sigma = args["input"], args["denoised"], float(args["sigma"].reshape(-1)[0])

@@ -25,7 +25,7 @@ class SampledContextPatch:
         self._last: tuple[tuple, torch.Tensor] | None = None
 
     def __deepcopy__(self, memo: dict) -> "SampledContextPatch":
-        return self  # read-only except the per-call cache; ModelPatcher.clone() may share it
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the VAE and its per-call cache
 
     def __call__(self, n, context, value, extra_options: dict):
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
