@@ -133,15 +133,6 @@ class P2PController:
 
     # -- attention patches ------------------------------------------------------------------
 
-    def cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
-        """The layer's output: the edited attention where this call edits, else the host's."""
-        edited = self.edited_cross_attention(q, k, v, opts)
-        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
-
-    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
-        edited = self.edited_self_attention(q, k, v, opts)
-        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
-
     def edited_cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor | None:
         """The edited output of a cross-attention call, or None where this call is not edited
         (no sampling step, no conditional rows, or outside every injection window); the maps of
