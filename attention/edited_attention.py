@@ -99,16 +99,6 @@ def fast_self_batch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> FusedB
     return plain_batch(q[:1].expand(b, -1, -1), k[:1].expand(b, -1, -1), v)
 
 
-def fast_cross_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: CrossStep, attention: AttentionFn
-) -> torch.Tensor:
-    return fast_cross_batch(q, k, v, step).run(attention)
-
-
-def fast_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention: AttentionFn) -> torch.Tensor:
-    return fast_self_batch(q, k, v).run(attention)
-
-
 def run_fused(batches: list[FusedBatch], attention: AttentionFn) -> torch.Tensor:
     """Run several batches through one kernel call and concatenate their folded outputs."""
     if len(batches) == 1:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..base.sigma_steps import sigma_after
 from .edit_spec import LocalBlend
 from .map_store import AttentionMapStore
 from .step_window import step_of
@@ -56,10 +57,8 @@ def blend_from_store(blend: LocalBlend | None, store: AttentionMapStore, selecto
     as it is without a blend, outside sampling and before ``blend.start``."""
     if blend is None or position is None or store.empty or position[0] < step_of(blend.start, position[1]):
         return denoised
-    schedule_cpu = schedule.detach().float().cpu()
     s = float(sigma.reshape(-1)[0])
-    lower = schedule_cpu[schedule_cpu < s * (1 - 1e-4)]
-    s_next = float(lower.max()) if len(lower) else 0.0
+    s_next = sigma_after(s, schedule)
     maps = store.running.unflatten(1, store.spatial)
     if store.columns is not None:
         selectors = selectors[:, list(store.columns)]

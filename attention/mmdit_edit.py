@@ -140,9 +140,6 @@ class QKEdit:
         self.clock = StepClock()
         self._text_length: int | None = None
 
-    def __deepcopy__(self, memo: dict) -> "QKEdit":
-        return self  # older hosts' clone() deep-copies model_options; the patches must keep this state
-
     @property
     def store(self) -> AttentionMapStore:
         """The word maps of the last sampling run (for P2P Attention Maps)."""

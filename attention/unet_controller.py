@@ -83,12 +83,6 @@ class P2PController:
         self._steps: dict[tuple, CrossStep] = {}
         self.clock = StepClock()
 
-    def __deepcopy__(self, memo: dict) -> "P2PController":
-        # Older hosts' ModelPatcher.clone() deep-copies model_options (newer ones share objects
-        # that are not dicts); either way the clone must keep driving this controller (its map
-        # store feeds the visualisation node).
-        return self
-
     @property
     def edit(self) -> P2PEdit:
         return self.plan.edit
@@ -138,15 +132,6 @@ class P2PController:
         return torch.cat(parts)
 
     # -- attention patches ------------------------------------------------------------------
-
-    def cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
-        """The layer's output: the edited attention where this call edits, else the host's."""
-        edited = self.edited_cross_attention(q, k, v, opts)
-        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
-
-    def self_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor:
-        edited = self.edited_self_attention(q, k, v, opts)
-        return edited if edited is not None else self.attention(q, k, v, opts["n_heads"], opts)
 
     def edited_cross_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, opts: dict) -> torch.Tensor | None:
         """The edited output of a cross-attention call, or None where this call is not edited

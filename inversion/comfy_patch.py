@@ -3,9 +3,10 @@ unconditional context ``unconds[k]`` (null-text methods) or has its source item 
 pivot ``k + 1`` (direct), and a sampler that would not reconstruct is refused.
 
 On UNets (SD1.x, SD2.x, SDXL) the unconditional context is swapped in their cross-attention
-patch. SD3 / SD3.5 (an MMDiT, which consults no such patch) gets it in the context the model is
-called with, through an ``APPLY_MODEL`` wrapper. Flux is guidance-distilled (sampled at cfg 1, it
-runs no unconditional pass), so there only the methods that need no unconditional context apply:
+patch. A joint-attention family (SD3 / SD3.5 …, which consult no such patch) gets it in the
+context the model is called with, through an ``APPLY_MODEL`` wrapper. On a model without real
+classifier-free guidance (the registry's ``real_cfg``: Flux.1 is guidance-distilled, sampled at
+cfg 1 with no unconditional pass) only the methods that need no unconditional context apply:
 ``direct`` and ``ddim``.
 """
 
@@ -16,6 +17,7 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.fingerprint import model_fingerprint
+from ..base.sigma_steps import StepCache
 from ..families import family_of
 from ..patching.comfy_model import set_outer_sample
 from ..patching.sampling_call import UNCOND, chunk_rows
@@ -38,17 +40,10 @@ class UnconditionalContexts:
 
     def __init__(self, inversion: Inversion):
         self.inversion = inversion
-        self._cache: tuple[object, int] | None = None
+        self._steps = StepCache()  # read once per call: under MultiGPU CFG Split chunks run in threads at once
 
     def __deepcopy__(self, memo: dict) -> "UnconditionalContexts":
-        return self  # read-only state; ModelPatcher.clone() may share it
-
-    def _step(self, sigmas: torch.Tensor) -> int:
-        # read once: under MultiGPU CFG Split the cond and uncond chunks run in threads at once
-        cached = self._cache
-        if cached is None or cached[0] is not sigmas:
-            cached = self._cache = (sigmas, self.inversion.step_at(float(sigmas.reshape(-1)[0])))
-        return cached[1]
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the inversion's tensors and step cache
 
     def swapped(self, context: torch.Tensor, extra_options: dict) -> torch.Tensor:
         """``context`` with the step's unconditional context in the rows of the unconditional chunk
@@ -56,7 +51,7 @@ class UnconditionalContexts:
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
         if not chunks or sigmas is None or UNCOND not in chunks:
             return context
-        emb = self.inversion.unconds[self._step(sigmas)].to(context.device, context.dtype)
+        emb = self.inversion.unconds[self._steps.step(sigmas, self.inversion.sigmas)].to(context.device, context.dtype)
         tokens = context.shape[1]
         if emb.shape[-1] != context.shape[-1]:
             raise InversionMismatchError(
@@ -170,7 +165,7 @@ class DirectInversionCorrection:
         self.inversion, self.correct_edits = inversion, correct_edits
 
     def __deepcopy__(self, memo: dict) -> "DirectInversionCorrection":
-        return self  # read-only
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the inversion's pivots, not copies
 
     def __call__(self, args: dict) -> torch.Tensor:
         x, denoised, sigma = args["input"], args["denoised"], float(args["sigma"].reshape(-1)[0])
@@ -194,7 +189,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
     elif not family_of(model).is_joint:
         patched.set_model_attn2_patch(UnconditionalContexts(inversion))
-    elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (SD3 / SD3.5 …)
+    elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (checked above)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,
                                      UnconditionalContexts(inversion).apply_model)
 

@@ -10,6 +10,7 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..base.safetensors_io import check_tensors, read_safetensors, write_safetensors
+from ..base.sigma_steps import step_at
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
 METHODS = ("null-text", "null-text fast", "direct", "negative-prompt", "ddim")  # Invert Image's
@@ -41,8 +42,9 @@ class Inversion:
     pivots: torch.Tensor | None = None  # direct: [steps + 1, C, H, W], the sampler's x (model space) after each step
 
     def step_at(self, sigma: float) -> int:
-        """The sampling step whose σ this is (robust to a sampler that starts part-way)."""
-        return int(torch.argmin((self.sigmas[:-1] - sigma).abs()))
+        """The sampling step whose σ this is, along the whole schedule (so a sampler that starts
+        part-way still finds the inversion's step)."""
+        return step_at(sigma, self.sigmas)
 
     def save(self, path: str | Path) -> None:
         tensors = {"unconds": self.unconds.contiguous(), "sigmas": self.sigmas.contiguous(),

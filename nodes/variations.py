@@ -44,11 +44,11 @@ def _encoder_parts(cond: torch.Tensor, extras: dict) -> tuple[int, int] | None:
     return None
 
 
-def _check_mmdit_request(mode: str) -> None:
-    """Flux / SD3 consult no UNet cross-attention patch, which the embedding-VAE mode is."""
+def _check_mmdit_request(mode: str, family_name: str) -> None:
+    """Joint-attention transformers consult no UNet cross-attention patch, which the embedding-VAE mode is."""
     if mode != "token noise":
         raise VariationInputError(
-            f"mode: '{mode}' swaps the context in a UNet's cross-attention, which Flux / SD3 do not have; "
+            f"mode: '{mode}' swaps the context in a UNet's cross-attention, which {family_name} does not have; "
             "use 'token noise'")
 
 
@@ -138,9 +138,10 @@ class StochasticEmbeddings:
             rows, varied = [0] * count, list(range(count))
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
-        unet = not family_of(model).is_joint
+        family = family_of(model)
+        unet = not family.is_joint
         if not unet:
-            _check_mmdit_request(mode)
+            _check_mmdit_request(mode, family.name)
         if mode == "token noise":
             positive = self._token_noise(positive, varied, seed, scale, words, p2p_edit, clip, prompt, unet)
         else:

@@ -75,7 +75,7 @@ def check_attention_intact(model_options: dict, kind: str, keys: Iterable[LayerK
 def install_blocks(patched, blocks: Iterable[tuple[str, int]], family: str, owner: object,
                    arguments: BlockArguments) -> None:
     """Install a :class:`ComposedBlock` on every transformer block ``(kind, index)`` of ``patched``
-    (a clone of a Flux / SD3 model), wrapping the ``dit`` patch each block had. Refuses a second
+    (a clone of a joint-attention model), wrapping the ``dit`` patch each block had. Refuses a second
     patch of the same ``family`` on the same blocks."""
     blocks = list(blocks)
     patches = replace_patches(patched.model_options, "dit")

@@ -33,7 +33,7 @@ class ComposedAttention:
         self.edited, self.plain, self.previous = edited, plain, previous
 
     def __deepcopy__(self, memo: dict) -> "ComposedAttention":
-        return self  # ModelPatcher.clone() of older hosts deep-copies; the owner must stay shared
+        return self  # in model_options, which 0.3.64's clone() deep-copies: the owner's per-run state stays shared
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, extra_options: dict,
                  **host_keywords) -> torch.Tensor:
@@ -77,9 +77,6 @@ class ContainerPassingOverride:
         self.pack_override, self.previous = pack_override, previous
         self.container_function = self._with_containers
 
-    def __deepcopy__(self, memo: dict) -> "ContainerPassingOverride":
-        return self  # built per block call; shares the pack's state like the other patches
-
     def __call__(self, func: Callable, *args, **kwargs):
         def previous(*a, **kw):
             return self.previous(func, *a, **kw)
@@ -117,7 +114,7 @@ class ComposedBlock:
         self.kind, self.index, self.arguments, self.previous = kind, index, arguments, previous
 
     def __deepcopy__(self, memo: dict) -> "ComposedBlock":
-        return self  # as ComposedAttention: clone() of older hosts must keep the owner shared
+        return self  # in model_options, which 0.3.64's clone() deep-copies: the owner's per-run state stays shared
 
     def __call__(self, args: dict, extra: dict) -> dict:
         changed = self.arguments(self.kind, self.index, args)

@@ -8,14 +8,23 @@ from comfyui_prompt_edit.attention.edit_plan import align_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window
 from comfyui_prompt_edit.attention.edited_attention import (
-    fast_cross_attention,
-    fast_self_attention,
+    fast_cross_batch,
+    fast_self_batch,
     reference_cross_attention,
     reference_self_attention,
 )
 from comfyui_prompt_edit.attention.local_blend import blend_denoised, blend_mask
 
 from synthetic import HEADS, make_prompt, qkv, sdpa
+
+
+def fast_cross_attention(q, k, v, step: CrossStep, attention):
+    """The fast path of one conditional chunk on its own (the controller fuses several chunks)."""
+    return fast_cross_batch(q, k, v, step).run(attention)
+
+
+def fast_self_attention(q, k, v, attention):
+    return fast_self_batch(q, k, v).run(attention)
 
 
 def plan_step(kind, step=0, num_steps=10, reweight=None, word_windows=()):

@@ -13,7 +13,8 @@ ERROR_BASE = "PromptEditError"
 # An ImportError on purpose: the pack refuses to load on a ComfyUI that lacks a feature it needs.
 NOT_USER_ERRORS = {"UnsupportedComfyUIError"}
 CORE_PACKAGES = ("attention", "base", "vae_embed", "inversion", "evaluation")
-HOST_MODULE_PREFIX = "comfy_"  # comfy_patch.py, comfy_model.py, …: the modules that meet ComfyUI
+# the core modules that meet ComfyUI: inversion/comfy_patch.py, vae_embed/comfy_training.py, …
+HOST_MODULE_PREFIX = "comfy_"
 
 
 def sources(entries: tuple[str, ...]) -> list[Path]:

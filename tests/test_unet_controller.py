@@ -7,6 +7,7 @@ from comfyui_prompt_edit.attention.unet_controller import LayerLayout, P2PContro
 from comfyui_prompt_edit.attention.edit_plan import align_plan
 from comfyui_prompt_edit.attention.edit_spec import ControlSettings, LocalBlend, P2PEdit, Reweight
 from comfyui_prompt_edit.attention.step_window import Window
+from comfyui_prompt_edit.patching.compose import ComposedAttention
 
 from synthetic import HEADS, make_prompt, qkv, sdpa
 
@@ -16,6 +17,17 @@ SCHEDULE = torch.linspace(10.0, 0.0, 11)
 
 def host(q, k, v, heads, opts):
     return sdpa(q, k, v, heads)
+
+
+def cross_attention(ctl: P2PController) -> ComposedAttention:
+    """The controller's attn2 patch as the installer puts it on a layer with no earlier patch: the
+    edited attention where the call edits, else the host's."""
+    return ComposedAttention("P2P Attention Control", ctl, ctl.edited_cross_attention, host)
+
+
+def self_attention(ctl: P2PController) -> ComposedAttention:
+    """The controller's attn1 patch, as :func:`cross_attention`."""
+    return ComposedAttention("P2P Attention Control", ctl, ctl.edited_self_attention, host)
 
 
 def controller(kind="replace", path="fast", blend=False, self_end=0.5, threshold=0.3):
@@ -41,7 +53,7 @@ def opts(chunks, step=0, block=("output", 3), hw=(4, 4)):
 def test_unconditional_chunk_is_never_modified(attn):
     ctl = controller()
     q, k, v = qkv(6, 16, 77 if attn == "cross" else 16)
-    fn = ctl.cross_attention if attn == "cross" else ctl.self_attention
+    fn = cross_attention(ctl) if attn == "cross" else self_attention(ctl)
     out = fn(q, k, v, opts([1, 0]))
     torch.testing.assert_close(out[:3], sdpa(q[:3], k[:3], v[:3]))  # rows of the uncond chunk
     assert not torch.allclose(out[4:], sdpa(q[4:], k[4:], v[4:]))  # the edits did change
@@ -51,7 +63,7 @@ def test_unconditional_chunk_is_never_modified(attn):
 def test_split_cond_and_uncond_calls_equal_one_batched_call(attn):
     ctl = controller()
     q, k, v = qkv(6, 16, 77 if attn == "cross" else 16)
-    fn = ctl.cross_attention if attn == "cross" else ctl.self_attention
+    fn = cross_attention(ctl) if attn == "cross" else self_attention(ctl)
     together = fn(q, k, v, opts([1, 0]))
     reordered = fn(torch.cat([q[3:], q[:3]]), torch.cat([k[3:], k[:3]]), torch.cat([v[3:], v[:3]]), opts([0, 1]))
     uncond_alone = fn(q[:3], k[:3], v[:3], opts([1]))
@@ -62,39 +74,39 @@ def test_split_cond_and_uncond_calls_equal_one_batched_call(attn):
 
 def test_fast_and_reference_controllers_agree():
     q, k, v = qkv(6, 16, 77)
-    fast = controller(path="fast").cross_attention(q, k, v, opts([1, 0]))
-    ref = controller(path="reference").cross_attention(q, k, v, opts([1, 0]))
+    fast = cross_attention(controller(path="fast"))(q, k, v, opts([1, 0]))
+    ref = cross_attention(controller(path="reference"))(q, k, v, opts([1, 0]))
     torch.testing.assert_close(fast, ref, atol=2e-5, rtol=2e-5)
 
 
 def test_steps_outside_every_window_are_untouched():
     ctl = controller()
     q, k, v = qkv(6, 16, 77)
-    torch.testing.assert_close(ctl.cross_attention(q, k, v, opts([1, 0], step=9)), sdpa(q, k, v))
+    torch.testing.assert_close(cross_attention(ctl)(q, k, v, opts([1, 0], step=9)), sdpa(q, k, v))
     q, k, v = qkv(6, 16, 16)
-    torch.testing.assert_close(ctl.self_attention(q, k, v, opts([1, 0], step=6)), sdpa(q, k, v))
+    torch.testing.assert_close(self_attention(ctl)(q, k, v, opts([1, 0], step=6)), sdpa(q, k, v))
 
 
 def test_direct_model_calls_without_sampling_context_pass_through():
     ctl = controller()
     q, k, v = qkv(3, 16, 77)
     plain = {"n_heads": HEADS, "block": ("input", 1), "block_index": 0}
-    torch.testing.assert_close(ctl.cross_attention(q, k, v, plain), sdpa(q, k, v))
+    torch.testing.assert_close(cross_attention(ctl)(q, k, v, plain), sdpa(q, k, v))
 
 
 def test_wrong_batch_size_names_the_fix():
     ctl = controller()
     q, k, v = qkv(4, 16, 77)
     with pytest.raises(ValueError, match="LATENT output of 'P2P Prompts'"):
-        ctl.cross_attention(q, k, v, opts([1, 0]))
+        cross_attention(ctl)(q, k, v, opts([1, 0]))
 
 
 def test_maps_recorded_at_the_coarse_level_only_and_reset_between_runs():
     ctl = controller()
     q, k, v = qkv(6, 16, 77)
-    ctl.cross_attention(q, k, v, opts([1, 0], block=("input", 1)))  # level 0: not recorded
+    cross_attention(ctl)(q, k, v, opts([1, 0], block=("input", 1)))  # level 0: not recorded
     assert ctl.store.empty
-    ctl.cross_attention(q, k, v, opts([1, 0], block=("output", 3)))
+    cross_attention(ctl)(q, k, v, opts([1, 0], block=("output", 3)))
     maps = ctl.store.average()
     assert maps.shape == (3, 4, 4, 77)
     torch.testing.assert_close(maps.sum(-1), torch.ones(3, 4, 4))  # probabilities of the cond rows
@@ -105,7 +117,7 @@ def test_maps_recorded_at_the_coarse_level_only_and_reset_between_runs():
 def test_local_blend_keeps_the_source_outside_the_mask():
     ctl = controller(blend=True, threshold=0.9)
     q, k, v = qkv(6, 256, 77)
-    ctl.cross_attention(q * 4, k, v, opts([1, 0], step=3, hw=(16, 16)))
+    cross_attention(ctl)(q * 4, k, v, opts([1, 0], step=3, hw=(16, 16)))
     x, denoised = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
     sigma = SCHEDULE[3:4]
     blended = ctl.blend(x, denoised, sigma, SCHEDULE)
@@ -123,6 +135,6 @@ def test_identity_edit_gives_every_item_the_source_output():
     # the reweight of 'mat' applies to the edits, so compare the un-reweighted identity
     ident = controller(kind="identity")
     ident.plan.weights.fill_(1.0)
-    out = ident.cross_attention(q, k, v, opts([0]))
+    out = cross_attention(ident)(q, k, v, opts([0]))
     torch.testing.assert_close(out[1], out[0])
     torch.testing.assert_close(out[2], out[0])

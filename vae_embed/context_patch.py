@@ -7,7 +7,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..patching.sampling_call import chunk_rows, sampling_step
+from ..base.sigma_steps import step_at
+from ..patching.sampling_call import chunk_rows
 from .sampling import VAEDraws
 
 
@@ -24,7 +25,7 @@ class SampledContextPatch:
         self._last: tuple[tuple, torch.Tensor] | None = None
 
     def __deepcopy__(self, memo: dict) -> "SampledContextPatch":
-        return self  # read-only except the per-call cache; ModelPatcher.clone() may share it
+        return self  # in model_options (0.3.64's clone() deep-copies it): shares the VAE and its per-call cache
 
     def __call__(self, n, context, value, extra_options: dict):
         chunks, sigmas = extra_options.get("cond_or_uncond"), extra_options.get("sigmas")
@@ -43,7 +44,7 @@ class SampledContextPatch:
         out = context.clone()
         if not items:
             return out
-        step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else sampling_step(float(sigma), sample_sigmas)
+        step = 0 if sample_sigmas is None or len(sample_sigmas) < 2 else step_at(float(sigma), sample_sigmas)
         timestep = self.timestep_of(sigma)
         for rows, chunk in chunks:
             if chunk == self.chunk:

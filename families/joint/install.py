@@ -1,12 +1,14 @@
-"""Where the MMDiT edit (:mod:`...attention.mmdit_edit`) meets ComfyUI's joint-attention models.
+"""Where the MMDiT edit (:mod:`...attention.mmdit_edit`) meets ComfyUI's joint-attention models: every
+family whose registry row says its text and image meet in joint attention (``is_joint``).
 
-Both hosts (0.3.64 … 0.33.0) call a ``patches_replace["dit"]`` patch around every Flux double and
-single block (``("double_block", i)``, ``("single_block", i)``) and every SD3 joint block
-(``("double_block", i)``), and hand each attention call's ``transformer_options`` to an
-``optimized_attention_override``. The pack puts a :class:`~..patching.compose.ComposedBlock` on
-every block, which runs the block (or the patch that was on it) with a copy of the options that
-carries the edit's override where the block is chosen and the step is in the window, and the
-map recorder's in the double (Flux) / joint (SD3) blocks; an override already on the model (another
+ComfyUI calls a ``patches_replace["dit"]`` patch around every block of these transformers (the
+keys the family's ``block_keys`` gives, e.g. Flux's ``("double_block", i)`` and
+``("single_block", i)``, SD3's joint blocks as ``("double_block", i)``), and hands each attention
+call's ``transformer_options`` to an ``optimized_attention_override``. The pack puts a
+:class:`~..patching.compose.ComposedBlock` on every block, which runs the block (or the patch that
+was on it) with a copy of the options that carries the edit's override where the block is chosen
+and the step is in the window, and the map recorder's in the family's ``map_blocks`` (Flux's
+double, SD3's joint blocks); an override already on the model (another
 node's, e.g. a different attention kernel) is called by them, and one that takes newer hosts'
 attention tensor containers still gets containers (:class:`~..patching.compose.ContainerPassingOverride`).
 Local blend is a post-CFG function, as on a UNet. Nothing of the blocks' code is copied.
@@ -67,7 +69,7 @@ def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
 
 
 def install_qk(model, p2p_edit: P2PEdit, settings: QKSettings):
-    """Return ``(patched clone, QKEdit)`` for a Flux / SD3 model; the input model is never modified.
+    """Return ``(patched clone, QKEdit)`` for a joint-attention model; the input model is never modified.
     The ``dit`` patches and the attention override other nodes put on the model are kept and run."""
     return install_mmdit_edit(model, QKEdit(p2p_edit, settings))
 
@@ -87,7 +89,7 @@ def image_grid(model, latent_image) -> tuple[int, int]:
 
 
 def install_mmdit_edit(model, edit: QKEdit):
-    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model."""
+    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a joint-attention model."""
     family = joint_family(model)
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
