@@ -238,7 +238,9 @@ def clip_words(clip, text: str) -> tuple[str, ...]:
     on SD3 they also find the lowercase CLIP words), or an LLM encoder's user words (byte-level BPE
     or SentencePiece, case kept)."""
     if llm_encoder(clip) is not None:
-        tokens = llm_prompt_tokens(clip, text, _tokenize(clip, text))
+        # byte-level BPE gives a prompt's inner words their leading space ("Ġ(", "red"; alone "(red")
+        query = text if llm_encoder(clip).sentencepiece else " " + text.lstrip()
+        tokens = llm_prompt_tokens(clip, query, _tokenize(clip, query))
         return tuple(w.text for w in (tokens.parts[0][1] if tokens.parts else tokens).words)
     tokens = clip.tokenize(text)
     if prompt_encoder(tokens) == T5_ENCODER:

@@ -194,6 +194,7 @@ def _byte_level_alphabet() -> dict[str, int]:
 
 
 _BYTE_OF = _byte_level_alphabet()
+_HIGH_BYTE = 0x4E00  # a byte ≥ 0x80 as the CJK ideograph U+4E00 + byte while words are grouped
 
 
 def bpe_piece_bytes(piece: str) -> bytes:
@@ -215,19 +216,21 @@ def group_bpe_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
     """Group byte-level BPE pieces (Qwen2: ``a``, ``Ġ(``, ``red``, ``:``, ``1``, ``.``, ``3``, ``)``)
     into words as :func:`group_t5_words` groups T5's: a piece whose bytes begin with whitespace
     begins a word, punctuation is a word of its own, and a word's text is its bytes decoded (a
-    character split over two pieces is whole again). A word's bytes travel as Latin-1 characters
-    through the grouping so that a split UTF-8 character is never decoded half."""
+    character split over two pieces is whole again). Bytes of non-ASCII characters travel through
+    the grouping as letters (one CJK character per byte), so that a split UTF-8 character is never
+    taken for punctuation nor decoded half."""
     marked = []
     for s in token_strings:
         if s in SPECIAL_STRINGS or s == EMBEDDING:
             marked.append(s)
             continue
-        raw = bpe_piece_bytes(s).decode("latin-1")
+        raw = "".join(chr(b) if b < 0x80 else chr(_HIGH_BYTE + b) for b in bpe_piece_bytes(s))
         stripped = raw.lstrip(" \t\r\n")
         marked.append((T5_WORD_START + stripped) if len(stripped) < len(raw) else stripped)
     words = []
     for w in group_t5_words(marked):
-        text = w.text if w.text == EMBEDDING else w.text.encode("latin-1").decode("utf-8", errors="replace")
+        text = w.text if w.text == EMBEDDING else bytes(
+            ord(ch) - _HIGH_BYTE if ord(ch) >= _HIGH_BYTE else ord(ch) for ch in w.text).decode("utf-8", errors="replace")
         if text:
             words.append(Word(text, w.columns))
     return tuple(words)
