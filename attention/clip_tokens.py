@@ -1,5 +1,9 @@
 """Tokenise and encode Prompt-to-Prompt prompts with the user's own CLIP (duck-typed host object).
 
+:data:`LLM_ENCODERS` is the table of the chat-template text encoders (one row per encoder kind:
+how it is recognised, where the user's words sit among its columns); CLIP and T5 encoders are told
+apart by their ``clip.tokenize()`` keys (:func:`prompt_encoder`).
+
 All prompts of one P2P batch are tokenised by the CLIP's own tokenizer (weight syntax,
 embeddings and chunking behave exactly as in CLIPTextEncode), brought to one length, and encoded
 as one CONDITIONING batch (item 0 = source): CLIP encoders (77-token chunks) get empty chunks, an
@@ -9,13 +13,59 @@ so every prompt's context has the same number of tokens.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from .edit_spec import CLIP_ENCODER, T5_ENCODER
+from .edit_spec import (
+    CLIP_ENCODER, FLUX2_ENCODER, HUNYUAN_IMAGE_ENCODER, LUMINA2_ENCODER, QWEN_IMAGE_ENCODER, T5_ENCODER,
+    TEXT_ENCODERS, Z_IMAGE_ENCODER)
 from .errors import P2PInputError
-from .tokens import PromptTokens, group_t5_words, prompt_tokens_from_chunks
+from .tokens import (
+    END, PAD, PromptTokens, Word, bpe_label, group_bpe_words, group_t5_words, prompt_tokens_from_chunks)
+
+LUMINA2_SYSTEM_PROMPT = (
+    "You are an assistant designed to generate superior images with the superior degree of image-text alignment "
+    "based on textual prompts or user prompts. <Prompt Start> {}")
+"""CLIPTextEncodeLumina2's default ("superior") system prompt: Lumina 2 was trained on prompts behind it."""
+
+
+@dataclass(frozen=True)
+class LLMEncoder:
+    """One chat-template (LLM) text encoder: how a CLIP object shows it and how its columns are laid out.
+
+    The tokenizer wraps the prompt in its template (``clip.tokenizer.llama_template``; Lumina 2's
+    system prompt the pack adds itself: ``text_template``) and tokenizes the whole as one segment
+    (weight syntax is literal text, except on Lumina 2). The user's words are found by tokenizing
+    the template's prefix and suffix alone and checking that the prompt's tokens begin and end with them."""
+
+    kind: str  # edit_spec encoder kind
+    tokenizer_classes: tuple[str, ...]  # type(clip.tokenizer).__name__ (keys are shared: Z-Image and klein both say qwen3_4b)
+    keys: tuple[str, ...]  # the clip.tokenize() key of its tokens
+    text_template: str = "{}"  # applied by the pack before clip.tokenize (Lumina 2's system prompt)
+    trims_prefix: bool = False  # the encoder drops the template up to the user's text (Qwen2.5-VL)
+    context_length: int = 0  # the model left-pads the conditioning with zeros to this many columns (Flux.2 dev)
+    sentencepiece: bool = False  # '▁' pieces (Gemma) rather than byte-level BPE
+    byt5: bool = False  # quoted text is encoded once more by ByT5, its columns after the LLM's (HunyuanImage)
+
+
+LLM_ENCODERS = (
+    # system + "<|im_start|>user\n" is cut by the encoder: column 0 = first user token; then
+    # "<|im_end|>\n<|im_start|>assistant\n" (5 columns)
+    LLMEncoder(QWEN_IMAGE_ENCODER, ("QwenImageTokenizer",), ("qwen25_7b",), trims_prefix=True),
+    # as Qwen-Image without the assistant suffix (columns: user + <|im_end|>), + ByT5 of quoted spans
+    LLMEncoder(HUNYUAN_IMAGE_ENCODER, ("HunyuanImageTokenizer",), ("qwen25_7b",), trims_prefix=True, byt5=True),
+    # "<|im_start|>user\n" (3 columns) + user + "<|im_end|>\n<|im_start|>assistant\n"; the model pads to 32·k
+    LLMEncoder(Z_IMAGE_ENCODER, ("ZImageTokenizer",), ("qwen3_4b",)),
+    # klein: as Z-Image + "<think>\n\n</think>\n\n", right-padded to 512 with <|endoftext|>
+    LLMEncoder(FLUX2_ENCODER, ("KleinTokenizer", "KleinTokenizer8B"), ("qwen3_4b", "qwen3_8b")),
+    # dev: Tekken BPE from the checkpoint; [SYSTEM_PROMPT]…[INST]{}[/INST]; the model left-pads to 512
+    LLMEncoder(FLUX2_ENCODER, ("Flux2Tokenizer",), ("mistral3_24b",), context_length=512),
+    # <bos> + system prompt + " <Prompt Start> " + user (weights parsed), nothing trimmed or padded
+    LLMEncoder(LUMINA2_ENCODER, ("LuminaTokenizer",), ("gemma2_2b",), text_template=LUMINA2_SYSTEM_PROMPT,
+               sentencepiece=True),
+)
 
 # Encoder whose token layout defines the columns: CLIP-L where present (SD1.x, SDXL), else CLIP-H (SD2.x).
 _LAYOUT_KEYS = ("l", "h", "g")
@@ -32,9 +82,103 @@ def layout_key(tokens: dict) -> str:
     )
 
 
-def prompt_encoder(tokens: dict) -> str:
-    """T5_ENCODER when the CLIP has a T5 (Flux, SD3), else CLIP_ENCODER (`tokens` = clip.tokenize(…))."""
+def llm_encoder(clip) -> LLMEncoder | None:
+    """The row of :data:`LLM_ENCODERS` of ``clip`` (by its tokenizer's class), or None (CLIP, T5)."""
+    name = type(getattr(clip, "tokenizer", None)).__name__
+    return next((row for row in LLM_ENCODERS if name in row.tokenizer_classes), None)
+
+
+def prompt_encoder(tokens: dict, clip=None) -> str:
+    """The encoder kind of ``clip``'s prompts (`tokens` = clip.tokenize(…)): an LLM row's kind, else
+    T5_ENCODER when the CLIP has a T5 (Flux, SD3, Chroma), else CLIP_ENCODER."""
+    row = llm_encoder(clip) if clip is not None else None
+    if row is not None:
+        return row.kind
     return T5_ENCODER if "t5xxl" in tokens else CLIP_ENCODER
+
+
+def _tokenize(clip, text: str) -> dict:
+    """clip.tokenize of ``text`` inside the pack's own template (Lumina 2's system prompt)."""
+    row = llm_encoder(clip)
+    return clip.tokenize(row.text_template.format(text) if row else text)
+
+
+def _llm_key(row: LLMEncoder, tokens: dict) -> str:
+    keys = [k for k in row.keys if k in tokens]
+    if len(keys) != 1:
+        raise P2PInputError(f"this CLIP's tokenizer produces {sorted(tokens)} tokens, not the {row.keys[0]!r} tokens "
+                            f"of {TEXT_ENCODERS[row.kind]}; use the model's own text encoder")
+    return keys[0]
+
+
+def _piece_ids(sub, text: str) -> list[int]:
+    """The ids ``sub`` gives ``text`` inside a prompt (its own start token left out)."""
+    return list(sub.tokenizer(text)["input_ids"][sub.tokens_start:]) if text else []
+
+
+def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None = None) -> PromptTokens:
+    """The columns and words of ``text`` in the CONDITIONING of an LLM encoder (``tokens`` =
+    ``_tokenize(clip, text)``): template columns keep their token strings, pad columns are PAD, and
+    only the user's text makes words; for HunyuanImage the ByT5 columns follow the Qwen ones (as the
+    model appends them). Flux.2 dev's prompt sits at the right end of ``context_columns`` (default:
+    the model's 512) after zero columns."""
+    row = llm_encoder(clip)
+    key = _llm_key(row, tokens)
+    sub = getattr(clip.tokenizer, key, None)
+    if sub is None or getattr(sub, "tokenizer", None) is None:
+        raise P2PInputError(f"this CLIP's {key!r} tokenizer has no vocabulary (its tokenizer data is missing from "
+                            "the text encoder file); load the text encoder file with its tokenizer")
+    chunks = tokens[key]
+    if len(chunks) != 1:
+        raise P2PInputError(f"this CLIP's tokenizer split the prompt into {len(chunks)} lists; Prompt-to-Prompt expects one")
+    ids = [t[0] for t in chunks[0]]
+    template = row.text_template if row.text_template != "{}" else getattr(clip.tokenizer, "llama_template", "{}")
+    prefix, suffix = template.split("{}")
+    if row.sentencepiece:  # SentencePiece starts the user's first piece with its own '▁'
+        prefix = prefix.rstrip(" ")
+    prefix_ids = ([sub.start_token] if sub.start_token is not None else []) + _piece_ids(sub, prefix)
+    suffix_ids = _piece_ids(sub, suffix)
+    pad = getattr(sub, "pad_token", None)
+    first = 0
+    if getattr(sub, "pad_left", False):
+        while first < len(ids) and ids[first] == pad:
+            first += 1
+    last = len(ids)  # after the last real token (the templates never end with the pad token)
+    while last > first and ids[last - 1] == pad:
+        last -= 1
+    user = (first + len(prefix_ids), last - len(suffix_ids))
+    if ids[first:user[0]] != prefix_ids or ids[user[1]:last] != suffix_ids or user[1] < user[0]:
+        raise P2PInputError(
+            f"the prompt {text!r} does not tokenize as the {TEXT_ENCODERS[row.kind]} template around it (its "
+            "first or last characters merge with the template's); drop leading or trailing spaces and newlines")
+    label = (lambda i: sub.inv_vocab.get(i, f"<{i}>")) if row.sentencepiece else \
+        (lambda i: bpe_label(sub.inv_vocab.get(i, f"<{i}>")))
+    strings = [PAD if (c < first or c >= last) else (label(i) if isinstance(i, int) else "<embedding>")
+               for c, i in enumerate(ids)]
+    pieces = [sub.inv_vocab.get(i, f"<{i}>") if isinstance(i, int) else "<embedding>" for i in ids[user[0]:user[1]]]
+    grouped = group_t5_words(pieces) if row.sentencepiece else group_bpe_words(pieces)
+    words = tuple(Word(w.text, tuple(c + user[0] for c in w.columns)) for w in grouped if w.text)
+    drop = first + len(prefix_ids) if row.trims_prefix else 0  # the columns the encoder cuts
+    pad_left = 0
+    if row.context_length:
+        pad_left = max(0, (context_columns or max(row.context_length, len(ids))) - len(ids))
+    shift = pad_left - drop
+    strings = [PAD] * pad_left + strings[drop:]
+    words = tuple(Word(w.text, tuple(c + shift for c in w.columns)) for w in words)
+    llm = PromptTokens(text, tuple(strings), words, len(strings), cased=True)
+    if row.byt5 and "byt5" in tokens:
+        return PromptTokens.joined(text, (llm, _byt5_prompt_tokens(clip, text, tokens["byt5"])))
+    return llm
+
+
+def _byt5_prompt_tokens(clip, text: str, chunks) -> PromptTokens:
+    """HunyuanImage's ByT5 columns (``Text "…". `` per quoted span, one byte per column)."""
+    sub = clip.tokenizer.byt5
+    ids = [t[0] for t in chunks[0]]
+    strings = tuple(END if i == sub.end_token else PAD if i == sub.pad_token else
+                    ("▁" if sub.inv_vocab.get(i) == " " else sub.inv_vocab.get(i, f"<{i}>")) for i in ids)
+    words = tuple(w for w in group_t5_words(strings) if w.text)
+    return PromptTokens(text, strings, words, len(strings), cased=True)
 
 
 def t5_prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
@@ -67,7 +211,10 @@ def context_tokens(clip, text: str, tokens: dict, context_columns: int) -> Promp
 
 def conditioning_tokens(clip, text: str, tokens: dict, context_columns: int) -> PromptTokens:
     """The columns and words of `text` in its CONDITIONING of `context_columns` columns, for any of
-    the pack's encoders: CLIP's (SD1.x, SD2.x, SDXL) or a T5 model's (:func:`context_tokens`)."""
+    the pack's encoders: CLIP's (SD1.x, SD2.x, SDXL), a T5 model's (:func:`context_tokens`) or an
+    LLM encoder's (:func:`llm_prompt_tokens`; ``tokens`` as :func:`_tokenize` gives them)."""
+    if llm_encoder(clip) is not None:  # tokenized again inside the pack's template (Lumina 2)
+        return llm_prompt_tokens(clip, text, _tokenize(clip, text), context_columns)
     if prompt_encoder(tokens) == T5_ENCODER:
         return context_tokens(clip, text, tokens, context_columns)
     return prompt_tokens(clip, text, tokens)
@@ -88,7 +235,13 @@ def prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
 def clip_words(clip, text: str) -> tuple[str, ...]:
     """The words of ``text`` as the CLIP's prompts are split: CLIP words ("Teddy-bear" →
     ``("teddy", "-", "bear")``), or with a T5 (Flux, SD3) T5 words, case kept (``("Teddy", "-", "bear")``;
-    on SD3 they also find the lowercase CLIP words)."""
+    on SD3 they also find the lowercase CLIP words), or an LLM encoder's user words (byte-level BPE
+    or SentencePiece, case kept)."""
+    if llm_encoder(clip) is not None:
+        # byte-level BPE gives a prompt's inner words their leading space ("Ġ(", "red"; alone "(red")
+        query = text if llm_encoder(clip).sentencepiece else " " + text.lstrip()
+        tokens = llm_prompt_tokens(clip, query, _tokenize(clip, query))
+        return tuple(w.text for w in (tokens.parts[0][1] if tokens.parts else tokens).words)
     tokens = clip.tokenize(text)
     if prompt_encoder(tokens) == T5_ENCODER:
         return tuple(w.text for w in t5_prompt_tokens(clip, text, tokens).words)
@@ -100,11 +253,11 @@ def _sub_tokenizer(clip, key: str):
     return getattr(clip.tokenizer, f"clip_{key}", None) or getattr(clip.tokenizer, key, None)
 
 
-def _pad_to_one_length(clip, tokenized: list[dict], empty: dict) -> None:
+def _pad_to_one_length(clip, tokenized: list[dict], empty: dict, keys: Sequence[str] | None = None) -> None:
     """Bring every prompt's tokens of each encoder to one shape, in place: as many chunks (empty
     ones added), then within each chunk as many tokens (the encoder's pad token added; CLIP chunks
     are 77 already, an unchunked T5 list is as long as its prompt, at least its min_length)."""
-    for key in tokenized[0]:
+    for key in keys if keys is not None else tokenized[0]:
         width = max(len(t[key]) for t in tokenized)
         for t in tokenized:
             t[key].extend(list(empty[key][0]) for _ in range(width - len(t[key])))
@@ -123,20 +276,66 @@ def _pad_to_one_length(clip, tokenized: list[dict], empty: dict) -> None:
                 chunk.extend([entry] * (length - len(chunk)))
 
 
+def _even_llm_lengths(clip, row: LLMEncoder, tokenized: list[dict]) -> None:
+    """Bring the LLM tokens of every prompt to one length, in place, by right padding with the
+    tokenizer's pad token: the encoders are causal, so pads at the tail leave every earlier column
+    as it is, and the encoder's attention mask marks them (Qwen-Image and HunyuanImage mask them in
+    the model; Z-Image, klein and Lumina 2 attend them, as they attend their own padding). Flux.2
+    dev is left alone: its conditioning is padded on the left with zeros, as the model does.
+    HunyuanImage's ByT5 tokens are padded likewise (pad columns are zeroed by its encoder)."""
+    keys = [_llm_key(row, tokenized[0])] + (["byt5"] if row.byt5 else [])
+    if row.byt5 and 0 < sum("byt5" in t for t in tokenized) < len(tokenized):
+        raise P2PInputError(
+            "source / edits: some prompts quote text and some do not; HunyuanImage encodes quoted text once more "
+            "(ByT5), so quote text (\"like this\") in every prompt or in none")
+    for key in keys:
+        if row.context_length and key != "byt5" or key not in tokenized[0]:
+            continue
+        _pad_to_one_length(clip, tokenized, {}, keys=(key,))
+
+
+def _left_pad_columns(cond: torch.Tensor, columns: int) -> torch.Tensor:
+    """Zero columns in front of ``cond`` up to ``columns`` (what Flux.2 does to a shorter context)."""
+    if cond.shape[1] >= columns:
+        return cond
+    return torch.nn.functional.pad(cond, (0, 0, columns - cond.shape[1], 0))
+
+
+def _joined_extras(encoded: list[dict]) -> dict:
+    """The encoders' extra outputs of every prompt as one batch: tensors concatenated (an attention
+    mask missing from a prompt, because it was all ones, given back as ones)."""
+    extras = {}
+    for key in {k for e in encoded for k in e if k != "cond"}:
+        values = [e.get(key) for e in encoded]
+        if key == "attention_mask":
+            n = next(v for v in values if v is not None).shape[1]
+            values = [v if v is not None else torch.ones((1, n), dtype=torch.long) for v in values]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            extras[key] = torch.cat(values)
+        else:
+            extras[key] = values[0]
+    return extras
+
+
 def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens], str]:
     """CONDITIONING with one batch item per prompt, each prompt's :class:`PromptTokens` (for a T5
     encoder, laid out as the context's columns: see :func:`context_tokens`) and the encoder kind."""
-    tokenized = [clip.tokenize(p) for p in prompts]
-    _pad_to_one_length(clip, tokenized, clip.tokenize(""))
+    row = llm_encoder(clip)
+    tokenized = [_tokenize(clip, p) for p in prompts]
+    if row is None:
+        _pad_to_one_length(clip, tokenized, clip.tokenize(""))
+    else:
+        _even_llm_lengths(clip, row, tokenized)
     encoded = [clip.encode_from_tokens(t, return_pooled=True, return_dict=True) for t in tokenized]
+    if row is not None and row.context_length:
+        columns = max([row.context_length] + [e["cond"].shape[1] for e in encoded])
+        for e in encoded:
+            e["cond"] = _left_pad_columns(e["cond"], columns)
+            e.pop("attention_mask", None)  # Flux.2 reads no mask; its zero columns are attended
     cond = torch.cat([e["cond"] for e in encoded])
-    extras = {}
-    for key, value in encoded[0].items():
-        if key == "cond":
-            continue
-        if isinstance(value, torch.Tensor) and all(isinstance(e.get(key), torch.Tensor) for e in encoded):
-            extras[key] = torch.cat([e[key] for e in encoded])
-        else:
-            extras[key] = value
-    tokens = [conditioning_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
-    return [[cond, extras]], tokens, prompt_encoder(tokenized[0])
+    extras = _joined_extras(encoded)
+    if row is None:
+        tokens = [conditioning_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
+    else:  # as padded here
+        tokens = [llm_prompt_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
+    return [[cond, extras]], tokens, prompt_encoder(tokenized[0], clip)

@@ -1,9 +1,16 @@
 """Prompt → token columns, and word → column lookup.
 
-A conditioning tensor has one column per token position: chunk ``c``, position ``p`` is column
-``c * 77 + p``. Each chunk is ``[start] + content + [end] + padding``. Words are recovered from the
-CLIP BPE vocabulary itself (a token whose string ends in ``</w>`` closes a word), so the grouping is
-exactly the one the text encoder saw, whatever weight syntax or punctuation the prompt used.
+A conditioning tensor has one column per token position. Words are recovered from the tokens the
+text encoder itself saw, so the grouping follows its tokenizer whatever weight syntax or
+punctuation the prompt used:
+
+- CLIP: chunk ``c``, position ``p`` is column ``c * 77 + p``; each chunk is ``[start] + content +
+  [end] + padding``; a token whose string ends in ``</w>`` closes a word (:func:`group_words`).
+- T5 / SentencePiece (Flux.1, SD3, Chroma, Lumina 2's Gemma): one list; a piece beginning with
+  ``▁`` begins a word (:func:`group_t5_words`).
+- byte-level BPE of the LLM encoders (Qwen2 BPE: Qwen-Image, HunyuanImage, Z-Image, Flux.2 klein):
+  a piece whose bytes begin with a space (``Ġ``) or newline begins a word (:func:`group_bpe_words`).
+  Their prompts sit inside a chat template; :mod:`.clip_tokens` says which columns are the user's.
 """
 
 from __future__ import annotations
@@ -169,6 +176,63 @@ def group_t5_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
         pending_text += piece
         pending_cols.append(col)
     close()
+    return tuple(words)
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2 byte-level BPE's printable stand-in for each byte (``Ġ`` = space, ``Ċ`` = newline),
+    inverted: character → byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTE_OF = _byte_level_alphabet()
+_HIGH_BYTE = 0x4E00  # a byte ≥ 0x80 as the CJK ideograph U+4E00 + byte while words are grouped
+
+
+def bpe_piece_bytes(piece: str) -> bytes:
+    """The bytes a byte-level BPE piece stands for (a special token such as ``<|im_end|>`` as itself)."""
+    if all(ch in _BYTE_OF for ch in piece):
+        return bytes(_BYTE_OF[ch] for ch in piece)
+    return piece.encode("utf-8")
+
+
+def bpe_label(piece: str) -> str:
+    """A byte-level BPE piece as readable text, a leading space or newline shown as ``▁`` (as
+    SentencePiece writes it, so :meth:`PromptTokens.token_labels` strips it)."""
+    text = bpe_piece_bytes(piece).decode("utf-8", errors="replace")
+    stripped = text.lstrip(" \t\r\n")
+    return (T5_WORD_START + stripped) if len(stripped) < len(text) else text
+
+
+def group_bpe_words(token_strings: Sequence[str]) -> tuple[Word, ...]:
+    """Group byte-level BPE pieces (Qwen2: ``a``, ``Ġ(``, ``red``, ``:``, ``1``, ``.``, ``3``, ``)``)
+    into words as :func:`group_t5_words` groups T5's: a piece whose bytes begin with whitespace
+    begins a word, punctuation is a word of its own, and a word's text is its bytes decoded (a
+    character split over two pieces is whole again). Bytes of non-ASCII characters travel through
+    the grouping as letters (one CJK character per byte), so that a split UTF-8 character is never
+    taken for punctuation nor decoded half."""
+    marked = []
+    for s in token_strings:
+        if s in SPECIAL_STRINGS or s == EMBEDDING:
+            marked.append(s)
+            continue
+        raw = "".join(chr(b) if b < 0x80 else chr(_HIGH_BYTE + b) for b in bpe_piece_bytes(s))
+        stripped = raw.lstrip(" \t\r\n")
+        marked.append((T5_WORD_START + stripped) if len(stripped) < len(raw) else stripped)
+    words = []
+    for w in group_t5_words(marked):
+        text = w.text if w.text == EMBEDDING else bytes(
+            ord(ch) - _HIGH_BYTE if ord(ch) >= _HIGH_BYTE else ord(ch) for ch in w.text).decode("utf-8", errors="replace")
+        if text:
+            words.append(Word(text, w.columns))
     return tuple(words)
 
 
