@@ -158,6 +158,10 @@ def test_a_padded_text_with_its_mask_keeps_the_source(model):
     positive = [[conditioning([1, 2])[0][0], {"attention_mask": mask}]]
     source = [[positive[0][0][:1], {"attention_mask": mask[:1]}]]
     plain = sample(model, source, batch_latent(1))
+    forwards_mask = "attention_mask" in model.model.extra_conds(attention_mask=mask[:1], cross_attn=source[0][0],
+                                                                noise=qwen.latent(1, SIZE), device="cpu")
+    unmasked = sample(model, [[source[0][0], {}]], batch_latent(1))
+    assert torch.equal(plain, unmasked) != forwards_mask  # the mask reaches the attention where the host forwards it
     for mechanism in ("qk", "probabilities"):
         patched, handle = control(model, qwen_edit(), mechanism)
         edited = sample(patched, positive, batch_latent(2))
