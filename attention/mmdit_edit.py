@@ -90,15 +90,18 @@ def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_p
 
 
 def with_source_image_tokens(x: torch.Tensor, token_axis: int, text_length: int,
-                             chunks: list[tuple[slice, bool]]) -> torch.Tensor:
+                             chunks: list[tuple[slice, bool]], image_tokens: int | None = None) -> torch.Tensor:
     """``x`` (q or k of a joint attention, batch first) where, in every conditional chunk, the edit
-    rows' image tokens (``text_length:`` along ``token_axis``) are the chunk's first row's; the
-    text tokens and the unconditional chunks are kept. ``x`` itself is not modified."""
+    rows' image tokens (``text_length:`` along ``token_axis``; with ``image_tokens``, only the
+    ``[T, T + image_tokens)`` of the image itself, not the reference images a model appends after
+    it) are the chunk's first row's; the text tokens and the unconditional chunks are kept. ``x``
+    itself is not modified."""
     edited = [rows for rows, cond in chunks if cond and rows.stop - rows.start > 1]
     if not edited:
         return x
     out = x.clone()
-    within = (slice(None),) * (token_axis - 1) + (slice(text_length, None),)
+    stop = None if image_tokens is None else text_length + image_tokens
+    within = (slice(None),) * (token_axis - 1) + (slice(text_length, stop),)
     for rows in edited:
         out[(slice(rows.start + 1, rows.stop),) + within] = x[(slice(rows.start, rows.start + 1),) + within]
     return out
@@ -120,8 +123,9 @@ class QKOverride:
             if q.ndim > token_axis and q.shape[token_axis] == self.joint_length:
                 chunks = self.edit.chunks(kwargs.get("transformer_options") or {}, q.shape[0])
                 if chunks:
-                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks)
-                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks)
+                    image = self.edit.image_tokens
+                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks, image)
+                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks, image)
                     args = (q, k) + args[2:]
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
@@ -150,6 +154,12 @@ class QKEdit:
         self.clock.reset()
         self._text_length = None
         self.recorder.start_run(grid)
+
+    @property
+    def image_tokens(self) -> int | None:
+        """This run's image tokens N (the joint attention's ``[T, T + N)``; reference images follow)."""
+        grid = self.recorder.grid
+        return None if grid is None else grid[0] * grid[1]
 
     def edits_block(self, block: BlockKey) -> bool:
         return self.settings.blocks is None or block in self.settings.blocks

@@ -33,8 +33,15 @@ def heads_first(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor
 
 
 def call_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The attention mask of a host attention call ``(q, k, v, heads, mask=None, …)``."""
-    return args[4] if len(args) > 4 else kwargs.get("mask")
+    """The attention mask of a host attention call ``(q, k, v, heads, mask=None, …)``, 4-D as the
+    host's attention broadcasts it (``[L, L]`` → ``[1, 1, L, L]``; Qwen-Image's additive text mask
+    ``[B, 1, L]`` → ``[B, 1, 1, L]``), or None."""
+    mask = args[4] if len(args) > 4 else kwargs.get("mask")
+    if mask is not None and mask.ndim == 2:
+        mask = mask.unsqueeze(0)
+    if mask is not None and mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    return mask
 
 
 def recorded_columns(edit: P2PEdit) -> tuple[int, ...]:
@@ -69,6 +76,8 @@ def image_text_probabilities(q: torch.Tensor, k: torch.Tensor, values: torch.Ten
     image_queries = q[:, :, text_length:]
     if mask is not None and mask.shape[-2] == q.shape[2]:
         mask = mask[..., text_length:, :]
+    if mask is not None and mask.is_floating_point():
+        mask = mask.to(q.dtype)  # the fused kernel takes an additive mask of the queries' dtype
     v = values.to(q.dtype).expand(q.shape[0], q.shape[1], *values.shape)
     return F.scaled_dot_product_attention(image_queries, k, v, attn_mask=mask).float().mean(1)
 

@@ -37,24 +37,32 @@ def edited_probabilities(p_source: torch.Tensor, p_edit: torch.Tensor, text_leng
 
 
 def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_length: int,
-                      rows: slice, step: CrossStep, row_chunk: int | None = None) -> torch.Tensor:
+                      rows: slice, step: CrossStep, row_chunk: int | None = None, image_tokens: int | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """The attention output ``[E, H, N, D]`` of the image queries of the edited items of one chunk
     (``rows``: the source, then its edits) with the edited image→text probabilities;
-    q, k, v are ``[B, H, L, D]``."""
+    q, k, v are ``[B, H, L, D]``; the image queries are ``[T, T + image_tokens)`` (None: every
+    query after the text); ``mask``: the call's 4-D mask (additive, or boolean: True attends)."""
     heads, length, dim = q.shape[1], q.shape[2], q.shape[3]
     src = rows.start
     edits = range(rows.start + 1, rows.stop)
     chunk = row_chunk or max(1, ROW_BUDGET // (heads * length))
     scale = dim ** -0.5
-    out = q.new_empty(len(edits), heads, length - text_length, v.shape[-1])
+    image_stop = length if image_tokens is None else text_length + image_tokens
+    out = q.new_empty(len(edits), heads, image_stop - text_length, v.shape[-1])
     step = step.to(q.device, torch.float32)
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
 
     def probabilities(item: int, start: int, stop: int) -> torch.Tensor:
         scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale
+        if mask is not None:  # [B | 1, H | 1, L | 1, L]
+            m = mask[item if mask.shape[0] > 1 else 0]
+            scores = scores + (m[:, start:stop] if m.shape[-2] > 1 else m).float()
         return scores.softmax(dim=-1)
 
-    for start in range(text_length, length, chunk):
-        stop = min(start + chunk, length)
+    for start in range(text_length, image_stop, chunk):
+        stop = min(start + chunk, image_stop)
         p_source = probabilities(src, start, stop)
         for e, item in enumerate(edits):
             p = edited_probabilities(p_source, probabilities(item, start, stop), text_length,
@@ -70,9 +78,10 @@ class ProbabilitiesOverride:
     attn2) unchanged."""
 
     def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
-                 text_length: int, joint_length: int, previous: Callable | None):
+                 text_length: int, joint_length: int, previous: Callable | None, image_tokens: int | None = None):
         self.chunks_of, self.step = chunks_of, step
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+        self.image_tokens = image_tokens  # N of the image's own tokens [T, T + N); reference images follow
 
     def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.previous is not None:
@@ -92,22 +101,21 @@ class ProbabilitiesOverride:
         edited = [rows for rows, cond in (chunks or ()) if cond and rows.stop - rows.start > 1]
         if not edited:
             return out
-        if call_mask(args, kwargs) is not None:
-            raise P2PInputError("mmdit_mechanism: 'probabilities' cannot edit an attention with a mask; "
-                                "use 'qk'")
         if self.step.mapper.shape[-1] != self.text_length:
             raise P2PInputError(
                 f"Prompt-to-Prompt: the model's text has {self.text_length} tokens but the P2P prompts "
                 f"{self.step.mapper.shape[-1]} columns; connect the model's own text encoder to 'P2P Prompts'")
         out = out.clone()
         heads_out = kwargs.get("skip_output_reshape", False)
+        mask = call_mask(args, kwargs)
         for rows in edited:
-            image = edited_image_rows(q, k, v, self.text_length, rows, self.step)
-            items = slice(rows.start + 1, rows.stop)
+            image = edited_image_rows(q, k, v, self.text_length, rows, self.step, image_tokens=self.image_tokens,
+                                      mask=mask)
+            items, tokens = slice(rows.start + 1, rows.stop), slice(self.text_length, self.text_length + image.shape[2])
             if heads_out:  # [B, H, L, D]
-                out[items, :, self.text_length:] = image.to(out.dtype)
+                out[items, :, tokens] = image.to(out.dtype)
             else:  # [B, L, H·D]
-                out[items, self.text_length:] = image.transpose(1, 2).flatten(2).to(out.dtype)
+                out[items, tokens] = image.transpose(1, 2).flatten(2).to(out.dtype)
         return out
 
 
@@ -126,4 +134,4 @@ class ProbabilitiesEdit(QKEdit):
         step = self.plan.cross_step(*position)
         if step.is_identity:
             return None
-        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous)
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, self.image_tokens)

@@ -20,7 +20,8 @@ The last line is machine readable:
 flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
-Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
+Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py) and tiny Qwen-Image
+(tests/harness/qwen_image_models.py), a 16² latent, 10 steps.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -97,7 +98,31 @@ def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, An
         noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
         out.append((family, model, {"positive": positive, "negative": negative, "latent": samples,
                                     "noise": noise.contiguous(), "steps": steps, "edit": edit}))
+    if not full_block:
+        out.append(qwen_image_workload())
     return out
+
+
+def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:
+    """The tests' tiny Qwen-Image (5-D latent, 16²) with random 11-column contexts and hand-made
+    prompts at those columns (its Qwen2.5-VL encoder is not built: 3.8 GB)."""
+    from harness import qwen_image_models as qwen
+
+    from comfyui_prompt_edit.attention.edit_spec import QWEN_IMAGE_ENCODER, P2PEdit
+    from comfyui_prompt_edit.attention.tokens import END, PromptTokens, Word
+
+    def prompt(text: str) -> PromptTokens:
+        words = text.split()
+        return PromptTokens(text, (*words, END), tuple(Word(w, (i,)) for i, w in enumerate(words)), len(words) + 1)
+
+    edit = P2PEdit(prompt(SOURCE), (prompt(EDIT),), encoder=QWEN_IMAGE_ENCODER)
+    columns = edit.num_columns
+    positive = [[torch.cat([qwen.random_conditioning(tokens=columns, seed=s)[0][0] for s in (1, 2)]), {}]]
+    samples = qwen.latent(2, 16)
+    noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
+    return ("qwen_image", qwen.tiny_qwen_image_model(),
+            {"positive": positive, "negative": qwen.random_conditioning(tokens=5, seed=3), "latent": samples,
+             "noise": noise.contiguous(), "steps": 10, "edit": edit})
 
 
 def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:

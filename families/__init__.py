@@ -4,13 +4,14 @@ joint-attention transformers (MMDiT), one module per family with its row."""
 
 from .joint.flux import FLUX
 from .joint.hidream import HIDREAM
+from .joint.qwen_image import QWEN_IMAGE
 from .joint.sd3 import SD3
 from .registry import (
     CROSS_ATTENTION, DIT_BLOCKS, JOINT_ATTENTION, MODEL_WRAPPER, ModelFamily, RefusedFamily, UnsupportedModelError,
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3, HIDREAM):
+for _family in (UNET, FLUX, SD3, QWEN_IMAGE, HIDREAM):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",

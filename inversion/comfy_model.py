@@ -60,10 +60,20 @@ def gradients_through(model, *others) -> Iterator[torch.device]:
     """Leave the node's inference mode and load ``model`` (and ``others``: ModelPatchers such as a
     VAE's, a CLIP's) frozen, with weights usable in an autograd graph; yields ``model``'s device.
     Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it."""
+    # hosts whose fused kernels have no backward (0.33.0's comfy_kitchen RoPE, which Qwen-Image's
+    # attention calls) take the plain torch path while ``in_training`` is set: set it meanwhile
+    had_flag = hasattr(comfy.model_management, "in_training")
+    training = getattr(comfy.model_management, "in_training", False)
     with torch.inference_mode(False):
-        for patcher in (model, *others):
-            _load_for_gradients(patcher)
-        yield model.load_device
+        try:
+            if had_flag:
+                comfy.model_management.in_training = True
+            for patcher in (model, *others):
+                _load_for_gradients(patcher)
+            yield model.load_device
+        finally:
+            if had_flag:
+                comfy.model_management.in_training = training
 
 
 def autograd_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
