@@ -37,20 +37,23 @@ def edited_probabilities(p_source: torch.Tensor, p_edit: torch.Tensor, text_leng
 
 
 def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_length: int,
-                      rows: slice, step: CrossStep, row_chunk: int | None = None) -> torch.Tensor:
+                      rows: slice, step: CrossStep, row_chunk: int | None = None,
+                      image_length: int | None = None) -> torch.Tensor:
     """The attention output ``[E, H, N, D]`` of the image queries of the edited items of one chunk
     (``rows``: the source, then its edits) with the edited image→text probabilities;
-    q, k, v are ``[B, H, L, D]``."""
-    heads, length, dim = q.shape[1], q.shape[2], q.shape[3]
+    q, k, v are ``[B, H, L, D]``; ``image_length``: the first N queries after the text (the
+    reference tokens after them keep the host's output)."""
+    heads, dim = q.shape[1], q.shape[3]
+    length = q.shape[2] if image_length is None else text_length + image_length
     src = rows.start
     edits = range(rows.start + 1, rows.stop)
-    chunk = row_chunk or max(1, ROW_BUDGET // (heads * length))
+    chunk = row_chunk or max(1, ROW_BUDGET // (heads * k.shape[2]))
     scale = dim ** -0.5
     out = q.new_empty(len(edits), heads, length - text_length, v.shape[-1])
     step = step.to(q.device, torch.float32)
 
     def probabilities(item: int, start: int, stop: int) -> torch.Tensor:
-        scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale
+        scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale  # every key
         return scores.softmax(dim=-1)
 
     for start in range(text_length, length, chunk):
@@ -63,6 +66,21 @@ def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_le
     return out
 
 
+def left_padded(step: CrossStep, pads: int) -> CrossStep:
+    """``step`` over a context the model left-padded with ``pads`` columns (Flux.2): each pad
+    column maps to itself with the coefficients of the prompts' first column (a template or start
+    token, never a word), as the columns outside the words are edited in Prompt-to-Prompt."""
+    edits, n = step.mapper.shape[0], step.mapper.shape[-1]
+    mapper = torch.zeros(edits, pads + n, pads + n, dtype=step.mapper.dtype, device=step.mapper.device)
+    mapper[:, :pads, :pads] = torch.eye(pads, dtype=step.mapper.dtype, device=step.mapper.device)
+    mapper[:, pads:, pads:] = step.mapper
+
+    def widen(c: torch.Tensor) -> torch.Tensor:
+        return torch.cat([c[:, :1].expand(edits, pads), c], dim=1)
+
+    return CrossStep(mapper, widen(step.c_src), widen(step.c_own), step.use_src, step.use_own, step.is_identity)
+
+
 class ProbabilitiesOverride:
     """The attention override of one block call: the joint attention (``joint_length`` tokens,
     text first) computed by the host (or the override it was layered on), then the edited items'
@@ -70,9 +88,13 @@ class ProbabilitiesOverride:
     attn2) unchanged."""
 
     def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
-                 text_length: int, joint_length: int, previous: Callable | None):
+                 text_length: int, joint_length: int, previous: Callable | None, image_length: int | None = None,
+                 text_offset: int = 0):
         self.chunks_of, self.step = chunks_of, step
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+        self.image_length = joint_length - text_length if image_length is None else image_length
+        if text_offset:
+            self.step = left_padded(step, text_offset)
 
     def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.previous is not None:
@@ -102,12 +124,13 @@ class ProbabilitiesOverride:
         out = out.clone()
         heads_out = kwargs.get("skip_output_reshape", False)
         for rows in edited:
-            image = edited_image_rows(q, k, v, self.text_length, rows, self.step)
+            image = edited_image_rows(q, k, v, self.text_length, rows, self.step, image_length=self.image_length)
             items = slice(rows.start + 1, rows.stop)
+            tokens = slice(self.text_length, self.text_length + self.image_length)
             if heads_out:  # [B, H, L, D]
-                out[items, :, self.text_length:] = image.to(out.dtype)
+                out[items, :, tokens] = image.to(out.dtype)
             else:  # [B, L, H·D]
-                out[items, self.text_length:] = image.transpose(1, 2).flatten(2).to(out.dtype)
+                out[items, tokens] = image.transpose(1, 2).flatten(2).to(out.dtype)
         return out
 
 
@@ -122,8 +145,8 @@ class ProbabilitiesEdit(QKEdit):
         self.plan = plan
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None) -> Callable | None:
+                 previous: Callable | None, image_length: int | None = None, text_offset: int = 0) -> Callable | None:
         step = self.plan.cross_step(*position)
         if step.is_identity:
             return None
-        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous)
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, image_length, text_offset)

@@ -2,14 +2,16 @@
 (host code; see :mod:`.registry`). ``unet/`` holds the cross-attention UNets, ``joint/`` the
 joint-attention transformers (MMDiT), one module per family with its row."""
 
+from .joint.chroma import CHROMA
 from .joint.flux import FLUX
+from .joint.flux2 import FLUX2
 from .joint.sd3 import SD3
 from .registry import (
     CROSS_ATTENTION, DIT_BLOCKS, JOINT_ATTENTION, MODEL_WRAPPER, ModelFamily, RefusedFamily, UnsupportedModelError,
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3):
+for _family in (UNET, FLUX, SD3, FLUX2, CHROMA):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",
