@@ -90,17 +90,16 @@ def check_mmdit_request(edit: P2PEdit, kind: str, word_windows: str, attention_p
 
 
 def with_source_image_tokens(x: torch.Tensor, token_axis: int, text_length: int,
-                             chunks: list[tuple[slice, bool]], image_tokens: int | None = None) -> torch.Tensor:
+                             chunks: list[tuple[slice, bool]], image_length: int | None = None) -> torch.Tensor:
     """``x`` (q or k of a joint attention, batch first) where, in every conditional chunk, the edit
-    rows' image tokens (``text_length:`` along ``token_axis``; with ``image_tokens``, only the
-    ``[T, T + image_tokens)`` of the image itself, not the reference images a model appends after
-    it) are the chunk's first row's; the text tokens and the unconditional chunks are kept. ``x``
-    itself is not modified."""
+    rows' image tokens (``text_length:`` along ``token_axis``, the first ``image_length`` of them:
+    reference tokens after the image, Flux.2's and Kontext's, are kept) are the chunk's first row's;
+    the text tokens and the unconditional chunks are kept. ``x`` itself is not modified."""
     edited = [rows for rows, cond in chunks if cond and rows.stop - rows.start > 1]
     if not edited:
         return x
     out = x.clone()
-    stop = None if image_tokens is None else text_length + image_tokens
+    stop = None if image_length is None else text_length + image_length
     within = (slice(None),) * (token_axis - 1) + (slice(text_length, stop),)
     for rows in edited:
         out[(slice(rows.start + 1, rows.stop),) + within] = x[(slice(rows.start, rows.start + 1),) + within]
@@ -113,8 +112,10 @@ class QKOverride:
     runs (SD3.5's image-only attn2, N tokens) unchanged. Calls the override it was layered on, or
     the host's attention function."""
 
-    def __init__(self, edit: "QKEdit", text_length: int, joint_length: int, previous: Callable | None):
+    def __init__(self, edit: "QKEdit", text_length: int, joint_length: int, previous: Callable | None,
+                 image_length: int | None = None):
         self.edit, self.text_length, self.joint_length, self.previous = edit, text_length, joint_length, previous
+        self.image_length = image_length
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if len(args) >= 2 and isinstance(args[0], torch.Tensor):
@@ -123,9 +124,8 @@ class QKOverride:
             if q.ndim > token_axis and q.shape[token_axis] == self.joint_length:
                 chunks = self.edit.chunks(kwargs.get("transformer_options") or {}, q.shape[0])
                 if chunks:
-                    image = self.edit.image_tokens
-                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks, image)
-                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks, image)
+                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks, self.image_length)
+                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks, self.image_length)
                     args = (q, k) + args[2:]
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
@@ -145,6 +145,11 @@ class QKEdit:
         self._text_length: int | None = None
 
     @property
+    def block_text_length(self) -> int | None:
+        """The text length of this run's last double block (what a single block's text is)."""
+        return self._text_length
+
+    @property
     def store(self) -> AttentionMapStore:
         """The word maps of the last sampling run (for P2P Attention Maps)."""
         return self.recorder.store
@@ -155,12 +160,6 @@ class QKEdit:
         self._text_length = None
         self.recorder.start_run(grid)
 
-    @property
-    def image_tokens(self) -> int | None:
-        """This run's image tokens N (the joint attention's ``[T, T + N)``; reference images follow)."""
-        grid = self.recorder.grid
-        return None if grid is None else grid[0] * grid[1]
-
     def edits_block(self, block: BlockKey) -> bool:
         return self.settings.blocks is None or block in self.settings.blocks
 
@@ -169,13 +168,14 @@ class QKEdit:
         return batch_chunks(self.edit, opts, rows)
 
     def block_options(self, opts: dict, text_length: int | None, joint_length: int, edits: bool = True,
-                      records: bool = False) -> dict | None:
+                      records: bool = False, text_offset: int = 0) -> dict | None:
         """The ``transformer_options`` one block call must run with where it edits (``edits``: a
         block the edit runs in) or records word maps (``records``), a copy of ``opts`` with the
         overrides layered on the override already there, or None where it does neither.
         ``text_length`` is None in Flux's single blocks, whose input no longer tells text from image
         tokens: the last double block's text length is used (the host runs every double block
-        before the single ones)."""
+        before the single ones). ``text_offset``: the column of the model's text where the prompts'
+        columns start (a model that left-pads its context, Flux.2: the pads come first)."""
         if text_length is None:
             text_length = self._text_length
         else:
@@ -185,23 +185,32 @@ class QKEdit:
         position = self.clock.position(opts)
         if position is None:
             return None
+        image_length = self.image_length(joint_length - text_length)
         override = previous = opts.get("optimized_attention_override")
         if edits:
-            override = self.override(position, text_length, joint_length, previous) or previous
+            override = self.override(position, text_length, joint_length, previous, image_length=image_length,
+                                     text_offset=text_offset) or previous
         if records and self.recorder.store.columns:  # outermost: it sees each prompt's own queries and keys, before the edit
-            override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override)
+            override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override,
+                                            text_offset)
         if override is previous:
             return None
         edited = dict(opts)  # a copy: the host shares one dict across blocks
         edited["optimized_attention_override"] = override
         return edited
 
+    def image_length(self, tokens_after_text: int) -> int:
+        """How many of the tokens after the text are this run's image (its grid); the rest are
+        reference images' tokens (Flux.2, Kontext), which no edit touches."""
+        grid = self.recorder.grid
+        return tokens_after_text if grid is None else min(tokens_after_text, grid[0] * grid[1])
+
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None) -> Callable | None:
+                 previous: Callable | None, image_length: int | None = None, text_offset: int = 0) -> Callable | None:
         """The attention override of a block call at step ``position``, or None where it does not edit."""
         if not self.settings.window.active(*position):
             return None
-        return QKOverride(self, text_length, joint_length, previous)
+        return QKOverride(self, text_length, joint_length, previous, image_length)
 
     def blend(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor,
               schedule: torch.Tensor | None) -> torch.Tensor:

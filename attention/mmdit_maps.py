@@ -54,10 +54,15 @@ def recorded_columns(edit: P2PEdit) -> tuple[int, ...]:
 
 
 def one_hot_values(columns: tuple[int, ...], num_columns: int, text_length: int, joint_length: int,
-                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+                   device: torch.device, dtype: torch.dtype, text_offset: int = 0) -> torch.Tensor:
     """``[joint_length, C]`` values whose attention output is the probability of each of
     ``columns``: 1 at the column in every repeat of the prompts' ``num_columns`` (the host repeats
-    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere."""
+    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere.
+    ``text_offset``: the model left-padded the prompts' columns by that many (Flux.2), no repeats."""
+    if text_offset:
+        values = torch.zeros(joint_length, len(columns), device=device, dtype=dtype)
+        values[torch.tensor(columns, device=device) + text_offset, torch.arange(len(columns), device=device)] = 1
+        return values
     if text_length % num_columns:
         raise P2PInputError(
             f"Prompt-to-Prompt: the model's text has {text_length} tokens, not a multiple of the P2P prompts' "
@@ -98,17 +103,17 @@ class MMDiTMapRecorder:
         self.grid = grid
 
     def record(self, q: torch.Tensor, k: torch.Tensor, rows: slice, text_length: int, step: int, num_steps: int,
-               mask: torch.Tensor | None = None) -> None:
+               mask: torch.Tensor | None = None, text_offset: int = 0) -> None:
         """Add the maps of one block's joint attention (q, k: ``[B, H, L, D]``) for the batch items ``rows``."""
         if self.grid is None or not self.store.columns:
             return
         tokens = self.grid[0] * self.grid[1]
         if q.shape[2] - text_length < tokens:
             return  # not this run's image (cannot happen through the stock samplers)
-        key = (text_length, q.shape[2], q.device, q.dtype)
+        key = (text_length, text_offset, q.shape[2], q.device, q.dtype)
         if key not in self._values:
             self._values[key] = one_hot_values(self.store.columns, self.edit.num_columns, text_length, q.shape[2],
-                                               q.device, q.dtype)
+                                               q.device, q.dtype, text_offset)
         if mask is not None and mask.shape[0] == q.shape[0]:
             mask = mask[rows]
         maps = image_text_probabilities(q[rows], k[rows], self._values[key], text_length, mask)
@@ -123,9 +128,11 @@ class MapRecordingOverride:
     (SD3.5's image-only attn2) only runs."""
 
     def __init__(self, recorder: MMDiTMapRecorder, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None],
-                 position: tuple[int, int], text_length: int, joint_length: int, previous: Callable | None):
+                 position: tuple[int, int], text_length: int, joint_length: int, previous: Callable | None,
+                 text_offset: int = 0):
         self.recorder, self.chunks_of, self.position = recorder, chunks_of, position
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+        self.text_offset = text_offset
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if len(args) >= 2 and isinstance(args[0], torch.Tensor):
@@ -136,7 +143,8 @@ class MapRecordingOverride:
                 chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0]) or ()
                 rows = next((r for r, cond in chunks if cond), None)
                 if rows is not None:
-                    self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs))
+                    self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs),
+                                         text_offset=self.text_offset)
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)

@@ -37,38 +37,54 @@ def edited_probabilities(p_source: torch.Tensor, p_edit: torch.Tensor, text_leng
 
 
 def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_length: int,
-                      rows: slice, step: CrossStep, row_chunk: int | None = None, image_tokens: int | None = None,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+                      rows: slice, step: CrossStep, row_chunk: int | None = None,
+                      image_length: int | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """The attention output ``[E, H, N, D]`` of the image queries of the edited items of one chunk
     (``rows``: the source, then its edits) with the edited image→text probabilities;
-    q, k, v are ``[B, H, L, D]``; the image queries are ``[T, T + image_tokens)`` (None: every
-    query after the text); ``mask``: the call's 4-D mask (additive, or boolean: True attends)."""
-    heads, length, dim = q.shape[1], q.shape[2], q.shape[3]
+    q, k, v are ``[B, H, L, D]``; ``image_length``: the first N queries after the text (the
+    reference tokens after them keep the host's output); ``mask``: the call's 4-D mask (additive,
+    or boolean: True attends)."""
+    heads, dim = q.shape[1], q.shape[3]
+    length = q.shape[2] if image_length is None else text_length + image_length
     src = rows.start
     edits = range(rows.start + 1, rows.stop)
-    chunk = row_chunk or max(1, ROW_BUDGET // (heads * length))
+    chunk = row_chunk or max(1, ROW_BUDGET // (heads * k.shape[2]))
     scale = dim ** -0.5
-    image_stop = length if image_tokens is None else text_length + image_tokens
-    out = q.new_empty(len(edits), heads, image_stop - text_length, v.shape[-1])
-    step = step.to(q.device, torch.float32)
+    out = q.new_empty(len(edits), heads, length - text_length, v.shape[-1])
     if mask is not None and mask.dtype == torch.bool:
         mask = torch.zeros(mask.shape, device=q.device).masked_fill(~mask, float("-inf"))
+    step = step.to(q.device, torch.float32)
 
     def probabilities(item: int, start: int, stop: int) -> torch.Tensor:
-        scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale
+        scores = (q[item, :, start:stop].float() @ k[item].float().transpose(-1, -2)) * scale  # every key
         if mask is not None:  # [B | 1, H | 1, L | 1, L]
             m = mask[item if mask.shape[0] > 1 else 0]
             scores = scores + (m[:, start:stop] if m.shape[-2] > 1 else m).float()
         return scores.softmax(dim=-1)
 
-    for start in range(text_length, image_stop, chunk):
-        stop = min(start + chunk, image_stop)
+    for start in range(text_length, length, chunk):
+        stop = min(start + chunk, length)
         p_source = probabilities(src, start, stop)
         for e, item in enumerate(edits):
             p = edited_probabilities(p_source, probabilities(item, start, stop), text_length,
                                      step.mapper[e], step.c_src[e], step.c_own[e])
             out[e, :, start - text_length: stop - text_length] = (p @ v[item].float()).to(out.dtype)
     return out
+
+
+def left_padded(step: CrossStep, pads: int) -> CrossStep:
+    """``step`` over a context the model left-padded with ``pads`` columns (Flux.2): each pad
+    column maps to itself with the coefficients of the prompts' first column (a template or start
+    token, never a word), as the columns outside the words are edited in Prompt-to-Prompt."""
+    edits, n = step.mapper.shape[0], step.mapper.shape[-1]
+    mapper = torch.zeros(edits, pads + n, pads + n, dtype=step.mapper.dtype, device=step.mapper.device)
+    mapper[:, :pads, :pads] = torch.eye(pads, dtype=step.mapper.dtype, device=step.mapper.device)
+    mapper[:, pads:, pads:] = step.mapper
+
+    def widen(c: torch.Tensor) -> torch.Tensor:
+        return torch.cat([c[:, :1].expand(edits, pads), c], dim=1)
+
+    return CrossStep(mapper, widen(step.c_src), widen(step.c_own), step.use_src, step.use_own, step.is_identity)
 
 
 class ProbabilitiesOverride:
@@ -78,10 +94,13 @@ class ProbabilitiesOverride:
     attn2) unchanged."""
 
     def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
-                 text_length: int, joint_length: int, previous: Callable | None, image_tokens: int | None = None):
+                 text_length: int, joint_length: int, previous: Callable | None, image_length: int | None = None,
+                 text_offset: int = 0):
         self.chunks_of, self.step = chunks_of, step
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
-        self.image_tokens = image_tokens  # N of the image's own tokens [T, T + N); reference images follow
+        self.image_length = joint_length - text_length if image_length is None else image_length
+        if text_offset:
+            self.step = left_padded(step, text_offset)
 
     def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.previous is not None:
@@ -109,9 +128,10 @@ class ProbabilitiesOverride:
         heads_out = kwargs.get("skip_output_reshape", False)
         mask = call_mask(args, kwargs)
         for rows in edited:
-            image = edited_image_rows(q, k, v, self.text_length, rows, self.step, image_tokens=self.image_tokens,
+            image = edited_image_rows(q, k, v, self.text_length, rows, self.step, image_length=self.image_length,
                                       mask=mask)
-            items, tokens = slice(rows.start + 1, rows.stop), slice(self.text_length, self.text_length + image.shape[2])
+            items = slice(rows.start + 1, rows.stop)
+            tokens = slice(self.text_length, self.text_length + self.image_length)
             if heads_out:  # [B, H, L, D]
                 out[items, :, tokens] = image.to(out.dtype)
             else:  # [B, L, H·D]
@@ -130,8 +150,8 @@ class ProbabilitiesEdit(QKEdit):
         self.plan = plan
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None) -> Callable | None:
+                 previous: Callable | None, image_length: int | None = None, text_offset: int = 0) -> Callable | None:
         step = self.plan.cross_step(*position)
         if step.is_identity:
             return None
-        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, self.image_tokens)
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, image_length, text_offset)

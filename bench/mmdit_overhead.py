@@ -20,8 +20,9 @@ The last line is machine readable:
 flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
-Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py) and tiny Qwen-Image
-(tests/harness/qwen_image_models.py), a 16² latent, 10 steps.
+Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps;
+then the tiny Qwen-Image (16² latent), Flux.2 (klein layout, 8² latent at patch 1, 512 text columns)
+and Chroma (16² latent), with hand-made prompts on random context.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -98,9 +99,46 @@ def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, An
         noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
         out.append((family, model, {"positive": positive, "negative": negative, "latent": samples,
                                     "noise": noise.contiguous(), "steps": steps, "edit": edit}))
-    if not full_block:
-        out.append(qwen_image_workload())
-    return out
+    return out if full_block else out + newer_family_workloads()
+
+
+def hand_made_edit(encoder: str, columns: int) -> Any:
+    """A 2-prompt P2P edit with word columns, as P2P Prompts would make it with ``encoder``
+    (Flux.2's and Chroma's tiny text encoders are not built here)."""
+    from comfyui_prompt_edit.attention.edit_spec import P2PEdit
+    from comfyui_prompt_edit.attention.tokens import END, PAD, PromptTokens, Word
+
+    def prompt(text: str) -> Any:
+        words = text.split()
+        strings = (*words, END) + (PAD,) * (columns - len(words) - 1)
+        return PromptTokens(text, strings, tuple(Word(w, (i,)) for i, w in enumerate(words)), columns)
+
+    return P2PEdit(prompt(SOURCE), (prompt(EDIT),), encoder=encoder)
+
+
+def newer_family_workloads() -> list[tuple[str, Any, dict[str, Any]]]:
+    """Qwen-Image, Flux.2 (klein layout, 512 left-padded text; where this ComfyUI has it) and Chroma, with
+    random conditioning of 16 columns and a hand-made edit."""
+    from comfyui_prompt_edit.attention.edit_spec import FLUX2_ENCODER, T5_ENCODER
+    from comfyui_prompt_edit.families import UnsupportedModelError, family_by_id
+    from harness import chroma_models, flux2_models
+
+    families = [("chroma", chroma_models.tiny_chroma_model(), (16, 16, 16), T5_ENCODER,
+                 chroma_models.CHROMA_CONTEXT_DIM, chroma_models.CHROMA_POOLED_DIM)]
+    try:
+        family_by_id("flux2")
+        families.insert(0, ("flux2", flux2_models.tiny_flux2_model(guidance_embed=False), (128, 8, 8), FLUX2_ENCODER,
+                            flux2_models.FLUX2_CONTEXT_DIM, 16))
+    except UnsupportedModelError:
+        pass
+    out = []
+    for family, model, shape, encoder, width, pooled in families:
+        samples = torch.zeros(2, *shape)
+        noise = torch.randn(1, *shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
+        out.append((family, model, {"positive": conditioning(2, 16, width, pooled, seed=1),
+                                    "negative": conditioning(1, 16, width, pooled, seed=2), "latent": samples,
+                                    "noise": noise.contiguous(), "steps": 10, "edit": hand_made_edit(encoder, 16)}))
+    return [qwen_image_workload()] + out
 
 
 def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:
@@ -108,15 +146,10 @@ def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:
     prompts at those columns (its Qwen2.5-VL encoder is not built: 3.8 GB)."""
     from harness import qwen_image_models as qwen
 
-    from comfyui_prompt_edit.attention.edit_spec import QWEN_IMAGE_ENCODER, P2PEdit
-    from comfyui_prompt_edit.attention.tokens import END, PromptTokens, Word
+    from comfyui_prompt_edit.attention.edit_spec import QWEN_IMAGE_ENCODER
 
-    def prompt(text: str) -> PromptTokens:
-        words = text.split()
-        return PromptTokens(text, (*words, END), tuple(Word(w, (i,)) for i, w in enumerate(words)), len(words) + 1)
-
-    edit = P2PEdit(prompt(SOURCE), (prompt(EDIT),), encoder=QWEN_IMAGE_ENCODER)
-    columns = edit.num_columns
+    columns = max(len(SOURCE.split()), len(EDIT.split())) + 1
+    edit = hand_made_edit(QWEN_IMAGE_ENCODER, columns)
     positive = [[torch.cat([qwen.random_conditioning(tokens=columns, seed=s)[0][0] for s in (1, 2)]), {}]]
     samples = qwen.latent(2, 16)
     noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)

@@ -2,7 +2,9 @@
 (host code; see :mod:`.registry`). ``unet/`` holds the cross-attention UNets, ``joint/`` the
 joint-attention transformers (MMDiT), one module per family with its row."""
 
+from .joint.chroma import CHROMA
 from .joint.flux import FLUX
+from .joint.flux2 import FLUX2
 from .joint.hidream import HIDREAM
 from .joint.qwen_image import QWEN_IMAGE
 from .joint.sd3 import SD3
@@ -11,7 +13,7 @@ from .registry import (
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3, QWEN_IMAGE, HIDREAM):
+for _family in (UNET, FLUX, SD3, FLUX2, CHROMA, QWEN_IMAGE, HIDREAM):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",

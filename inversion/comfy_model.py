@@ -60,20 +60,45 @@ def gradients_through(model, *others) -> Iterator[torch.device]:
     """Leave the node's inference mode and load ``model`` (and ``others``: ModelPatchers such as a
     VAE's, a CLIP's) frozen, with weights usable in an autograd graph; yields ``model``'s device.
     Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it."""
-    # hosts whose fused kernels have no backward (0.33.0's comfy_kitchen RoPE, which Qwen-Image's
-    # attention calls) take the plain torch path while ``in_training`` is set: set it meanwhile
-    had_flag = hasattr(comfy.model_management, "in_training")
-    training = getattr(comfy.model_management, "in_training", False)
-    with torch.inference_mode(False):
-        try:
-            if had_flag:
-                comfy.model_management.in_training = True
-            for patcher in (model, *others):
-                _load_for_gradients(patcher)
-            yield model.load_device
-        finally:
-            if had_flag:
-                comfy.model_management.in_training = training
+    with torch.inference_mode(False), _differentiable_kernels(), _saved_copies(_updates_in_place(model)):
+        for patcher in (model, *others):
+            _load_for_gradients(patcher)
+        yield model.load_device
+
+
+def _updates_in_place(model) -> bool:
+    from ..families import find_family  # the registry imports comfy.model_base; keep this module light
+
+    family = find_family(model)
+    return family is not None and family.updates_in_place
+
+
+@contextmanager
+def _saved_copies(enabled: bool) -> Iterator[None]:
+    """Autograd keeps copies of the tensors it saves for the backward pass: the Flux blocks add to
+    their activations in place (``img += …``) after a norm saved them, which autograd otherwise
+    refuses ("modified by an inplace operation"). Costs the saved activations' memory once more."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
+        yield
+
+
+@contextmanager
+def _differentiable_kernels() -> Iterator[None]:
+    """Newer hosts (0.33.0) run Flux-family RoPE through comfy_kitchen kernels that have no
+    backward unless ``comfy.model_management.in_training`` is set (flux/math.py apply_rope); set it
+    while gradients flow, where the host has the flag, and put it back."""
+    if not hasattr(comfy.model_management, "in_training"):
+        yield
+        return
+    before = comfy.model_management.in_training
+    comfy.model_management.in_training = True
+    try:
+        yield
+    finally:
+        comfy.model_management.in_training = before
 
 
 def autograd_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -95,7 +95,7 @@ def test_the_recorder_keeps_each_prompts_own_maps_of_the_conditional_chunk_befor
     assert edit.store.spatial == (3, 4) and edit.store.num_steps == 10
     edited_q = seen[0] if layout == "flux" else seen[0].unflatten(2, (heads, dim)).transpose(1, 2)
     assert torch.equal(edited_q[3, :, TEXT:TEXT + 12], q[2, :, TEXT:TEXT + 12])  # and the edit ran on what the host got
-    assert torch.equal(edited_q[3, :, TEXT + 12:], q[3, :, TEXT + 12:])  # on the image only: reference tokens are kept
+    assert torch.equal(edited_q[3, :, TEXT + 12:], q[3, :, TEXT + 12:])  # on the image's tokens, not the references'
     override(host, q[:, :, TEXT:], k[:, :, TEXT:], v[:, :, TEXT:], heads, skip_reshape=True, transformer_options=opts)
     assert edit.store.layer_counts[(3, JOINT)] == 1  # an image-only attention records nothing
 

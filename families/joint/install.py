@@ -42,7 +42,17 @@ def block_keys(model) -> list[tuple[str, int]]:
     return joint_family(model).block_keys(model)
 
 
-def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
+def text_offset(family: ModelFamily, text_length: int | None, num_columns: int) -> int:
+    """Where the prompts' columns start in the model's text: after the zeros a model that left-pads
+    its context (Flux.2, to 512) put before a shorter prompt; 0 for every other model."""
+    pads_to = family.pads_text_left_to
+    if not pads_to or text_length != pads_to or not 0 < num_columns < text_length:
+        return 0
+    return text_length - num_columns
+
+
+def _block_arguments(edit: QKEdit, family: ModelFamily):
+    map_blocks = family.map_blocks
     def arguments(kind: str, index: int, args: dict) -> dict | None:
         opts = args.get("transformer_options") or {}
         if kind == "double_block":  # [B, T, D] text and [B, N, D] image streams
@@ -56,8 +66,9 @@ def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
         passes_containers = takes_containers(previous)
         if passes_containers:  # the edit's overrides chain to a host function that hands on containers
             opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
+        offset = text_offset(family, text_length or edit.block_text_length, edit.edit.num_columns)
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
-                                    records=kind in map_blocks)
+                                    records=kind in map_blocks, text_offset=offset)
         if edited is None:
             return None
         if passes_containers:
@@ -94,7 +105,7 @@ def install_mmdit_edit(model, edit: QKEdit):
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
-    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family.map_blocks))
+    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family))
     if p2p_edit.local_blend is not None:
         set_post_cfg_blend(patched, edit.blend)
 
