@@ -38,6 +38,10 @@ def _always(model: Any) -> bool:
     return True
 
 
+def _never(model: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One model family: what the pack needs to know to install each feature on its models."""
@@ -54,6 +58,7 @@ class ModelFamily:
     cfg_note: str = ""  # why it has no real CFG, for the refusal of the null-text methods
     added_in: str = ""  # the ComfyUI version that added its model class, for hosts without it
     recognises: Callable[[Any], bool] | None = None  # instead of the class match (the UNet row: by structure)
+    image_first: Callable[[Any], bool] = field(default=_never)  # joint: its attention runs [image, text]
 
     @property
     def is_joint(self) -> bool:

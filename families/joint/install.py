@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ...attention.edit_plan import EditPlan
 from ...attention.edit_spec import P2PEdit
+from ...attention.joint_order import host_order_view, text_first_view
 from ...attention.mmdit_edit import QKEdit, QKSettings
 from ...attention.mmdit_probabilities import ProbabilitiesEdit
 from ...attention.sampled_batch import check_sampled_batch
@@ -40,11 +41,13 @@ def block_keys(model) -> list[tuple[str, int]]:
     return joint_family(model).block_keys(model)
 
 
-def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
+def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...], image_first: bool):
+    last_double = {}  # image-first models: the text length of the last double block (no img_slice there)
+
     def arguments(kind: str, index: int, args: dict) -> dict | None:
         opts = args.get("transformer_options") or {}
         if kind == "double_block":  # [B, T, D] text and [B, N, D] image streams
-            text_length = args["txt"].shape[1]
+            text_length = last_double["text"] = args["txt"].shape[1]
             joint_length = text_length + args["img"].shape[1]
         else:  # Flux single block: one [B, T + N, D] stream; 0.33.0 also says where the image starts
             img_slice = opts.get("img_slice")
@@ -54,10 +57,17 @@ def _block_arguments(edit: QKEdit, map_blocks: tuple[str, ...]):
         passes_containers = takes_containers(previous)
         if passes_containers:  # the edit's overrides chain to a host function that hands on containers
             opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
+        image_first_text = text_length if text_length is not None else last_double.get("text")
+        if image_first and image_first_text is not None:  # the edit sees [text, image]; the host its own order
+            opts = {**opts, "optimized_attention_override": host_order_view(
+                opts.get("optimized_attention_override"), image_first_text, joint_length)}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
                                     records=kind in map_blocks)
         if edited is None:
             return None
+        if image_first and image_first_text is not None:
+            edited["optimized_attention_override"] = text_first_view(edited["optimized_attention_override"],
+                                                                     image_first_text, joint_length)
         if passes_containers:
             edited["optimized_attention_override"] = ContainerPassingOverride(edited["optimized_attention_override"],
                                                                               previous)
@@ -81,9 +91,10 @@ def install_probabilities(model, plan: EditPlan, blocks: frozenset | None = None
 
 def image_grid(model, latent_image) -> tuple[int, int]:
     """The image tokens' (rows, columns) for a latent: one per patch, the last ones padded."""
-    patch = int(getattr(model.model.diffusion_model, "patch_size", 2))
+    patch = getattr(model.model.diffusion_model, "patch_size", 2)
+    rows, columns = (patch, patch) if isinstance(patch, int) else patch[-2:]  # HunyuanImage: [1, 1]
     height, width = latent_image.shape[-2:]
-    return -(-int(height) // patch), -(-int(width) // patch)
+    return -(-int(height) // int(rows)), -(-int(width) // int(columns))
 
 
 def install_mmdit_edit(model, edit: QKEdit):
@@ -92,7 +103,7 @@ def install_mmdit_edit(model, edit: QKEdit):
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
-    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family.map_blocks))
+    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family.map_blocks, family.image_first(model)))
     if p2p_edit.local_blend is not None:
         set_post_cfg_blend(patched, edit.blend)
 

@@ -1,0 +1,194 @@
+"""HunyuanImage 2.1 through ComfyUI's stock sampling, with tiny random-weight models built through
+its own classes (tests/harness/hunyuan_image_models.py) and random conditioning: P2P Attention
+Control (the qk edit and the probabilities edit), local blend, word maps, Invert Image / Apply
+Inversion and token-noise variations. On ComfyUI 0.3.64 the joint attention runs [image, text];
+the same tests hold there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import comfyui, hunyuan_image_models as hy
+from harness.inversion_runs import node as inversion_node, rel_err
+
+pytestmark = pytest.mark.comfy
+
+STEPS, SEED, LATENT = 6, 7, 8  # an 8×8 latent: 64 image tokens (patch [1, 1])
+TEXT = 8  # Qwen columns of the random prompts
+IMAGE_TOKENS = LATENT * LATENT
+
+
+@pytest.fixture(scope="module")
+def real_cfg_model():
+    return hy.tiny_hunyuan_image_model(guidance_embed=False)
+
+
+@pytest.fixture(scope="module")
+def guidance_model():
+    return hy.tiny_hunyuan_image_model(guidance_embed=True)
+
+
+def node(name: str):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[f"PromptEdit{name}"]()
+
+
+def hand_made_prompt(words: tuple[str, ...], byt5_text: str = ""):
+    """PromptTokens laid out as a random context's columns: the Qwen part (one word per column,
+    then <|im_end|> and pads to TEXT columns) and, for quoted text, the ByT5 part after it (one
+    column per byte, then </s>), as HunyuanImage appends ByT5's tokens to the Qwen ones."""
+    from comfyui_prompt_edit.attention.tokens import END, PAD, PromptTokens, Word
+
+    strings = (*words, END) + (PAD,) * (TEXT - len(words) - 1)
+    qwen = PromptTokens(" ".join(words), strings, tuple(Word(w, (i,)) for i, w in enumerate(words)), TEXT)
+    if not byt5_text:
+        return qwen
+    byt5 = PromptTokens(byt5_text, (*byt5_text, END), (Word(byt5_text, tuple(range(len(byt5_text)))),),
+                        len(byt5_text) + 1)
+    return PromptTokens.joined(f'{qwen.text} "{byt5_text}"', [qwen, byt5])
+
+
+SOURCE_WORDS, EDITED_WORDS = ("a", "red", "cat", "sits"), ("a", "red", "dog", "sits")
+
+
+def hunyuan_edit(targets: int = 1, edited_words: tuple[str, ...] = EDITED_WORDS, byt5_text: str = ""):
+    from comfyui_prompt_edit.attention.edit_spec import HUNYUAN_IMAGE_ENCODER, P2PEdit
+
+    return P2PEdit(hand_made_prompt(SOURCE_WORDS, byt5_text),
+                   tuple(hand_made_prompt(edited_words, byt5_text) for _ in range(targets)),
+                   encoder=HUNYUAN_IMAGE_ENCODER)
+
+
+def batch_conditioning(rows: list[int], byt5_tokens: int = 0, guidance: float | None = None) -> list:
+    """A P2P-style positive: one random prompt per seed in ``rows`` (equal seeds = equal prompts)."""
+    parts = [hy.random_conditioning(seed=s, byt5_tokens=byt5_tokens, guidance=guidance)[0] for s in rows]
+    extra = dict(parts[0][1])
+    if byt5_tokens:
+        extra["conditioning_byt5small"] = torch.cat([p[1]["conditioning_byt5small"] for p in parts])
+    return [[torch.cat([p[0] for p in parts]), extra]]
+
+
+def negative_conditioning(guidance: float | None = None) -> list:
+    return hy.random_conditioning(seed=99, guidance=guidance)
+
+
+def latent(batch: int) -> dict:
+    return {"samples": torch.zeros(batch, hy.HUNYUAN_LATENT_CHANNELS, LATENT, LATENT), "batch_index": [0] * batch}
+
+
+def sample(model, positive, latent_image, cfg=2.5, negative=None):
+    import comfy.sample
+
+    negative = negative_conditioning() if negative is None else negative
+    samples = latent_image["samples"]
+    noise = comfy.sample.prepare_noise(samples, SEED, latent_image.get("batch_index"))
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, STEPS, cfg, "euler", "simple", positive, negative, samples,
+                                   seed=SEED, disable_pbar=True)
+
+
+def control(model, edit, mechanism="qk", kind="replace", qk_end=0.5, **kw):
+    return node("P2PAttentionControl").apply(model, edit, kind, 0.0, 0.8, 0.4, "coarse", qk_end=qk_end,
+                                             mmdit_mechanism=mechanism, **kw)
+
+
+def relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def assert_same(actual, expected, tol=1e-6):
+    scale = expected.abs().max().clamp_min(1.0)
+    torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
+
+
+class Capture:
+    """Another node's attention override on the model: records each call's q (and its step) and
+    runs the attention it was given; it sees the refiner's calls and, inside the edit, the joint ones."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __deepcopy__(self, memo):
+        return self  # 0.3.64's ModelPatcher.clone() deep-copies model_options
+
+    def __call__(self, func, *args, **kwargs):
+        from comfyui_prompt_edit.patching.sampling_call import sampling_step
+
+        opts = kwargs.get("transformer_options") or {}
+        step = sampling_step(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
+        axis = 2 if kwargs.get("skip_reshape", False) else 1
+        self.calls.append((step, tuple(opts.get("cond_or_uncond", [])), args[0].shape[axis], args[0].clone()))
+        return func(*args, **kwargs)
+
+
+def with_capture(model):
+    capture, patched = Capture(), model.clone()
+    patched.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = capture
+    return patched, capture
+
+
+# -- the family ------------------------------------------------------------------------------------
+
+
+def test_the_family_row_says_real_cfg_per_file(real_cfg_model, guidance_model):
+    from comfyui_prompt_edit.families import family_of
+
+    family = family_of(real_cfg_model)
+    assert family.id == "hunyuan_image" and family is family_of(guidance_model)
+    assert family.real_cfg(real_cfg_model) and not family.real_cfg(guidance_model)
+    assert family.block_keys(real_cfg_model) == [("double_block", 0), ("single_block", 0), ("single_block", 1)]
+    # 0.3.64 runs the joint attention image first; 0.33.0 text first (and says so with img_slice)
+    import comfy.ldm.flux.layers as layers
+    import inspect
+
+    flipped = "flipped_img_txt" in inspect.signature(layers.DoubleStreamBlock.__init__).parameters
+    assert family.image_first(real_cfg_model) == flipped
+
+
+# -- P2P Attention Control: the qk edit ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["qk", "probabilities"])
+def test_equal_prompts_give_the_source_and_the_source_is_plain_sampling(real_cfg_model, mechanism):
+    positive = batch_conditioning([1, 1])
+    edit = hunyuan_edit(edited_words=SOURCE_WORDS)
+    edited = sample(control(real_cfg_model, edit, mechanism, qk_end=1.0)[0], positive, latent(2))
+    assert_same(edited[1], edited[0])
+    plain = sample(real_cfg_model, batch_conditioning([1]), latent(1))
+    assert_same(edited[0], plain[0])
+
+
+@pytest.mark.parametrize("mechanism", ["qk", "probabilities"])
+def test_the_edit_moves_the_edited_item_and_keeps_the_source(real_cfg_model, mechanism):
+    positive = batch_conditioning([1, 2])
+    plain = sample(real_cfg_model, positive, latent(2))
+    edited = sample(control(real_cfg_model, hunyuan_edit(), mechanism)[0], positive, latent(2))
+    assert_same(edited[0], plain[0])
+    change = relative(edited[1], plain[1])
+    print(f"hunyuan_image {mechanism}: edited item moved by {change:.3g} relative")
+    assert change > 1e-3  # 1000× the tolerance the source is held to
+
+
+def test_the_refiner_calls_are_untouched_and_the_joint_ones_edited(real_cfg_model):
+    positive = batch_conditioning([1, 2])
+    plain_model, plain_calls = with_capture(real_cfg_model)
+    sample(plain_model, positive, latent(2), cfg=1.0)
+    edited_model, edited_calls = with_capture(real_cfg_model)
+    sample(control(edited_model, hunyuan_edit(), qk_end=1.0)[0], positive, latent(2), cfg=1.0)
+    assert len(plain_calls.calls) == len(edited_calls.calls)
+    refiner = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p[2] == TEXT]
+    joint = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p[2] == TEXT + IMAGE_TOKENS]
+    assert len(refiner) == 2 * STEPS and len(joint) == 3 * STEPS  # 2 refiner blocks; 1 double + 2 single
+    assert all(torch.equal(p[3], e[3]) for p, e in refiner)
+    # the capture runs inside the edit in the joint blocks: there it sees the source's image queries
+    image = slice(TEXT, None) if not _image_first(real_cfg_model) else slice(0, IMAGE_TOKENS)
+    for _, (step, _, _, q) in joint:
+        assert torch.equal(q[1, :, image], q[0, :, image])
+
+
+def _image_first(model) -> bool:
+    from comfyui_prompt_edit.families import family_of
+
+    return family_of(model).image_first(model)
