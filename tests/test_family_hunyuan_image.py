@@ -105,7 +105,8 @@ def assert_same(actual, expected, tol=1e-6):
 
 class Capture:
     """Another node's attention override on the model: records each call's q (and its step) and
-    runs the attention it was given; it sees the refiner's calls and, inside the edit, the joint ones."""
+    runs the attention it was given; it sees the refiner's calls and, inside the edit, the joint ones
+    (q, k as [B, H, L, D]: every HunyuanImage attention passes skip_reshape)."""
 
     def __init__(self):
         self.calls = []
@@ -119,7 +120,8 @@ class Capture:
         opts = kwargs.get("transformer_options") or {}
         step = sampling_step(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
         axis = 2 if kwargs.get("skip_reshape", False) else 1
-        self.calls.append((step, tuple(opts.get("cond_or_uncond", [])), args[0].shape[axis], args[0].clone()))
+        self.calls.append((step, tuple(opts.get("cond_or_uncond", [])), args[0].shape[axis], args[0].clone(),
+                           args[1].clone()))
         return func(*args, **kwargs)
 
 
@@ -140,11 +142,7 @@ def test_the_family_row_says_real_cfg_per_file(real_cfg_model, guidance_model):
     assert family.real_cfg(real_cfg_model) and not family.real_cfg(guidance_model)
     assert family.block_keys(real_cfg_model) == [("double_block", 0), ("single_block", 0), ("single_block", 1)]
     # 0.3.64 runs the joint attention image first; 0.33.0 text first (and says so with img_slice)
-    import comfy.ldm.flux.layers as layers
-    import inspect
-
-    flipped = "flipped_img_txt" in inspect.signature(layers.DoubleStreamBlock.__init__).parameters
-    assert family.image_first(real_cfg_model) == flipped
+    assert family.image_first(real_cfg_model) == host_runs_image_first()
 
 
 # -- P2P Attention Control: the qk edit ------------------------------------------------------------
@@ -183,12 +181,65 @@ def test_the_refiner_calls_are_untouched_and_the_joint_ones_edited(real_cfg_mode
     assert len(refiner) == 2 * STEPS and len(joint) == 3 * STEPS  # 2 refiner blocks; 1 double + 2 single
     assert all(torch.equal(p[3], e[3]) for p, e in refiner)
     # the capture runs inside the edit in the joint blocks: there it sees the source's image queries
-    image = slice(TEXT, None) if not _image_first(real_cfg_model) else slice(0, IMAGE_TOKENS)
-    for _, (step, _, _, q) in joint:
-        assert torch.equal(q[1, :, image], q[0, :, image])
+    image = slice(TEXT, None) if not host_runs_image_first() else slice(0, IMAGE_TOKENS)
+    for _, (step, _, _, q, k) in joint:
+        assert torch.equal(q[1, :, image], q[0, :, image]) and torch.equal(k[1, :, image], k[0, :, image])
+        assert not torch.equal(q[1], q[0])  # the text is each item's own
 
 
-def _image_first(model) -> bool:
-    from comfyui_prompt_edit.families import family_of
+def host_runs_image_first() -> bool:
+    """Whether this ComfyUI's HunyuanImage runs its joint attention [image, text] (0.3.64's Flux
+    blocks take ``flipped_img_txt``), read from the host, not from the pack's family row."""
+    import inspect
 
-    return family_of(model).image_first(model)
+    import comfy.ldm.flux.layers as layers
+
+    return "flipped_img_txt" in inspect.signature(layers.DoubleStreamBlock.__init__).parameters
+
+
+# -- local blend and word maps ----------------------------------------------------------------------
+
+
+def test_local_blend_keeps_the_source_outside_the_words_region(real_cfg_model, monkeypatch):
+    from comfyui_prompt_edit.attention import local_blend
+    from comfyui_prompt_edit.attention.edit_spec import LocalBlend
+
+    edit = hunyuan_edit().with_local_blend(LocalBlend((("cat",),), (("dog",),), 0.3, 0.0))
+    patched, handle = control(real_cfg_model, edit)
+    half = torch.zeros(1, 1, LATENT, LATENT)
+    half[..., : LATENT // 2] = 1
+    real_mask, real_masks = local_blend.blend_mask, []
+
+    def left_half(maps, selectors, latent_hw, threshold):  # the maps' own mask is kept to look at
+        real_masks.append(real_mask(maps, selectors, latent_hw, threshold))
+        return half
+
+    monkeypatch.setattr(local_blend, "blend_mask", left_half)
+    positive = batch_conditioning([1, 2])
+    out = sample(patched, positive, latent(2))
+    assert len(real_masks) == STEPS and real_masks[-1].shape == (1, 1, LATENT, LATENT)
+    assert handle.store.spatial == (LATENT, LATENT)
+    assert float((out[1] - out[0])[..., LATENT // 2:].abs().max()) == 0.0  # outside: the source's
+    assert float((out[1] - out[0])[..., : LATENT // 2].abs().max()) > 1e-2  # inside: the edit's own
+    unblended = sample(control(real_cfg_model, hunyuan_edit())[0], positive, latent(2))
+    assert torch.equal(out[0], unblended[0]) and not torch.equal(out[1], unblended[1])
+
+
+def test_the_word_maps_are_the_double_blocks_image_to_text_probabilities(real_cfg_model):
+    """The recorded maps, against the softmax of the q, k the host attention got (in its own order:
+    on 0.3.64 image first), for the source item of every step."""
+    capturing, capture = with_capture(real_cfg_model)
+    patched, handle = control(capturing, hunyuan_edit(), qk_end=0.0)  # records, edits nothing
+    sample(patched, batch_conditioning([1, 2]), latent(2), cfg=1.0)
+    columns = list(handle.store.columns)
+    assert columns == [0, 1, 2, 3, 4]  # the four words and <|im_end|>
+    image_first = host_runs_image_first()
+    double_calls = [c for c in capture.calls if c[2] == TEXT + IMAGE_TOKENS][::3]  # double, single, single
+    assert [c[0] for c in double_calls] == list(range(STEPS))
+    rows, text = (slice(0, IMAGE_TOKENS), IMAGE_TOKENS) if image_first else (slice(TEXT, None), 0)
+    for step, _, _, q, k in double_calls:
+        scores = (q[0] @ k[0].transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(-1)  # [H, L, L]
+        expected = scores[:, rows][..., [text + c for c in columns]].mean(0)
+        torch.testing.assert_close(handle.store.per_step[(step, "joint")][0], expected, rtol=1e-4, atol=1e-6)
+    (grid,) = node("P2PAttentionMaps").render(handle, latent(2), 1, "input+output", 0.0, 1.0, False, 32, 8)
+    assert grid.shape[0] == 1 and grid.shape[-1] == 3
