@@ -59,6 +59,7 @@ class ModelFamily:
     added_in: str = ""  # the ComfyUI version that added its model class, for hosts without it
     recognises: Callable[[Any], bool] | None = None  # instead of the class match (the UNet row: by structure)
     image_first: Callable[[Any], bool] = field(default=_never)  # joint: its attention runs [image, text]
+    adds_in_place: bool = False  # its blocks add residuals in place into tensors autograd saved (Flux-style single blocks)
 
     @property
     def is_joint(self) -> bool:

@@ -243,3 +243,113 @@ def test_the_word_maps_are_the_double_blocks_image_to_text_probabilities(real_cf
         torch.testing.assert_close(handle.store.per_step[(step, "joint")][0], expected, rtol=1e-4, atol=1e-6)
     (grid,) = node("P2PAttentionMaps").render(handle, latent(2), 1, "input+output", 0.0, 1.0, False, 32, 8)
     assert grid.shape[0] == 1 and grid.shape[-1] == 3
+
+
+# -- quoted text: ByT5 columns after the Qwen ones ---------------------------------------------------
+
+
+def test_a_prompt_with_byt5_tokens_keeps_the_source_and_edits_the_edit(real_cfg_model):
+    """Cond 8 Qwen + 5 ByT5 columns, uncond 8: separate forwards; the P2P prompts count both parts."""
+    byt5 = 5
+    positive = batch_conditioning([1, 2], byt5_tokens=byt5)
+    edit = hunyuan_edit(byt5_text="SALE")  # 4 bytes and </s>
+    assert edit.num_columns == TEXT + byt5
+    capturing, capture = with_capture(real_cfg_model)
+    plain = sample(capturing, positive, latent(2))
+    # the refiner runs on the Qwen columns only; ByT5's join the text after it
+    assert {c[2] for c in capture.calls if c[1] == (0,)} == {TEXT, TEXT + byt5 + IMAGE_TOKENS}
+    assert {c[2] for c in capture.calls if c[1] == (1,)} == {TEXT, TEXT + IMAGE_TOKENS}  # the uncond alone
+    for mechanism in ("qk", "probabilities"):
+        patched, handle = control(real_cfg_model, edit, mechanism)
+        edited = sample(patched, positive, latent(2))
+        assert_same(edited[0], plain[0])
+        assert relative(edited[1], plain[1]) > 1e-3
+        assert handle.store.running.shape[-1] == len(handle.store.columns)  # maps over both parts' words
+    alone = sample(real_cfg_model, batch_conditioning([1], byt5_tokens=byt5), latent(1))
+    assert_same(plain[0], alone[0])
+
+
+# -- the guidance-distilled file ---------------------------------------------------------------------
+
+
+def test_the_guidance_file_edits_at_cfg_1(guidance_model):
+    positive = batch_conditioning([1, 2], guidance=3.5)
+    negative = negative_conditioning(guidance=3.5)
+    plain = sample(guidance_model, positive, latent(2), cfg=1.0, negative=negative)
+    edited = sample(control(guidance_model, hunyuan_edit())[0], positive, latent(2), cfg=1.0, negative=negative)
+    assert_same(edited[0], plain[0])
+    assert relative(edited[1], plain[1]) > 1e-3
+
+
+# -- inversion ---------------------------------------------------------------------------------------
+
+INVERSION_STEPS = 6
+
+
+def photo_latent(seed: int = 5) -> torch.Tensor:
+    """A LATENT-space 'photo' [1, 64, 8, 8] (random: the models are random too)."""
+    return torch.randn(1, hy.HUNYUAN_LATENT_CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(seed))
+
+
+def invert(model, latent_samples, method, cfg, guidance=None):
+    positive, negative = hy.random_conditioning(seed=1, guidance=guidance), negative_conditioning(guidance)
+    with torch.inference_mode():
+        noisy, inversion = inversion_node("PromptEditInvertImage").invert(
+            model, positive, negative, {"samples": latent_samples}, method, "simple", INVERSION_STEPS, cfg, 2, 1e-5)
+    return positive, negative, noisy, inversion
+
+
+def sample_advanced(model, positive, negative, noisy, cfg):
+    with torch.inference_mode():
+        return inversion_node("KSamplerAdvanced").sample(model, "disable", 0, INVERSION_STEPS, cfg, "euler", "simple",
+                                                         positive, negative, noisy, 0, 10000, "disable")[0]["samples"]
+
+
+@pytest.mark.parametrize("file, cfg", [("real_cfg", 2.5), ("guidance", 1.0)])
+def test_direct_inversion_reconstructs_exactly(real_cfg_model, guidance_model, file, cfg):
+    model = real_cfg_model if file == "real_cfg" else guidance_model
+    guidance = 3.5 if file == "guidance" else None
+    photo = photo_latent()
+    positive, negative, noisy, inversion = invert(model, photo, "direct", cfg, guidance)
+    patched = inversion_node("PromptEditApplyInversion").apply(model, inversion)[0]
+    error = rel_err(sample_advanced(patched, positive, negative, noisy, cfg), photo)
+    print(f"hunyuan_image direct inversion ({file}, cfg {cfg}): relative latent error {error:.2g}")
+    assert error < 1e-4
+    assert rel_err(sample_advanced(model, positive, negative, noisy, cfg), photo) > 1e-2  # the correction's doing
+
+
+@pytest.mark.parametrize("method", ["null-text", "null-text fast", "negative-prompt"])
+def test_null_text_methods_are_refused_on_the_guidance_file(guidance_model, method):
+    with pytest.raises(ValueError, match=rf"method: '{method}' swaps the unconditional context .*HunyuanImage 2.1 "
+                                         r"does not run \(this HunyuanImage 2.1 file is guidance-distilled"):
+        invert(guidance_model, photo_latent(), method, 3.0, guidance=3.5)
+
+
+def test_null_text_inversion_runs_on_the_real_cfg_file(real_cfg_model):
+    photo, cfg = photo_latent(), 2.5
+    positive, negative, noisy, inversion = invert(real_cfg_model, photo, "null-text fast", cfg)
+    assert not torch.equal(inversion.unconds[0], negative[0][0][0])  # optimised per step
+    apply = inversion_node("PromptEditApplyInversion").apply
+    error = rel_err(sample_advanced(apply(real_cfg_model, inversion)[0], positive, negative, noisy, cfg), photo)
+    _, _, ddim_noisy, ddim = invert(real_cfg_model, photo, "ddim", cfg)
+    ddim_error = rel_err(sample_advanced(apply(real_cfg_model, ddim)[0], positive, negative, ddim_noisy, cfg), photo)
+    print(f"hunyuan_image null-text fast at cfg {cfg}: relative latent error {error:.3g} (ddim alone {ddim_error:.3g})")
+    assert error < ddim_error
+
+
+# -- token-noise variations --------------------------------------------------------------------------
+
+
+def test_token_noise_variations_sample_in_one_batch_with_the_source_kept(real_cfg_model):
+    positive = batch_conditioning([1, 2])
+    vary = node("StochasticEmbeddings").vary
+    _, varied, batch, varied_edit = vary(real_cfg_model, positive, latent(1), "token noise", 2, 0, 0.3, "", hunyuan_edit())
+    assert varied[0][0].shape[0] == 3 == varied_edit.batch_size
+    assert torch.equal(varied[0][0][0], positive[0][0][0])
+    dog = 2  # the column of the word the edit adds
+    changed = (varied[0][0][1:] != positive[0][0][1:2]).any(-1)
+    assert changed[:, dog].all() and changed.sum() == 2
+    out = sample(control(real_cfg_model, varied_edit)[0], varied, batch)
+    plain = sample(real_cfg_model, batch_conditioning([1]), latent(1))
+    assert_same(out[0], plain[0])
+    assert relative(out[1], out[2]) > 1e-3

@@ -9,7 +9,9 @@ the edit (:mod:`...attention.joint_order`), and there the single blocks take the
 block's text length.
 
 CFG: a file with ``guidance_in`` is guidance-distilled (sampled at cfg 1 with a guidance embedding);
-one without runs real classifier-free guidance, so the null-text methods apply to it only.
+one without runs real classifier-free guidance, so the null-text methods apply to it only. Its
+single blocks add their output into their input in place, which autograd (null-text optimisation)
+survives only by keeping copies of what it saved (``adds_in_place``).
 """
 
 from __future__ import annotations
@@ -35,4 +37,4 @@ HUNYUAN_IMAGE = ModelFamily(
     text_encoders=(HUNYUAN_IMAGE_ENCODER,), blocks=(("double_blocks", "double_block"), ("single_blocks", "single_block")),
     real_cfg=_runs_real_cfg, cfg_note="this HunyuanImage 2.1 file is guidance-distilled (it has a guidance "
                                       "embedding) and is sampled at cfg 1",
-    added_in="0.3.64", image_first=_image_first)
+    added_in="0.3.64", image_first=_image_first, adds_in_place=True)
