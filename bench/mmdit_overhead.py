@@ -20,7 +20,9 @@ The last line is machine readable:
 flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
-Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
+Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps,
+and the tiny HunyuanImage 2.1 (tests/harness/hunyuan_image_models.py: random context, hand-made
+prompt columns, no Qwen2.5-VL), an 8² latent (64 tokens, patch 1), 10 steps.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -34,7 +36,7 @@ from typing import Any
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
 import torch
 
-from harness import comfyui, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+from harness import comfyui, hunyuan_image_models, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
 
 # name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
 VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk 0.2, no maps": ("qk", 0.2), "qk all steps": ("qk", 1.0),
@@ -97,7 +99,28 @@ def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, An
         noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
         out.append((family, model, {"positive": positive, "negative": negative, "latent": samples,
                                     "noise": noise.contiguous(), "steps": steps, "edit": edit}))
+    if not full_block:
+        out.append(hunyuan_image_workload())
     return out
+
+
+def hunyuan_image_workload() -> tuple[str, Any, dict[str, Any]]:
+    """The tiny real-CFG HunyuanImage 2.1 with random Qwen columns (8: four words, <|im_end|>, pads)
+    and a hand-made cat → dog edit laid out on them."""
+    from comfyui_prompt_edit.attention.edit_spec import HUNYUAN_IMAGE_ENCODER, P2PEdit
+    from comfyui_prompt_edit.attention.tokens import END, PAD, PromptTokens, Word
+
+    def prompt(*words: str) -> PromptTokens:
+        strings = (*words, END) + (PAD,) * (7 - len(words))
+        return PromptTokens(" ".join(words), strings, tuple(Word(w, (i,)) for i, w in enumerate(words)), 8)
+
+    edit = P2PEdit(prompt("a", "red", "cat", "sits"), (prompt("a", "red", "dog", "sits"),), encoder=HUNYUAN_IMAGE_ENCODER)
+    positive = [[torch.cat([hunyuan_image_models.random_conditioning(seed=s)[0][0] for s in (1, 2)]), {}]]
+    latent = torch.zeros(2, hunyuan_image_models.HUNYUAN_LATENT_CHANNELS, 8, 8)
+    noise = torch.randn(latent[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(latent)
+    return ("hunyuan_image", hunyuan_image_models.tiny_hunyuan_image_model(),
+            {"positive": positive, "negative": hunyuan_image_models.random_conditioning(seed=99), "latent": latent,
+             "noise": noise.contiguous(), "steps": 10, "edit": edit})
 
 
 def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:
