@@ -353,3 +353,28 @@ def test_token_noise_variations_sample_in_one_batch_with_the_source_kept(real_cf
     plain = sample(real_cfg_model, batch_conditioning([1]), latent(1))
     assert_same(out[0], plain[0])
     assert relative(out[1], out[2]) > 1e-3
+
+
+# -- a file through ComfyUI's loader -----------------------------------------------------------------
+
+
+def test_a_tiny_file_loads_through_the_diffusion_model_loader_and_edits(tmp_path):
+    """UNETLoader's comfy.sd.load_diffusion_model on a random-weight file: detection reads hidden 128
+    (one head of 128, axes [64, 64]) and no guidance_in back, and the pack edits what it loaded."""
+    import comfy.sd
+    import comfy.utils
+
+    from comfyui_prompt_edit.families import family_of
+
+    built = hy.tiny_hunyuan_image_model(hidden=128, heads=1, axes_dim=(64, 64))
+    path = tmp_path / "hunyuan_image_tiny.safetensors"
+    comfy.utils.save_torch_file(built.model.diffusion_model.state_dict(), str(path))
+    loaded = comfy.sd.load_diffusion_model(str(path), model_options={"dtype": torch.float32})
+    family = family_of(loaded)
+    assert family.id == "hunyuan_image" and family.real_cfg(loaded)
+    assert loaded.model.diffusion_model.hidden_size == 128
+    positive = batch_conditioning([1, 2])
+    plain = sample(loaded, positive, latent(2))
+    edited = sample(control(loaded, hunyuan_edit())[0], positive, latent(2))
+    assert_same(edited[0], plain[0])
+    assert relative(edited[1], plain[1]) > 1e-3
