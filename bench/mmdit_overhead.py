@@ -21,8 +21,9 @@ flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
 Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps;
-then the tiny Qwen-Image (16² latent), Flux.2 (klein layout, 8² latent at patch 1, 512 text columns)
-and Chroma (16² latent), with hand-made prompts on random context.
+then the tiny Qwen-Image (16² latent), HunyuanImage 2.1 (8² latent, patch 1), Flux.2 (klein layout,
+8² latent at patch 1, 512 text columns) and Chroma (16² latent), with hand-made prompts on random
+context (their LLM text encoders are not built).
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -36,7 +37,7 @@ from typing import Any
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
 import torch
 
-from harness import comfyui, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+from harness import comfyui, hunyuan_image_models, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
 
 # name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
 VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk 0.2, no maps": ("qk", 0.2), "qk all steps": ("qk", 1.0),
@@ -138,7 +139,7 @@ def newer_family_workloads() -> list[tuple[str, Any, dict[str, Any]]]:
         out.append((family, model, {"positive": conditioning(2, 16, width, pooled, seed=1),
                                     "negative": conditioning(1, 16, width, pooled, seed=2), "latent": samples,
                                     "noise": noise.contiguous(), "steps": 10, "edit": hand_made_edit(encoder, 16)}))
-    return [qwen_image_workload()] + out
+    return [qwen_image_workload(), hunyuan_image_workload()] + out
 
 
 def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:
@@ -156,6 +157,20 @@ def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:
     return ("qwen_image", qwen.tiny_qwen_image_model(),
             {"positive": positive, "negative": qwen.random_conditioning(tokens=5, seed=3), "latent": samples,
              "noise": noise.contiguous(), "steps": 10, "edit": edit})
+
+
+def hunyuan_image_workload() -> tuple[str, Any, dict[str, Any]]:
+    """The tiny real-CFG HunyuanImage 2.1 (8² latent, patch 1) with random Qwen columns."""
+    from comfyui_prompt_edit.attention.edit_spec import HUNYUAN_IMAGE_ENCODER
+
+    columns = max(len(SOURCE.split()), len(EDIT.split())) + 1
+    positive = [[torch.cat([hunyuan_image_models.random_conditioning(tokens=columns, seed=s)[0][0] for s in (1, 2)]),
+                 {}]]
+    latent = torch.zeros(2, hunyuan_image_models.HUNYUAN_LATENT_CHANNELS, 8, 8)
+    noise = torch.randn(latent[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(latent)
+    return ("hunyuan_image", hunyuan_image_models.tiny_hunyuan_image_model(),
+            {"positive": positive, "negative": hunyuan_image_models.random_conditioning(seed=99), "latent": latent,
+             "noise": noise.contiguous(), "steps": 10, "edit": hand_made_edit(HUNYUAN_IMAGE_ENCODER, columns)})
 
 
 def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:

@@ -6,6 +6,7 @@ from .joint.chroma import CHROMA
 from .joint.flux import FLUX
 from .joint.flux2 import FLUX2
 from .joint.hidream import HIDREAM
+from .joint.hunyuan_image import HUNYUAN_IMAGE
 from .joint.qwen_image import QWEN_IMAGE
 from .joint.sd3 import SD3
 from .registry import (
@@ -13,7 +14,7 @@ from .registry import (
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3, FLUX2, CHROMA, QWEN_IMAGE, HIDREAM):
+for _family in (UNET, FLUX, SD3, FLUX2, CHROMA, QWEN_IMAGE, HUNYUAN_IMAGE, HIDREAM):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",

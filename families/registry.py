@@ -38,6 +38,10 @@ def _always(model: Any) -> bool:
     return True
 
 
+def _never(model: Any) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """One model family: what the pack needs to know to install each feature on its models."""
@@ -54,7 +58,8 @@ class ModelFamily:
     cfg_note: str = ""  # why it has no real CFG, for the refusal of the null-text methods
     added_in: str = ""  # the ComfyUI version that added its model class, for hosts without it
     recognises: Callable[[Any], bool] | None = None  # instead of the class match (the UNet row: by structure)
-    updates_in_place: bool = False  # its blocks add to activations in place (Flux's): gradients keep copies
+    image_first: Callable[[Any], bool] = field(default=_never)  # joint: its attention runs [image, text]
+    updates_in_place: bool = False  # its blocks add to activations autograd saved, in place (Flux-style): gradients keep copies
     pads_text_left_to: int = 0  # joint: the model left-pads a shorter context with zeros to this many columns (Flux.2)
 
     @property

@@ -9,13 +9,14 @@ the model is loaded, every inference-mode parameter and buffer is replaced by a 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import comfy.model_management
 import comfy.samplers
 import torch
 
+from ..families import find_family
 from .ddim import InputScaling, PairedEps, UncondEps
 
 
@@ -55,50 +56,37 @@ def _load_for_gradients(model) -> None:
         _release_inference_tensors(model.model)
 
 
+def _copy_if_differentiated(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.clone() if tensor.requires_grad else tensor
+
+
+def _as_saved(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
 @contextmanager
 def gradients_through(model, *others) -> Iterator[torch.device]:
     """Leave the node's inference mode and load ``model`` (and ``others``: ModelPatchers such as a
     VAE's, a CLIP's) frozen, with weights usable in an autograd graph; yields ``model``'s device.
-    Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it."""
-    with torch.inference_mode(False), _differentiable_kernels(), _saved_copies(_updates_in_place(model)):
+    Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it.
+    Hosts with ``model_management.in_training`` (0.33.0) set it meanwhile, as their training node
+    does: their RoPE kernel (Flux-style blocks, e.g. HunyuanImage 2.1) has no backward otherwise.
+    A model whose blocks add in place into tensors autograd saved (its family's ``updates_in_place``)
+    gets copies of the saved activations (not of the frozen weights) instead."""
+    training = getattr(comfy.model_management, "in_training", None)
+    family = find_family(model)
+    saved_copies = (torch.autograd.graph.saved_tensors_hooks(_copy_if_differentiated, _as_saved)
+                    if family is not None and family.updates_in_place else nullcontext())
+    with torch.inference_mode(False), saved_copies:
         for patcher in (model, *others):
             _load_for_gradients(patcher)
-        yield model.load_device
-
-
-def _updates_in_place(model) -> bool:
-    from ..families import find_family  # the registry imports comfy.model_base; keep this module light
-
-    family = find_family(model)
-    return family is not None and family.updates_in_place
-
-
-@contextmanager
-def _saved_copies(enabled: bool) -> Iterator[None]:
-    """Autograd keeps copies of the tensors it saves for the backward pass: the Flux blocks add to
-    their activations in place (``img += …``) after a norm saved them, which autograd otherwise
-    refuses ("modified by an inplace operation"). Costs the saved activations' memory once more."""
-    if not enabled:
-        yield
-        return
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone(), lambda t: t):
-        yield
-
-
-@contextmanager
-def _differentiable_kernels() -> Iterator[None]:
-    """Newer hosts (0.33.0) run Flux-family RoPE through comfy_kitchen kernels that have no
-    backward unless ``comfy.model_management.in_training`` is set (flux/math.py apply_rope); set it
-    while gradients flow, where the host has the flag, and put it back."""
-    if not hasattr(comfy.model_management, "in_training"):
-        yield
-        return
-    before = comfy.model_management.in_training
-    comfy.model_management.in_training = True
-    try:
-        yield
-    finally:
-        comfy.model_management.in_training = before
+        if training is not None:
+            comfy.model_management.in_training = True
+        try:
+            yield model.load_device
+        finally:
+            if training is not None:
+                comfy.model_management.in_training = training
 
 
 def autograd_copy(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

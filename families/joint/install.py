@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from ...attention.edit_plan import EditPlan
 from ...attention.edit_spec import P2PEdit
+from ...attention.joint_order import host_order_view, text_first_view
 from ...attention.mmdit_edit import QKEdit, QKSettings
 from ...attention.mmdit_probabilities import ProbabilitiesEdit
 from ...attention.sampled_batch import check_sampled_batch
@@ -51,8 +52,9 @@ def text_offset(family: ModelFamily, text_length: int | None, num_columns: int) 
     return text_length - num_columns
 
 
-def _block_arguments(edit: QKEdit, family: ModelFamily):
+def _block_arguments(edit: QKEdit, family: ModelFamily, image_first: bool):
     map_blocks = family.map_blocks
+
     def arguments(kind: str, index: int, args: dict) -> dict | None:
         opts = args.get("transformer_options") or {}
         if kind == "double_block":  # [B, T, D] text and [B, N, D] image streams
@@ -66,11 +68,18 @@ def _block_arguments(edit: QKEdit, family: ModelFamily):
         passes_containers = takes_containers(previous)
         if passes_containers:  # the edit's overrides chain to a host function that hands on containers
             opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
-        offset = text_offset(family, text_length or edit.block_text_length, edit.edit.num_columns)
+        text = text_length if text_length is not None else edit.block_text_length  # single blocks: the last double's
+        offset = text_offset(family, text, edit.edit.num_columns)
+        if image_first and text is not None:  # the edit sees [text, image]; the host its own order
+            opts = {**opts, "optimized_attention_override": host_order_view(
+                opts.get("optimized_attention_override"), text, joint_length)}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
                                     records=kind in map_blocks, text_offset=offset)
         if edited is None:
             return None
+        if image_first and text is not None:
+            edited["optimized_attention_override"] = text_first_view(edited["optimized_attention_override"], text,
+                                                                     joint_length)
         if passes_containers:
             edited["optimized_attention_override"] = ContainerPassingOverride(edited["optimized_attention_override"],
                                                                               previous)
@@ -94,9 +103,10 @@ def install_probabilities(model, plan: EditPlan, blocks: frozenset | None = None
 
 def image_grid(model, latent_image) -> tuple[int, int]:
     """The image tokens' (rows, columns) for a latent: one per patch, the last ones padded."""
-    patch = int(getattr(model.model.diffusion_model, "patch_size", 2))
+    patch = getattr(model.model.diffusion_model, "patch_size", 2)
+    rows, columns = (patch, patch) if isinstance(patch, int) else patch[-2:]  # HunyuanImage: [1, 1]
     height, width = latent_image.shape[-2:]
-    return -(-int(height) // patch), -(-int(width) // patch)
+    return -(-int(height) // int(rows)), -(-int(width) // int(columns))
 
 
 def install_mmdit_edit(model, edit: QKEdit):
@@ -105,7 +115,7 @@ def install_mmdit_edit(model, edit: QKEdit):
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
-    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family))
+    install_blocks(patched, blocks, FAMILY, edit, _block_arguments(edit, family, family.image_first(model)))
     if p2p_edit.local_blend is not None:
         set_post_cfg_blend(patched, edit.blend)
 
