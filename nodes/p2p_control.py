@@ -17,6 +17,8 @@ from ..families.joint.install import install_probabilities, install_qk
 from ..families.unet.install import install
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
 
+JOINT_MODELS = "Joint-attention models (Flux, Flux.2, SD3, Qwen-Image, Chroma, HunyuanImage 2.1)"
+
 
 def _window(inputs: str, start: float, end: float) -> Window:
     """The step window of the node's ``inputs``; the core checks it, the message names them."""
@@ -62,13 +64,14 @@ class P2PAttentionControl:
                     "default": "replace",
                     "tooltip": "replace: swap words (spans may differ in length); refine: add words "
                                "(aligned by global alignment); reweight: same prompt, only reweighting. "
-                               "Flux / SD3: replace (any prompt change) with mmdit_mechanism 'qk'; all three with 'probabilities'."}),
+                               f"{JOINT_MODELS}: replace (any prompt change) with mmdit_mechanism 'qk'; "
+                               "all three with 'probabilities'."}),
                 "cross_attention_start": _fraction(
-                    0.0, "SD1.x, SD2.x, SDXL (and Flux / SD3 with mmdit_mechanism 'probabilities'): fraction of "
-                         "steps where cross-attention injection starts."),
+                    0.0, "SD1.x, SD2.x, SDXL (and joint-attention models with mmdit_mechanism 'probabilities'): "
+                         "fraction of steps where cross-attention injection starts."),
                 "cross_attention_end": _fraction(
-                    0.8, "SD1.x, SD2.x, SDXL (and Flux / SD3 with 'probabilities'): fraction of steps where "
-                         "cross-attention injection ends "
+                    0.8, "SD1.x, SD2.x, SDXL (and joint-attention models with 'probabilities'): fraction of "
+                         "steps where cross-attention injection ends "
                          "(higher keeps more of the source's layout)."),
                 "self_attention_end": _fraction(
                     0.4, "SD1.x, SD2.x, SDXL: fraction of steps with self-attention injection (0 = none, "
@@ -82,7 +85,8 @@ class P2PAttentionControl:
                 "word_windows": ("STRING", {
                     "default": "", "multiline": False,
                     "tooltip": "Per-word cross-attention windows overriding the above, e.g. "
-                               "'dog=0.4, hat=0.1-0.6' (Flux / SD3: with mmdit_mechanism 'probabilities')."}),
+                               "'dog=0.4, hat=0.1-0.6' (joint-attention models: with mmdit_mechanism "
+                               "'probabilities')."}),
                 "clip": ("CLIP", {"tooltip": "Needed only with word_windows (to tokenise the words)."}),
                 "attention_path": (list(PATHS), {
                     "default": "fast",
@@ -90,23 +94,23 @@ class P2PAttentionControl:
                                "materialises attention maps as the paper does (slow, for checking; "
                                "SD1.x, SD2.x, SDXL only)."}),
                 "qk_end": _fraction(
-                    QK_END_DEFAULT, "Flux / SD3: fraction of steps in which every edited prompt's image "
-                                    "queries and keys are the source's, in every block (Shin et al. use "
+                    QK_END_DEFAULT, f"{JOINT_MODELS}: fraction of steps in which every edited prompt's "
+                                    "image queries and keys are the source's, in every block (Shin et al. use "
                                     "0.2; higher keeps more of the source's layout, 0 = no edit). "
                                     "mmdit_mechanism 'probabilities' and SD1.x, SD2.x, SDXL ignore it."),
                 "mmdit_mechanism": (list(MMDIT_MECHANISMS), {
                     "default": QK_MECHANISM,
-                    "tooltip": "Flux / SD3: qk: the edited prompts get the source's image queries and keys "
-                               "(edit 'replace' only, steps set by qk_end); probabilities: Prompt-to-Prompt "
+                    "tooltip": f"{JOINT_MODELS}: qk: the edited prompts get the source's image queries "
+                               "and keys (edit 'replace' only, steps set by qk_end); probabilities: Prompt-to-Prompt "
                                "on the image→text attention probabilities of every joint attention "
                                "(replace, refine, reweight; steps set by cross_attention_start/end). "
                                "SD1.x, SD2.x, SDXL ignore it."}),
                 "mmdit_blocks": ("STRING", {
                     "default": ALL_BLOCKS, "multiline": False,
-                    "tooltip": "Flux / SD3: the transformer blocks the edit runs in: 'all' (as Shin et al.), or "
-                               "entries like 'double', 'single', 'double 0-9', 'single 5' separated by commas "
+                    "tooltip": f"{JOINT_MODELS}: the transformer blocks the edit runs in: 'all' "
+                               "(as Shin et al.), or entries like 'double', 'single', 'double 0-9', 'single 5' separated by commas "
                                "(SD3's blocks are 'joint'). Word maps for local blend and P2P Attention Maps "
-                               "come from the double / joint blocks either way. SD1.x, SD2.x, SDXL ignore it."}),
+                               "come from the family's map blocks (Flux's double, SD3's joint) either way. SD1.x, SD2.x, SDXL ignore it."}),
             },
         }
 

@@ -16,7 +16,8 @@ class P2PAttentionMaps:
     DESCRIPTION = (
         "Shows the cross-attention map of every word of one prompt of the P2P batch, averaged over "
         "the coarse UNet layers (16×16 for a 512² SD1.5 image) and the chosen steps of the last run. "
-        "On Flux / SD3: the image→text attention of the double / joint blocks, one map per image token "
+        "On joint-attention models (Flux, SD3, Qwen-Image, …): the image→text attention of the blocks "
+        "that record maps (Flux's double, SD3's joint), one map per image token "
         "(64×64 for a 1024² image)."
     )
     CATEGORY = CATEGORY_P2P
@@ -37,8 +38,8 @@ class P2PAttentionMaps:
                     "tooltip": "Batch item: 0 = source prompt, 1.. = edited prompts."}),
                 "layers": (list(WHERE), {
                     "default": "input+output",
-                    "tooltip": "Which coarse layers to average (down = input, up = output); Flux / SD3 "
-                               "always average their double / joint blocks."}),
+                    "tooltip": "Which coarse layers to average (down = input, up = output); joint-attention models "
+                               "always average the blocks their family records maps in."}),
                 "step_start": ("FLOAT", {
                     "default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "First fraction of the steps to average."}),

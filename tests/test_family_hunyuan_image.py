@@ -115,10 +115,10 @@ class Capture:
         return self  # 0.3.64's ModelPatcher.clone() deep-copies model_options
 
     def __call__(self, func, *args, **kwargs):
-        from comfyui_prompt_edit.patching.sampling_call import sampling_step
+        from comfyui_prompt_edit.base.sigma_steps import step_at
 
         opts = kwargs.get("transformer_options") or {}
-        step = sampling_step(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
+        step = step_at(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
         axis = 2 if kwargs.get("skip_reshape", False) else 1
         self.calls.append((step, tuple(opts.get("cond_or_uncond", [])), args[0].shape[axis], args[0].clone(),
                            args[1].clone()))
