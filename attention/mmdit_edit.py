@@ -162,13 +162,14 @@ class QKEdit:
         return batch_chunks(self.edit, opts, rows)
 
     def block_options(self, opts: dict, text_length: int | None, joint_length: int, edits: bool = True,
-                      records: bool = False) -> dict | None:
+                      records: bool = False, text_columns: int | None = None) -> dict | None:
         """The ``transformer_options`` one block call must run with where it edits (``edits``: a
         block the edit runs in) or records word maps (``records``), a copy of ``opts`` with the
         overrides layered on the override already there, or None where it does neither.
         ``text_length`` is None in Flux's single blocks, whose input no longer tells text from image
         tokens: the last double block's text length is used (the host runs every double block
-        before the single ones)."""
+        before the single ones). ``text_columns``: the context columns among the text tokens, where
+        the model pads its caption after them (Z-Image: to a multiple of 32); None = all of them."""
         if text_length is None:
             text_length = self._text_length
         else:
@@ -180,9 +181,10 @@ class QKEdit:
             return None
         override = previous = opts.get("optimized_attention_override")
         if edits:
-            override = self.override(position, text_length, joint_length, previous) or previous
+            override = self.override(position, text_length, joint_length, previous, text_columns) or previous
         if records and self.recorder.store.columns:  # outermost: it sees each prompt's own queries and keys, before the edit
-            override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override)
+            override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override,
+                                            text_columns)
         if override is previous:
             return None
         edited = dict(opts)  # a copy: the host shares one dict across blocks
@@ -190,8 +192,9 @@ class QKEdit:
         return edited
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None) -> Callable | None:
-        """The attention override of a block call at step ``position``, or None where it does not edit."""
+                 previous: Callable | None, text_columns: int | None = None) -> Callable | None:
+        """The attention override of a block call at step ``position``, or None where it does not edit
+        (the qk edit takes every text token as the prompt's own, caption pads included)."""
         if not self.settings.window.active(*position):
             return None
         return QKOverride(self, text_length, joint_length, previous)

@@ -47,17 +47,20 @@ def recorded_columns(edit: P2PEdit) -> tuple[int, ...]:
 
 
 def one_hot_values(columns: tuple[int, ...], num_columns: int, text_length: int, joint_length: int,
-                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+                   device: torch.device, dtype: torch.dtype, text_columns: int | None = None) -> torch.Tensor:
     """``[joint_length, C]`` values whose attention output is the probability of each of
     ``columns``: 1 at the column in every repeat of the prompts' ``num_columns`` (the host repeats
-    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere."""
-    if text_length % num_columns:
+    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere.
+    ``text_columns``: the context's columns among the ``text_length`` text tokens (Z-Image pads its
+    caption after them; None = all)."""
+    text_columns = text_length if text_columns is None else text_columns
+    if text_columns % num_columns:
         raise P2PInputError(
-            f"Prompt-to-Prompt: the model's text has {text_length} tokens, not a multiple of the P2P prompts' "
+            f"Prompt-to-Prompt: the model's text has {text_columns} tokens, not a multiple of the P2P prompts' "
             f"{num_columns} columns; feed the CONDITIONING of the same 'P2P Prompts' node to the sampler")
     values = torch.zeros(joint_length, len(columns), device=device, dtype=dtype)
     index = torch.arange(len(columns), device=device)
-    for repeat in range(0, text_length, num_columns):
+    for repeat in range(0, text_columns, num_columns):
         values[torch.tensor(columns, device=device) + repeat, index] = 1
     return values
 
@@ -89,22 +92,22 @@ class MMDiTMapRecorder:
         self.grid = grid
 
     def record(self, q: torch.Tensor, k: torch.Tensor, rows: slice, text_length: int, step: int, num_steps: int,
-               mask: torch.Tensor | None = None) -> None:
+               mask: torch.Tensor | None = None, text_columns: int | None = None) -> None:
         """Add the maps of one block's joint attention (q, k: ``[B, H, L, D]``) for the batch items ``rows``."""
         if self.grid is None or not self.store.columns:
             return
         tokens = self.grid[0] * self.grid[1]
         if q.shape[2] - text_length < tokens:
             return  # not this run's image (cannot happen through the stock samplers)
-        key = (text_length, q.shape[2], q.device, q.dtype)
+        key = (text_length, text_columns, q.shape[2], q.device, q.dtype)
         if key not in self._values:
             self._values[key] = one_hot_values(self.store.columns, self.edit.num_columns, text_length, q.shape[2],
-                                               q.device, q.dtype)
+                                               q.device, q.dtype, text_columns)
         if mask is not None and mask.shape[0] == q.shape[0]:
             mask = mask[rows]
         maps = image_text_probabilities(q[rows], k[rows], self._values[key], text_length, mask)
         self.store.num_steps = num_steps
-        self.store.add(step, JOINT, maps[:, :tokens], self.grid)  # Flux Kontext appends reference tokens
+        self.store.add(step, JOINT, maps[:, :tokens], self.grid)  # Kontext's reference tokens, Z-Image's pads follow
 
 
 class MapRecordingOverride:
@@ -114,9 +117,11 @@ class MapRecordingOverride:
     (SD3.5's image-only attn2) only runs."""
 
     def __init__(self, recorder: MMDiTMapRecorder, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None],
-                 position: tuple[int, int], text_length: int, joint_length: int, previous: Callable | None):
+                 position: tuple[int, int], text_length: int, joint_length: int, previous: Callable | None,
+                 text_columns: int | None = None):
         self.recorder, self.chunks_of, self.position = recorder, chunks_of, position
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+        self.text_columns = text_columns
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if len(args) >= 2 and isinstance(args[0], torch.Tensor):
@@ -127,7 +132,8 @@ class MapRecordingOverride:
                 chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0]) or ()
                 rows = next((r for r, cond in chunks if cond), None)
                 if rows is not None:
-                    self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs))
+                    self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs),
+                                         text_columns=self.text_columns)
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)

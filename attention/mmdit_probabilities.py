@@ -63,6 +63,23 @@ def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_le
     return out
 
 
+def with_caption_pads(step: CrossStep, text_length: int) -> CrossStep:
+    """``step`` over ``text_length`` text tokens where the model pads the prompts' columns with
+    caption pads (Z-Image): each pad maps to itself with the prompt's last column's coefficients,
+    as a UNet's padding columns follow the source in Prompt-to-Prompt."""
+    columns = step.mapper.shape[-1]
+    pads = text_length - columns
+    if pads <= 0:
+        return step
+    edits = step.mapper.shape[0]
+    mapper = torch.zeros(edits, text_length, text_length, dtype=step.mapper.dtype)
+    mapper[:, :columns, :columns] = step.mapper
+    mapper[:, columns:, columns:] = torch.eye(pads, dtype=step.mapper.dtype)
+    c_src = torch.cat([step.c_src, step.c_src[:, -1:].expand(edits, pads)], dim=1)
+    c_own = torch.cat([step.c_own, step.c_own[:, -1:].expand(edits, pads)], dim=1)
+    return CrossStep(mapper, c_src, c_own, step.use_src, step.use_own, step.is_identity)
+
+
 class ProbabilitiesOverride:
     """The attention override of one block call: the joint attention (``joint_length`` tokens,
     text first) computed by the host (or the override it was layered on), then the edited items'
@@ -70,9 +87,10 @@ class ProbabilitiesOverride:
     attn2) unchanged."""
 
     def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
-                 text_length: int, joint_length: int, previous: Callable | None):
+                 text_length: int, joint_length: int, previous: Callable | None, text_columns: int | None = None):
         self.chunks_of, self.step = chunks_of, step
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
+        self.text_columns = text_length if text_columns is None else text_columns
 
     def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.previous is not None:
@@ -95,14 +113,15 @@ class ProbabilitiesOverride:
         if call_mask(args, kwargs) is not None:
             raise P2PInputError("mmdit_mechanism: 'probabilities' cannot edit an attention with a mask; "
                                 "use 'qk'")
-        if self.step.mapper.shape[-1] != self.text_length:
+        if self.step.mapper.shape[-1] != self.text_columns:
             raise P2PInputError(
-                f"Prompt-to-Prompt: the model's text has {self.text_length} tokens but the P2P prompts "
+                f"Prompt-to-Prompt: the model's text has {self.text_columns} tokens but the P2P prompts "
                 f"{self.step.mapper.shape[-1]} columns; connect the model's own text encoder to 'P2P Prompts'")
+        step = with_caption_pads(self.step, self.text_length)
         out = out.clone()
         heads_out = kwargs.get("skip_output_reshape", False)
         for rows in edited:
-            image = edited_image_rows(q, k, v, self.text_length, rows, self.step)
+            image = edited_image_rows(q, k, v, self.text_length, rows, step)
             items = slice(rows.start + 1, rows.stop)
             if heads_out:  # [B, H, L, D]
                 out[items, :, self.text_length:] = image.to(out.dtype)
@@ -122,8 +141,8 @@ class ProbabilitiesEdit(QKEdit):
         self.plan = plan
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None) -> Callable | None:
+                 previous: Callable | None, text_columns: int | None = None) -> Callable | None:
         step = self.plan.cross_step(*position)
         if step.is_identity:
             return None
-        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous)
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, text_columns)

@@ -4,12 +4,13 @@ joint-attention transformers (MMDiT), one module per family with its row."""
 
 from .joint.flux import FLUX
 from .joint.sd3 import SD3
+from .joint.z_image import LUMINA2, Z_IMAGE
 from .registry import (
     CROSS_ATTENTION, DIT_BLOCKS, JOINT_ATTENTION, MODEL_WRAPPER, ModelFamily, RefusedFamily, UnsupportedModelError,
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3):
+for _family in (UNET, FLUX, SD3, Z_IMAGE, LUMINA2):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",

@@ -21,7 +21,8 @@ from ...attention.mmdit_probabilities import ProbabilitiesEdit
 from ...attention.sampled_batch import check_sampled_batch
 from ...patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
 from ...patching.compose import ContainerPassingOverride, takes_containers
-from ..registry import ModelFamily, UnsupportedModelError, family_of
+from ..registry import MODEL_WRAPPER, ModelFamily, UnsupportedModelError, family_of
+from .wrapper_route import install_wrapped_edit
 
 WRAPPER_KEY = "prompt_edit_p2p_mmdit"
 FAMILY = "P2P Attention Control"
@@ -87,8 +88,11 @@ def image_grid(model, latent_image) -> tuple[int, int]:
 
 
 def install_mmdit_edit(model, edit: QKEdit):
-    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model."""
+    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a Flux / SD3 model
+    (or, for a family on the MODEL_WRAPPER route, in every call of its diffusion model)."""
     family = joint_family(model)
+    if family.route == MODEL_WRAPPER:
+        return install_wrapped_edit(model, edit, family, WRAPPER_KEY, FAMILY, image_grid)
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
