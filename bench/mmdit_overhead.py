@@ -1,4 +1,4 @@
-"""Cost of the Prompt-to-Prompt edits on MMDiT models (Flux, SD3) over plain sampling of the same batch.
+"""Cost of the Prompt-to-Prompt edits on MMDiT models (Flux, SD3, Z-Image) over plain sampling of the same batch.
 
 One process samples the same 2-item batch (the source prompt and one edited prompt, one shared
 initial noise, euler, the 'simple' schedule) with:
@@ -20,7 +20,8 @@ The last line is machine readable:
 flux_probabilities_time_ratio=…
 flux_probabilities_mem_ratio=… sd3_…``.
 
-Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps.
+Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps,
+and, where ComfyUI has it, the tests' tiny Z-Image (tests/harness/z_image_models.py).
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -34,7 +35,7 @@ from typing import Any
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
 import torch
 
-from harness import comfyui, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+from harness import comfyui, mmdit_models, tiny_models, z_image_models  # after common, which puts tests/ on sys.path
 
 # name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
 VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk 0.2, no maps": ("qk", 0.2), "qk all steps": ("qk", 1.0),
@@ -97,7 +98,27 @@ def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, An
         noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
         out.append((family, model, {"positive": positive, "negative": negative, "latent": samples,
                                     "noise": noise.contiguous(), "steps": steps, "edit": edit}))
+    if not full_block and z_image_models.has_z_image():  # a DIFFUSION_MODEL wrapper instead of block patches
+        out.append(z_image_workload())
     return out
+
+
+def z_image_workload() -> tuple[str, Any, dict[str, Any]]:
+    """The tests' tiny Z-Image (dim 256, two layers) with 7 random caption columns (padded to 32) and
+    hand-made prompt columns (no Qwen3 is built), a 16² latent (64 image tokens), 10 steps."""
+    from comfyui_prompt_edit.attention.edit_spec import Z_IMAGE_ENCODER, P2PEdit
+    from comfyui_prompt_edit.attention.tokens import END, PAD, PromptTokens, Word
+
+    def prompt(words: tuple[str, ...]) -> PromptTokens:
+        return PromptTokens(" ".join(words), (*words, END, PAD), tuple(Word(w, (i,)) for i, w in enumerate(words)), 7)
+
+    edit = P2PEdit(prompt(("a", "red", "cat", "sits", "here")), (prompt(("a", "red", "dog", "sits", "here")),),
+                   encoder=Z_IMAGE_ENCODER)
+    samples = torch.zeros(2, z_image_models.NEXTDIT_LATENT_CHANNELS, 16, 16)
+    noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
+    return "z_image", z_image_models.tiny_z_image_model(), {
+        "positive": z_image_models.batch_conditioning([1, 2]), "negative": z_image_models.random_conditioning(seed=99),
+        "latent": samples, "noise": noise.contiguous(), "steps": 10, "edit": edit}
 
 
 def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:
