@@ -278,7 +278,9 @@ def test_cond_and_uncond_of_different_text_lengths_give_the_source_as_plain_samp
     edit = word_edit(family, columns=11)
     positive, neg = zm.batch_conditioning([1, 2], tokens=11), negative(tokens=8)
     for mechanism in ("qk", "probabilities"):
-        edited = sample(control(model, edit, qk_end=1.0, mechanism=mechanism)[0], positive, latent(2), neg=neg)
+        captured, capture = with_capture(model)
+        edited = sample(control(captured, edit, qk_end=1.0, mechanism=mechanism)[0], positive, latent(2), neg=neg)
+        assert {tuple(call[3]) for call in capture.calls} == {(0,), (1,)}  # one chunk per call
         plain = sample(model, positive, latent(2), neg=neg)
         assert_same(edited[0], plain[0])
         assert moved(edited[1], plain[1]) > 1e-3, mechanism
@@ -361,6 +363,27 @@ def test_direct_inversion_is_exact_and_null_text_fast_beats_ddim(family):
     print(f"\n{family} inversion errors at cfg {cfg}: {errors}")
     assert errors["direct"] < 1e-4
     assert errors["null-text fast"] < errors["ddim"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_photo_is_edited_after_direct_inversion_and_its_source_reconstructs(family):
+    """Invert Image (direct, the source prompt) -> P2P Attention Control -> Apply Inversion ->
+    KSamplerAdvanced: the source item gives the photo back with the edit on, the edit moves."""
+    model = model_or_refusal(family)
+    if model is None:
+        return
+    cfg, photo = 2.5, photo_latent()
+    positive, neg = zm.batch_conditioning([1, 2]), negative()
+    source = [[positive[0][0][:1], positive[0][1]]]
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(model, source, neg, {"samples": photo}, "direct",
+                                                               "simple", STEPS, cfg, 0, 1e-5)
+    both = {"samples": noisy["samples"].repeat(2, 1, 1, 1)}
+    runs = [reconstruct(m, positive, neg, both, inversion, cfg)
+            for m in (control(model, word_edit(family), qk_end=1.0)[0], model)]
+    for out in runs:
+        assert rel_err(out[:1], photo) < 1e-4
+    assert rel_err(runs[0][1:], runs[1][1:]) > 1e-3  # the qk edit acted on the edited item
 
 
 # -- token-noise variations ------------------------------------------------------------------------
