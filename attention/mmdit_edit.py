@@ -32,7 +32,7 @@ from .errors import P2PInputError
 from .local_blend import blend_from_store
 from .map_store import AttentionMapStore
 from .mmdit_blocks import BlockKey
-from .mmdit_maps import MapRecordingOverride, MMDiTMapRecorder
+from .mmdit_maps import ALL_COLUMNS, MapRecordingOverride, MMDiTMapRecorder, PromptColumns
 from .sampled_batch import batch_chunks
 from .step_window import Window
 
@@ -168,14 +168,14 @@ class QKEdit:
         return batch_chunks(self.edit, opts, rows)
 
     def block_options(self, opts: dict, text_length: int | None, joint_length: int, edits: bool = True,
-                      records: bool = False, text_offset: int = 0) -> dict | None:
+                      records: bool = False, layout: PromptColumns = ALL_COLUMNS) -> dict | None:
         """The ``transformer_options`` one block call must run with where it edits (``edits``: a
         block the edit runs in) or records word maps (``records``), a copy of ``opts`` with the
         overrides layered on the override already there, or None where it does neither.
         ``text_length`` is None in Flux's single blocks, whose input no longer tells text from image
         tokens: the last double block's text length is used (the host runs every double block
-        before the single ones). ``text_offset``: the column of the model's text where the prompts'
-        columns start (a model that left-pads its context, Flux.2: the pads come first)."""
+        before the single ones). ``layout``: where the prompts' columns lie among the text tokens
+        (Flux.2 left-pads them, Z-Image pads its caption after them)."""
         if text_length is None:
             text_length = self._text_length
         else:
@@ -189,10 +189,10 @@ class QKEdit:
         override = previous = opts.get("optimized_attention_override")
         if edits:
             override = self.override(position, text_length, joint_length, previous, image_length=image_length,
-                                     text_offset=text_offset) or previous
+                                     layout=layout) or previous
         if records and self.recorder.store.columns:  # outermost: it sees each prompt's own queries and keys, before the edit
             override = MapRecordingOverride(self.recorder, self.chunks, position, text_length, joint_length, override,
-                                            text_offset)
+                                            layout)
         if override is previous:
             return None
         edited = dict(opts)  # a copy: the host shares one dict across blocks
@@ -206,8 +206,10 @@ class QKEdit:
         return tokens_after_text if grid is None else min(tokens_after_text, grid[0] * grid[1])
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None, image_length: int | None = None, text_offset: int = 0) -> Callable | None:
-        """The attention override of a block call at step ``position``, or None where it does not edit."""
+                 previous: Callable | None, image_length: int | None = None,
+                 layout: PromptColumns = ALL_COLUMNS) -> Callable | None:
+        """The attention override of a block call at step ``position``, or None where it does not edit
+        (the qk edit takes every text token as it is, pads included: ``layout`` is unused)."""
         if not self.settings.window.active(*position):
             return None
         return QKOverride(self, text_length, joint_length, previous, image_length)

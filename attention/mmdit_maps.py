@@ -12,6 +12,7 @@ attention), as the UNet's coarse cross-attention maps are (see :mod:`.map_store`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -23,6 +24,24 @@ from .map_store import AttentionMapStore
 
 JOINT = "joint"
 """The map store's place for an MMDiT's joint-attention blocks (the UNet's are input / output)."""
+
+
+@dataclass(frozen=True)
+class PromptColumns:
+    """Where the P2P prompts' columns lie among a joint attention's ``T`` text tokens: from
+    ``offset`` (a model that left-pads its context puts its pads first: Flux.2), ``count`` of them
+    (None: all the rest; fewer where the model pads its caption after them: Z-Image). The host may
+    repeat a shorter context to a common multiple: the span then holds the repeats."""
+
+    offset: int = 0
+    count: int | None = None
+
+    def span(self, text_length: int) -> int:
+        """How many of the text tokens are the prompts' columns (their repeats included)."""
+        return text_length - self.offset if self.count is None else self.count
+
+
+ALL_COLUMNS = PromptColumns()
 
 
 def heads_first(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
@@ -54,22 +73,19 @@ def recorded_columns(edit: P2PEdit) -> tuple[int, ...]:
 
 
 def one_hot_values(columns: tuple[int, ...], num_columns: int, text_length: int, joint_length: int,
-                   device: torch.device, dtype: torch.dtype, text_offset: int = 0) -> torch.Tensor:
+                   device: torch.device, dtype: torch.dtype, layout: PromptColumns = ALL_COLUMNS) -> torch.Tensor:
     """``[joint_length, C]`` values whose attention output is the probability of each of
     ``columns``: 1 at the column in every repeat of the prompts' ``num_columns`` (the host repeats
-    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere.
-    ``text_offset``: the model left-padded the prompts' columns by that many (Flux.2), no repeats."""
-    if text_offset:
-        values = torch.zeros(joint_length, len(columns), device=device, dtype=dtype)
-        values[torch.tensor(columns, device=device) + text_offset, torch.arange(len(columns), device=device)] = 1
-        return values
-    if text_length % num_columns:
+    a shorter context to a common multiple; the repeats' probabilities add up), 0 elsewhere;
+    ``layout``: where the prompts' columns lie among the text tokens."""
+    span = layout.span(text_length)
+    if span % num_columns:
         raise P2PInputError(
-            f"Prompt-to-Prompt: the model's text has {text_length} tokens, not a multiple of the P2P prompts' "
+            f"Prompt-to-Prompt: the model's text has {span} tokens, not a multiple of the P2P prompts' "
             f"{num_columns} columns; feed the CONDITIONING of the same 'P2P Prompts' node to the sampler")
     values = torch.zeros(joint_length, len(columns), device=device, dtype=dtype)
     index = torch.arange(len(columns), device=device)
-    for repeat in range(0, text_length, num_columns):
+    for repeat in range(layout.offset, layout.offset + span, num_columns):
         values[torch.tensor(columns, device=device) + repeat, index] = 1
     return values
 
@@ -103,22 +119,22 @@ class MMDiTMapRecorder:
         self.grid = grid
 
     def record(self, q: torch.Tensor, k: torch.Tensor, rows: slice, text_length: int, step: int, num_steps: int,
-               mask: torch.Tensor | None = None, text_offset: int = 0) -> None:
+               mask: torch.Tensor | None = None, layout: PromptColumns = ALL_COLUMNS) -> None:
         """Add the maps of one block's joint attention (q, k: ``[B, H, L, D]``) for the batch items ``rows``."""
         if self.grid is None or not self.store.columns:
             return
         tokens = self.grid[0] * self.grid[1]
         if q.shape[2] - text_length < tokens:
             return  # not this run's image (cannot happen through the stock samplers)
-        key = (text_length, text_offset, q.shape[2], q.device, q.dtype)
+        key = (text_length, layout, q.shape[2], q.device, q.dtype)
         if key not in self._values:
             self._values[key] = one_hot_values(self.store.columns, self.edit.num_columns, text_length, q.shape[2],
-                                               q.device, q.dtype, text_offset)
+                                               q.device, q.dtype, layout)
         if mask is not None and mask.shape[0] == q.shape[0]:
             mask = mask[rows]
         maps = image_text_probabilities(q[rows], k[rows], self._values[key], text_length, mask)
         self.store.num_steps = num_steps
-        self.store.add(step, JOINT, maps[:, :tokens], self.grid)  # Flux Kontext appends reference tokens
+        self.store.add(step, JOINT, maps[:, :tokens], self.grid)  # Kontext's reference tokens, Z-Image's pads follow
 
 
 class MapRecordingOverride:
@@ -129,10 +145,10 @@ class MapRecordingOverride:
 
     def __init__(self, recorder: MMDiTMapRecorder, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None],
                  position: tuple[int, int], text_length: int, joint_length: int, previous: Callable | None,
-                 text_offset: int = 0):
+                 layout: PromptColumns = ALL_COLUMNS):
         self.recorder, self.chunks_of, self.position = recorder, chunks_of, position
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
-        self.text_offset = text_offset
+        self.layout = layout
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if len(args) >= 2 and isinstance(args[0], torch.Tensor):
@@ -144,7 +160,7 @@ class MapRecordingOverride:
                 rows = next((r for r, cond in chunks if cond), None)
                 if rows is not None:
                     self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs),
-                                         text_offset=self.text_offset)
+                                         layout=self.layout)
         if self.previous is not None:
             return self.previous(func, *args, **kwargs)
         return func(*args, **kwargs)

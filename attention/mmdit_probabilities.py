@@ -22,7 +22,7 @@ from .cross_step import CrossStep
 from .edit_plan import EditPlan
 from .errors import P2PInputError
 from .mmdit_edit import QKEdit, QKSettings
-from .mmdit_maps import call_mask, heads_first
+from .mmdit_maps import ALL_COLUMNS, PromptColumns, call_mask, heads_first
 
 ROW_BUDGET = 1 << 24
 """Probabilities materialised at once per item (heads × rows × keys): 64 MiB in fp32."""
@@ -72,17 +72,20 @@ def edited_image_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text_le
     return out
 
 
-def left_padded(step: CrossStep, pads: int) -> CrossStep:
-    """``step`` over a context the model left-padded with ``pads`` columns (Flux.2): each pad
-    column maps to itself with the coefficients of the prompts' first column (a template or start
-    token, never a word), as the columns outside the words are edited in Prompt-to-Prompt."""
+def with_pad_columns(step: CrossStep, before: int, after: int) -> CrossStep:
+    """``step`` over a text the model padded with ``before`` columns ahead of the prompts' (Flux.2
+    left-pads its context) and ``after`` columns behind them (Z-Image pads its caption): each pad
+    maps to itself with the coefficients of the nearest prompt column (a template, start or end
+    token, never a word), as the columns outside the words follow the source in Prompt-to-Prompt."""
+    if before == after == 0:
+        return step
     edits, n = step.mapper.shape[0], step.mapper.shape[-1]
-    mapper = torch.zeros(edits, pads + n, pads + n, dtype=step.mapper.dtype, device=step.mapper.device)
-    mapper[:, :pads, :pads] = torch.eye(pads, dtype=step.mapper.dtype, device=step.mapper.device)
-    mapper[:, pads:, pads:] = step.mapper
+    total = before + n + after
+    mapper = torch.eye(total, dtype=step.mapper.dtype, device=step.mapper.device).repeat(edits, 1, 1)
+    mapper[:, before:before + n, before:before + n] = step.mapper
 
     def widen(c: torch.Tensor) -> torch.Tensor:
-        return torch.cat([c[:, :1].expand(edits, pads), c], dim=1)
+        return torch.cat([c[:, :1].expand(edits, before), c, c[:, -1:].expand(edits, after)], dim=1)
 
     return CrossStep(mapper, widen(step.c_src), widen(step.c_own), step.use_src, step.use_own, step.is_identity)
 
@@ -95,12 +98,12 @@ class ProbabilitiesOverride:
 
     def __init__(self, chunks_of: Callable[[dict, int], list[tuple[slice, bool]] | None], step: CrossStep,
                  text_length: int, joint_length: int, previous: Callable | None, image_length: int | None = None,
-                 text_offset: int = 0):
+                 layout: PromptColumns = ALL_COLUMNS):
         self.chunks_of, self.step = chunks_of, step
         self.text_length, self.joint_length, self.previous = text_length, joint_length, previous
         self.image_length = joint_length - text_length if image_length is None else image_length
-        if text_offset:
-            self.step = left_padded(step, text_offset)
+        self.prompt_columns = layout.span(text_length)
+        self.padded_step = with_pad_columns(step, layout.offset, text_length - layout.offset - self.prompt_columns)
 
     def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.previous is not None:
@@ -120,15 +123,15 @@ class ProbabilitiesOverride:
         edited = [rows for rows, cond in (chunks or ()) if cond and rows.stop - rows.start > 1]
         if not edited:
             return out
-        if self.step.mapper.shape[-1] != self.text_length:
+        if self.step.mapper.shape[-1] != self.prompt_columns:
             raise P2PInputError(
-                f"Prompt-to-Prompt: the model's text has {self.text_length} tokens but the P2P prompts "
+                f"Prompt-to-Prompt: the model's text has {self.prompt_columns} tokens but the P2P prompts "
                 f"{self.step.mapper.shape[-1]} columns; connect the model's own text encoder to 'P2P Prompts'")
         out = out.clone()
         heads_out = kwargs.get("skip_output_reshape", False)
         mask = call_mask(args, kwargs)
         for rows in edited:
-            image = edited_image_rows(q, k, v, self.text_length, rows, self.step, image_length=self.image_length,
+            image = edited_image_rows(q, k, v, self.text_length, rows, self.padded_step, image_length=self.image_length,
                                       mask=mask)
             items = slice(rows.start + 1, rows.stop)
             tokens = slice(self.text_length, self.text_length + self.image_length)
@@ -150,8 +153,9 @@ class ProbabilitiesEdit(QKEdit):
         self.plan = plan
 
     def override(self, position: tuple[int, int], text_length: int, joint_length: int,
-                 previous: Callable | None, image_length: int | None = None, text_offset: int = 0) -> Callable | None:
+                 previous: Callable | None, image_length: int | None = None,
+                 layout: PromptColumns = ALL_COLUMNS) -> Callable | None:
         step = self.plan.cross_step(*position)
         if step.is_identity:
             return None
-        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, image_length, text_offset)
+        return ProbabilitiesOverride(self.chunks, step, text_length, joint_length, previous, image_length, layout)

@@ -22,8 +22,9 @@ flux_probabilities_mem_ratio=… sd3_…``.
 
 Default: CPU, the tests' tiny Flux and SD3 (tests/harness/mmdit_models.py), a 16² latent, 10 steps;
 then the tiny Qwen-Image (16² latent), HunyuanImage 2.1 (8² latent, patch 1), Flux.2 (klein layout,
-8² latent at patch 1, 512 text columns) and Chroma (16² latent), with hand-made prompts on random
-context (their LLM text encoders are not built).
+8² latent at patch 1, 512 text columns), Chroma (16² latent) and Z-Image (16² latent, its caption
+padded to 32; the wrapper route), with hand-made prompts on random context (their LLM text encoders
+are not built); Flux.2 and Z-Image where ComfyUI has them.
 ``--full-block``: Flux's real block width (hidden 3072, 24 heads, T5 context 4096, 256 text
 tokens) with one double and one single block, random weights, fp32, a 32² latent, 5 steps.
 """
@@ -37,7 +38,7 @@ from typing import Any
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
 import torch
 
-from harness import comfyui, hunyuan_image_models, mmdit_models, tiny_models  # after common, which puts tests/ on sys.path
+from harness import comfyui, hunyuan_image_models, mmdit_models, tiny_models, z_image_models  # after common, which puts tests/ on sys.path
 
 # name -> (mmdit_mechanism, qk_end); the probabilities edit injects over cross_attention 0-0.8
 VARIANTS = {"plain": None, "qk 0.2": ("qk", 0.2), "qk 0.2, no maps": ("qk", 0.2), "qk all steps": ("qk", 1.0),
@@ -103,7 +104,7 @@ def workloads(nodes: Any, full_block: bool) -> list[tuple[str, Any, dict[str, An
     return out if full_block else out + newer_family_workloads()
 
 
-def hand_made_edit(encoder: str, columns: int) -> Any:
+def hand_made_edit(encoder: str, columns: int, source: str = SOURCE, edited: str = EDIT) -> Any:
     """A 2-prompt P2P edit with word columns, as P2P Prompts would make it with ``encoder``
     (Flux.2's and Chroma's tiny text encoders are not built here)."""
     from comfyui_prompt_edit.attention.edit_spec import P2PEdit
@@ -114,12 +115,13 @@ def hand_made_edit(encoder: str, columns: int) -> Any:
         strings = (*words, END) + (PAD,) * (columns - len(words) - 1)
         return PromptTokens(text, strings, tuple(Word(w, (i,)) for i, w in enumerate(words)), columns)
 
-    return P2PEdit(prompt(SOURCE), (prompt(EDIT),), encoder=encoder)
+    return P2PEdit(prompt(source), (prompt(edited),), encoder=encoder)
 
 
 def newer_family_workloads() -> list[tuple[str, Any, dict[str, Any]]]:
-    """Qwen-Image, Flux.2 (klein layout, 512 left-padded text; where this ComfyUI has it) and Chroma, with
-    random conditioning of 16 columns and a hand-made edit."""
+    """Qwen-Image, HunyuanImage 2.1, Flux.2 (klein layout, 512 left-padded text) and Chroma with
+    random conditioning of 16 columns and a hand-made edit, then Z-Image; Flux.2 and Z-Image where
+    this ComfyUI has them."""
     from comfyui_prompt_edit.attention.edit_spec import FLUX2_ENCODER, T5_ENCODER
     from comfyui_prompt_edit.families import UnsupportedModelError, family_by_id
     from harness import chroma_models, flux2_models
@@ -139,7 +141,23 @@ def newer_family_workloads() -> list[tuple[str, Any, dict[str, Any]]]:
         out.append((family, model, {"positive": conditioning(2, 16, width, pooled, seed=1),
                                     "negative": conditioning(1, 16, width, pooled, seed=2), "latent": samples,
                                     "noise": noise.contiguous(), "steps": 10, "edit": hand_made_edit(encoder, 16)}))
-    return [qwen_image_workload(), hunyuan_image_workload()] + out
+    out = [qwen_image_workload(), hunyuan_image_workload()] + out
+    if z_image_models.has_z_image():  # a DIFFUSION_MODEL wrapper instead of block patches
+        out.append(z_image_workload())
+    return out
+
+
+def z_image_workload() -> tuple[str, Any, dict[str, Any]]:
+    """The tests' tiny Z-Image (dim 256, two layers) with 7 random caption columns (padded to 32),
+    a 16² latent (64 image tokens)."""
+    from comfyui_prompt_edit.attention.edit_spec import Z_IMAGE_ENCODER
+
+    edit = hand_made_edit(Z_IMAGE_ENCODER, 7, "a red cat sits here", "a red dog sits here")
+    samples = torch.zeros(2, z_image_models.NEXTDIT_LATENT_CHANNELS, 16, 16)
+    noise = torch.randn(samples[:1].shape, generator=torch.Generator().manual_seed(common.SEED)).expand_as(samples)
+    return "z_image", z_image_models.tiny_z_image_model(), {
+        "positive": z_image_models.batch_conditioning([1, 2]), "negative": z_image_models.random_conditioning(seed=99),
+        "latent": samples, "noise": noise.contiguous(), "steps": 10, "edit": edit}
 
 
 def qwen_image_workload() -> tuple[str, Any, dict[str, Any]]:

@@ -9,12 +9,13 @@ from .joint.hidream import HIDREAM
 from .joint.hunyuan_image import HUNYUAN_IMAGE
 from .joint.qwen_image import QWEN_IMAGE
 from .joint.sd3 import SD3
+from .joint.z_image import LUMINA2, Z_IMAGE
 from .registry import (
     CROSS_ATTENTION, DIT_BLOCKS, JOINT_ATTENTION, MODEL_WRAPPER, ModelFamily, RefusedFamily, UnsupportedModelError,
     families, family_by_id, family_of, find_family, register)
 from .unet import UNET
 
-for _family in (UNET, FLUX, SD3, FLUX2, CHROMA, QWEN_IMAGE, HUNYUAN_IMAGE, HIDREAM):
+for _family in (UNET, FLUX, SD3, FLUX2, CHROMA, QWEN_IMAGE, HUNYUAN_IMAGE, Z_IMAGE, LUMINA2, HIDREAM):
     register(_family)
 
 __all__ = ["CROSS_ATTENTION", "DIT_BLOCKS", "JOINT_ATTENTION", "MODEL_WRAPPER", "ModelFamily", "RefusedFamily",

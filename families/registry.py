@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import comfy.model_base
+import comfy.supported_models
 
 from ..attention.edit_spec import TEXT_ENCODERS
 from ..attention.errors import P2PInputError
@@ -61,6 +62,11 @@ class ModelFamily:
     image_first: Callable[[Any], bool] = field(default=_never)  # joint: its attention runs [image, text]
     updates_in_place: bool = False  # its blocks add to activations autograd saved, in place (Flux-style): gradients keep copies
     pads_text_left_to: int = 0  # joint: the model left-pads a shorter context with zeros to this many columns (Flux.2)
+    config_classes: tuple[str, ...] = ()  # comfy.supported_models configs, matched exactly, where families
+    # share a model class (Z-Image and Lumina 2 are both model_base.Lumina2): the model's model_config
+    call_layout: Callable[[Any, tuple, dict], tuple[int, int, int]] | None = None  # MODEL_WRAPPER route:
+    # (diffusion model, args, kwargs of its forward) -> (context columns, text tokens, joint tokens) of the
+    # call's joint attention [text, image]; text tokens exceed the columns where the model pads its caption
 
     @property
     def is_joint(self) -> bool:
@@ -75,7 +81,8 @@ class ModelFamily:
     def matches(self, model: Any) -> bool:
         if self.recognises is not None:
             return self.recognises(model)
-        return any(_class_is(model, name) for name in self.model_classes)
+        return (any(_class_is(model, name) for name in self.model_classes)
+                and (not self.config_classes or any(_config_is(model, name) for name in self.config_classes)))
 
     def check_prompts(self, encoder: str) -> None:
         """Refuse prompts (``P2PEdit.encoder``) that another family's text encoder made: their
@@ -88,9 +95,17 @@ class ModelFamily:
                 "connect the model's own text encoder to 'P2P Prompts'")
 
     def available(self) -> bool:
-        """Whether this ComfyUI has the family's model classes."""
-        return self.recognises is not None or any(getattr(comfy.model_base, n, None) is not None
-                                                  for n in self.model_classes)
+        """Whether this ComfyUI has the family's model classes (and its configs, where it names them)."""
+        return self.recognises is not None or not self.missing_classes()
+
+    def missing_classes(self) -> tuple[str, ...]:
+        """The family's classes this ComfyUI lacks: its model classes if it has none of them, its
+        ``comfy.supported_models`` configs if it has none of those."""
+        missing: tuple[str, ...] = ()
+        for module, names in ((comfy.model_base, self.model_classes), (comfy.supported_models, self.config_classes)):
+            if names and not any(getattr(module, n, None) is not None for n in names):
+                missing += names
+        return missing
 
 
 @dataclass(frozen=True)
@@ -122,7 +137,7 @@ def family_by_id(family_id: str) -> ModelFamily:
             if not family.available():
                 raise UnsupportedModelError(
                     f"{family.name} models need ComfyUI {family.added_in} or newer; this ComfyUI has no "
-                    f"{' / '.join(family.model_classes)} model class. Update ComfyUI to use {family.name}")
+                    f"{' / '.join(family.missing_classes())} model class. Update ComfyUI to use {family.name}")
             return family
     raise UnsupportedModelError(f"no model family {family_id!r}; the pack knows "
                                 f"{', '.join(f.id for f in _FAMILIES)}")
@@ -131,6 +146,11 @@ def family_by_id(family_id: str) -> ModelFamily:
 def _class_is(model: Any, name: str) -> bool:
     cls = getattr(comfy.model_base, name, None)
     return cls is not None and type(model.model) is cls
+
+
+def _config_is(model: Any, name: str) -> bool:
+    cls = getattr(comfy.supported_models, name, None)
+    return cls is not None and type(getattr(model.model, "model_config", None)) is cls
 
 
 def family_of(model: Any) -> ModelFamily:

@@ -70,7 +70,8 @@ def gradients_through(model, *others) -> Iterator[torch.device]:
     VAE's, a CLIP's) frozen, with weights usable in an autograd graph; yields ``model``'s device.
     Inputs made in inference mode must be copied (:func:`autograd_copy`) before they meet it.
     Hosts with ``model_management.in_training`` (0.33.0) set it meanwhile, as their training node
-    does: their RoPE kernel (Flux-style blocks, e.g. HunyuanImage 2.1) has no backward otherwise.
+    does: their RoPE kernel (Flux-style blocks, e.g. HunyuanImage 2.1) has no backward otherwise, nor
+    NextDiT's (Z-Image, Lumina 2) fused RMSNorm and RoPE.
     A model whose blocks add in place into tensors autograd saved (its family's ``updates_in_place``)
     gets copies of the saved activations (not of the frozen weights) instead."""
     training = getattr(comfy.model_management, "in_training", None)
@@ -101,15 +102,24 @@ def model_space_latent(model, samples: torch.Tensor) -> torch.Tensor:
     return model.model.process_latent_in(autograd_copy(samples, model.load_device))
 
 
-def _extra_inputs(model, conditioning_extras: dict, latent_shape: torch.Size) -> dict[str, torch.Tensor]:
+def _extra_inputs(model, conditioning_extras: dict, latent_shape: torch.Size,
+                  context: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The model's extra inputs for a CONDITIONING entry's dict (e.g. SDXL's ``y``), as the sampler
-    builds them."""
+    builds them, with the entry's ``context`` as ``cross_attn`` (Lumina 2 / Z-Image derive their
+    ``num_tokens`` from it); constants (``num_tokens``) stay Python values."""
     device = model.load_device
     params = dict(conditioning_extras)
     params.update(device=device, noise=torch.zeros(latent_shape, device=device))
     params.setdefault("width", latent_shape[-1] * 8)
     params.setdefault("height", latent_shape[-2] * 8)
-    return {k: v.cond.to(device) for k, v in model.model.extra_conds(**params).items() if k != "c_crossattn"}
+    if context is not None:
+        params["cross_attn"] = context
+    return {k: v.cond.to(device) if torch.is_tensor(v.cond) else v.cond
+            for k, v in model.model.extra_conds(**params).items() if k != "c_crossattn"}
+
+
+def _batched(value, batch: int):
+    return value.expand(batch, *value.shape[1:]) if torch.is_tensor(value) else value
 
 
 def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> UncondEps:
@@ -120,13 +130,15 @@ def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> 
     """
     base = model.model
     device = model.load_device
-    extras = _extra_inputs(model, conditioning_extras, latent_shape)
+    by_length: dict[int, dict] = {}  # the extra inputs per context length (a swapped context may differ)
     dtype = base.get_dtype()
 
     def eps(x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x, sigma = x.to(device), sigma.to(device)
         batch = x.shape[0]
-        inputs = {k: v.expand(batch, *v.shape[1:]) for k, v in extras.items()}
+        if context.shape[-2] not in by_length:
+            by_length[context.shape[-2]] = _extra_inputs(model, conditioning_extras, latent_shape, context[:1])
+        inputs = {k: _batched(v, batch) for k, v in by_length[context.shape[-2]].items()}
         denoised = base.apply_model(x, sigma.expand(batch), c_crossattn=context.to(device, dtype).expand(batch, -1, -1),
                                     transformer_options={}, **inputs)
         return (x - denoised) / sigma.reshape(-1, *([1] * (x.dim() - 1)))
@@ -134,15 +146,22 @@ def eps_function(model, conditioning_extras: dict, latent_shape: torch.Size) -> 
     return eps
 
 
-def paired_eps_function(model, extras_a: dict, extras_b: dict, latent_shape: torch.Size) -> PairedEps | None:
+def paired_eps_function(model, extras_a: dict, extras_b: dict, latent_shape: torch.Size,
+                        context_a: torch.Tensor | None = None, context_b: torch.Tensor | None = None) -> PairedEps | None:
     """``(ε_a, ε_b) = f(x, σ, context_a, context_b)`` in one batch-2 model call (cheaper than two
     calls, most of all where per-op overhead dominates), or None when the two conditionings'
-    extra inputs cannot share a batch."""
+    extra inputs cannot share a batch (``context_a`` / ``context_b``: the contexts it will get,
+    for the inputs derived from them)."""
     base, device = model.model, model.load_device
-    a, b = _extra_inputs(model, extras_a, latent_shape), _extra_inputs(model, extras_b, latent_shape)
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+    a = _extra_inputs(model, extras_a, latent_shape, context_a)
+    b = _extra_inputs(model, extras_b, latent_shape, context_b)
+
+    def shares(x, y) -> bool:
+        return x.shape == y.shape if torch.is_tensor(x) and torch.is_tensor(y) else x == y
+
+    if a.keys() != b.keys() or not all(shares(a[k], b[k]) for k in a):
         return None
-    inputs = {k: torch.cat([a[k], b[k]]) for k in a}
+    inputs = {k: torch.cat([a[k], b[k]]) if torch.is_tensor(a[k]) else a[k] for k in a}
     dtype = base.get_dtype()
 
     def eps_pair(x: torch.Tensor, sigma: torch.Tensor, context_a: torch.Tensor, context_b: torch.Tensor):

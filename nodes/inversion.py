@@ -162,7 +162,7 @@ class InvertImage:
                 base = cond if method == "negative-prompt" else null
                 unconds = base[0].expand(n, -1, -1).clone()
             else:
-                paired = (paired_eps_function(model, cond_extras, null_extras, x0.shape)
+                paired = (paired_eps_function(model, cond_extras, null_extras, x0.shape, cond[:1], null[:1])
                           if cond.shape == null.shape else None)
                 result = null_text_invert(
                     lambda x, s: eps_cond_ctx(x, s, cond), eps_uncond, pivots, sig, cond, null, settings,

@@ -165,11 +165,11 @@ def test_the_model_sees_512_left_padded_columns_and_maps_read_the_prompts_column
 
 
 def test_maps_equal_the_softmax_on_the_prompts_columns_after_the_pads():
-    from comfyui_prompt_edit.attention.mmdit_maps import image_text_probabilities, one_hot_values
+    from comfyui_prompt_edit.attention.mmdit_maps import PromptColumns, image_text_probabilities, one_hot_values
 
     torch.manual_seed(0)
     q, k = torch.randn(1, 2, 512 + 16, 8), torch.randn(1, 2, 512 + 16, 8)
-    values = one_hot_values((0, 3), TEXT, 512, 512 + 16, q.device, q.dtype, text_offset=512 - TEXT)
+    values = one_hot_values((0, 3), TEXT, 512, 512 + 16, q.device, q.dtype, PromptColumns(offset=512 - TEXT))
     p = (q @ k.transpose(-1, -2) * 8 ** -0.5).softmax(-1)[:, :, 512:]
     expected = p[..., [512 - TEXT, 512 - TEXT + 3]].mean(1)
     torch.testing.assert_close(image_text_probabilities(q, k, values, 512), expected)

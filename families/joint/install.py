@@ -20,11 +20,13 @@ from ...attention.edit_plan import EditPlan
 from ...attention.edit_spec import P2PEdit
 from ...attention.joint_order import host_order_view, text_first_view
 from ...attention.mmdit_edit import QKEdit, QKSettings
+from ...attention.mmdit_maps import PromptColumns
 from ...attention.mmdit_probabilities import ProbabilitiesEdit
 from ...attention.sampled_batch import check_sampled_batch
 from ...patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
 from ...patching.compose import ContainerPassingOverride, takes_containers
-from ..registry import ModelFamily, UnsupportedModelError, family_of
+from ..registry import MODEL_WRAPPER, ModelFamily, UnsupportedModelError, family_of
+from .wrapper_route import install_wrapped_edit
 
 WRAPPER_KEY = "prompt_edit_p2p_mmdit"
 FAMILY = "P2P Attention Control"
@@ -74,7 +76,7 @@ def _block_arguments(edit: QKEdit, family: ModelFamily, image_first: bool):
             opts = {**opts, "optimized_attention_override": host_order_view(
                 opts.get("optimized_attention_override"), text, joint_length)}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
-                                    records=kind in map_blocks, text_offset=offset)
+                                    records=kind in map_blocks, layout=PromptColumns(offset=offset))
         if edited is None:
             return None
         if image_first and text is not None:
@@ -110,8 +112,11 @@ def image_grid(model, latent_image) -> tuple[int, int]:
 
 
 def install_mmdit_edit(model, edit: QKEdit):
-    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a joint-attention model."""
+    """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a joint-attention model
+    (or, for a family on the MODEL_WRAPPER route, in every call of its diffusion model)."""
     family = joint_family(model)
+    if family.route == MODEL_WRAPPER:
+        return install_wrapped_edit(model, edit, family, WRAPPER_KEY, FAMILY, image_grid)
     blocks = family.block_keys(model)
     p2p_edit = edit.edit
     patched = model.clone()
