@@ -6,10 +6,13 @@ the same tests hold there."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from harness import comfyui, hunyuan_image_models as hy
+from harness import comfyui, edit_checks, hunyuan_image_models as hy
+from harness.attention_capture import with_capture
 from harness.inversion_runs import node as inversion_node, rel_err
 
 pytestmark = pytest.mark.comfy
@@ -98,37 +101,7 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def assert_same(actual, expected, tol=1e-6):
-    scale = expected.abs().max().clamp_min(1.0)
-    torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
-
-
-class Capture:
-    """Another node's attention override on the model: records each call's q (and its step) and
-    runs the attention it was given; it sees the refiner's calls and, inside the edit, the joint ones
-    (q, k as [B, H, L, D]: every HunyuanImage attention passes skip_reshape)."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):
-        return self  # 0.3.64's ModelPatcher.clone() deep-copies model_options
-
-    def __call__(self, func, *args, **kwargs):
-        from comfyui_prompt_edit.base.sigma_steps import step_at
-
-        opts = kwargs.get("transformer_options") or {}
-        step = step_at(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
-        axis = 2 if kwargs.get("skip_reshape", False) else 1
-        self.calls.append((step, tuple(opts.get("cond_or_uncond", [])), args[0].shape[axis], args[0].clone(),
-                           args[1].clone()))
-        return func(*args, **kwargs)
-
-
-def with_capture(model):
-    capture, patched = Capture(), model.clone()
-    patched.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = capture
-    return patched, capture
+assert_same = functools.partial(edit_checks.assert_same, tol=1e-6)
 
 
 # -- the family ------------------------------------------------------------------------------------
@@ -176,10 +149,10 @@ def test_the_refiner_calls_are_untouched_and_the_joint_ones_edited(real_cfg_mode
     edited_model, edited_calls = with_capture(real_cfg_model)
     sample(control(edited_model, hunyuan_edit(), qk_end=1.0)[0], positive, latent(2), cfg=1.0)
     assert len(plain_calls.calls) == len(edited_calls.calls)
-    refiner = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p[2] == TEXT]
-    joint = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p[2] == TEXT + IMAGE_TOKENS]
+    refiner = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p.length == TEXT]
+    joint = [(p, e) for p, e in zip(plain_calls.calls, edited_calls.calls) if p.length == TEXT + IMAGE_TOKENS]
     assert len(refiner) == 2 * STEPS and len(joint) == 3 * STEPS  # 2 refiner blocks; 1 double + 2 single
-    assert all(torch.equal(p[3], e[3]) for p, e in refiner)
+    assert all(torch.equal(p.q, e.q) for p, e in refiner)
     # the capture runs inside the edit in the joint blocks: there it sees the source's image queries
     image = slice(TEXT, None) if not host_runs_image_first() else slice(0, IMAGE_TOKENS)
     for _, (step, _, _, q, k) in joint:
@@ -234,7 +207,7 @@ def test_the_word_maps_are_the_double_blocks_image_to_text_probabilities(real_cf
     columns = list(handle.store.columns)
     assert columns == [0, 1, 2, 3, 4]  # the four words and <|im_end|>
     image_first = host_runs_image_first()
-    double_calls = [c for c in capture.calls if c[2] == TEXT + IMAGE_TOKENS][::3]  # double, single, single
+    double_calls = [c for c in capture.calls if c.length == TEXT + IMAGE_TOKENS][::3]  # double, single, single
     assert [c[0] for c in double_calls] == list(range(STEPS))
     rows, text = (slice(0, IMAGE_TOKENS), IMAGE_TOKENS) if image_first else (slice(TEXT, None), 0)
     for step, _, _, q, k in double_calls:
@@ -257,8 +230,8 @@ def test_a_prompt_with_byt5_tokens_keeps_the_source_and_edits_the_edit(real_cfg_
     capturing, capture = with_capture(real_cfg_model)
     plain = sample(capturing, positive, latent(2))
     # the refiner runs on the Qwen columns only; ByT5's join the text after it
-    assert {c[2] for c in capture.calls if c[1] == (0,)} == {TEXT, TEXT + byt5 + IMAGE_TOKENS}
-    assert {c[2] for c in capture.calls if c[1] == (1,)} == {TEXT, TEXT + IMAGE_TOKENS}  # the uncond alone
+    assert {c.length for c in capture.calls if c[1] == (0,)} == {TEXT, TEXT + byt5 + IMAGE_TOKENS}
+    assert {c.length for c in capture.calls if c[1] == (1,)} == {TEXT, TEXT + IMAGE_TOKENS}  # the uncond alone
     for mechanism in ("qk", "probabilities"):
         patched, handle = control(real_cfg_model, edit, mechanism)
         edited = sample(patched, positive, latent(2))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness import qwen_image_models as qwen
+from harness.edit_checks import assert_same
 from harness.inversion_runs import rel_err
 
 pytestmark = pytest.mark.comfy
@@ -73,11 +74,6 @@ def sample(model, positive, latent_image, cfg=CFG, negative_=None, steps=STEPS):
 def control(model, edit, mechanism="qk", kind="replace", qk_end=0.5, end=0.8, **kw):
     return node("P2PAttentionControl").apply(model, edit, kind, 0.0, end, 0.4, "coarse", qk_end=qk_end,
                                              mmdit_mechanism=mechanism, **kw)
-
-
-def assert_same(actual, expected, tol=1e-5):
-    scale = expected.abs().max().clamp_min(1.0)
-    torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
 
 
 def test_the_family_row_and_its_blocks(model):

@@ -5,10 +5,13 @@ On a host without Z-Image (0.3.64), its tests check that the pack says which Com
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
-from harness import z_image_models as zm
+from harness import edit_checks, z_image_models as zm
+from harness.attention_capture import with_capture
 from harness.inversion_runs import rel_err
 
 pytestmark = pytest.mark.comfy
@@ -91,37 +94,13 @@ def control(model, edit, qk_end=0.5, kind="replace", mechanism="qk", **kw):
                                                        mmdit_mechanism=mechanism, **kw)
 
 
-def assert_same(actual, expected, tol=5e-5):  # fp32 rounding of a batch of 3 vs 1 at dim 256: 1e-5
-    scale = expected.abs().max().clamp_min(1.0)
-    torch.testing.assert_close(actual / scale, expected / scale, atol=tol, rtol=0)
+assert_same = functools.partial(edit_checks.assert_same, tol=5e-5)  # fp32 rounding of a batch of 3 vs 1 at dim 256: 1e-5
 
 
 def moved(a, b) -> float:
     return rel_err(a, b)
 
 
-class Capture:
-    """Another node's attention override: keeps each call's step, q and k, then runs the attention."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def __call__(self, func, *args, **kwargs):
-        from comfyui_prompt_edit.base.sigma_steps import step_at
-
-        opts = kwargs.get("transformer_options") or {}
-        step = step_at(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
-        self.calls.append((step, args[0].clone(), args[1].clone(), list(opts.get("cond_or_uncond", []))))
-        return func(*args, **kwargs)
-
-
-def with_capture(model):
-    capture, model = Capture(), model.clone()
-    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = capture
-    return model, capture
 
 
 # -- the rows ------------------------------------------------------------------------------------
@@ -174,12 +153,12 @@ def test_the_refiners_are_untouched_and_the_joint_layers_get_the_source_image_qu
     positive = zm.batch_conditioning([1, 2])
     sample(plain_model, positive, latent(2, size=8), steps=2)
     sample(control(edited_model, text_edit(family), qk_end=1.0)[0], positive, latent(2, size=8), steps=2)
-    lengths = [call[1].shape[2] for call in edited.calls]
-    assert lengths == [call[1].shape[2] for call in plain.calls]
+    lengths = [call.length for call in edited.calls]
+    assert lengths == [call.length for call in plain.calls]
     assert lengths[:4] == [text, image, text + image, text + image]  # context refiner, noise refiner, 2 layers
     first = [(p, e) for p, e in zip(plain.calls, edited.calls) if p[0] == 0]  # step 0: the same inputs
     joint = 0
-    for (_, q0, k0, _), (_, q1, k1, chunks) in first:
+    for (_, _, _, q0, k0), (_, chunks, _, q1, k1) in first:
         if q0.shape[2] != text + image:
             assert torch.equal(q1, q0) and torch.equal(k1, k0)  # refiners: as without the edit
             continue
@@ -281,7 +260,7 @@ def test_cond_and_uncond_of_different_text_lengths_give_the_source_as_plain_samp
     for mechanism in ("qk", "probabilities"):
         captured, capture = with_capture(model)
         edited = sample(control(captured, edit, qk_end=1.0, mechanism=mechanism)[0], positive, latent(2), neg=neg)
-        assert {tuple(call[3]) for call in capture.calls} == {(0,), (1,)}  # one chunk per call
+        assert {call.cond_or_uncond for call in capture.calls} == {(0,), (1,)}  # one chunk per call
         plain = sample(model, positive, latent(2), neg=neg)
         assert_same(edited[0], plain[0])
         assert moved(edited[1], plain[1]) > 1e-3, mechanism

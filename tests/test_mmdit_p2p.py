@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from harness import comfyui, mmdit_models, workflows
+from harness.attention_capture import Capture
 from harness.edit_checks import MIN_EDIT_CHANGE, assert_edit_moves, assert_same, relative_change
 
 pytestmark = pytest.mark.comfy
@@ -69,26 +70,6 @@ def control(model, edit, qk_end=0.2, kind="replace", **kw):
 def set_override(model, override) -> None:
     """Put an attention override ``override(func, *args, **kwargs)`` on the model as another node would."""
     model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
-
-
-class Capture:
-    """An attention override of another node: records each call's q, k (detached) and its step, then
-    runs the attention it was given."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __deepcopy__(self, memo):
-        return self  # 0.3.64's ModelPatcher.clone() deep-copies model_options
-
-    def __call__(self, func, *args, **kwargs):
-        from comfyui_prompt_edit.base.sigma_steps import step_at
-
-        opts = kwargs.get("transformer_options") or {}
-        step = step_at(float(opts["sigmas"].reshape(-1)[0]), opts["sample_sigmas"]) if "sigmas" in opts else None
-        axis = 2 if kwargs.get("skip_reshape", False) else 1
-        self.calls.append((step, list(opts.get("cond_or_uncond", [])), axis, args[0].clone(), args[1].clone()))
-        return func(*args, **kwargs)
 
 
 # -- identity, windows, the source ----------------------------------------------------------------
@@ -160,7 +141,7 @@ def test_inside_the_window_the_edit_has_the_source_image_queries_and_keys(family
     positive, text = batch_conditioning([1, 2]), 8
     sample(control(model, t5_edit(), qk_end=0.2)[0], positive, latent(2), cfg=1.0)
     image_tokens = (LATENT // 2) ** 2
-    joint = [c for c in capture.calls if c[3].shape[c[2]] == text + image_tokens]
+    joint = [c for c in capture.calls if c.length == text + image_tokens]
     assert {c[0] for c in joint} == set(range(STEPS))  # every block of every step went through the override
     blocks = len(joint) // STEPS
     assert blocks == {"flux-dev": 3, "flux-schnell": 3}.get(family, 2)
@@ -202,8 +183,8 @@ def test_sd35_image_only_attention_is_left_alone():
     set_override(model, capture)
     text, image_tokens = 8, (LATENT // 2) ** 2
     sample(control(model, t5_edit(), qk_end=0.5)[0], batch_conditioning([1, 2]), latent(2))
-    image_only = [c for c in capture.calls if c[3].shape[c[2]] == image_tokens]
-    joint = [c for c in capture.calls if c[3].shape[c[2]] == text + image_tokens]
+    image_only = [c for c in capture.calls if c.length == image_tokens]
+    joint = [c for c in capture.calls if c.length == text + image_tokens]
     assert {c[0] for c in image_only} == set(range(STEPS))  # block 0's attn2, every step
     # no image token of the edit's attn2 queries is the source's (the prototype's bug replaced them from T on)
     assert all(bool((q[1] != q[0]).any(-1).all()) for step, _, _, q, _ in image_only if 1 <= step < 5)
