@@ -119,7 +119,7 @@ def test_an_edit_with_the_text_image_boundary_off_by_one_token_is_told_from_the_
             super().__init__(t5_edit(), QKSettings(Window(0.0, 0.2)))
             self.shift = shift
 
-        def override(self, position, text_length, joint_length, previous, **layout):  # image_length, text_offset
+        def override(self, position, text_length, joint_length, previous, **layout):  # image_length, PromptColumns
             if not self.settings.window.active(*position):
                 return None
             return QKOverride(self, text_length + self.shift, joint_length, previous)

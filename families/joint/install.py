@@ -20,7 +20,7 @@ from ...attention.edit_plan import EditPlan
 from ...attention.edit_spec import P2PEdit
 from ...attention.joint_order import host_order_view, text_first_view
 from ...attention.mmdit_edit import QKEdit, QKSettings
-from ...attention.mmdit_maps import PromptColumns
+from ...attention.mmdit_maps import ALL_COLUMNS, PromptColumns
 from ...attention.mmdit_probabilities import ProbabilitiesEdit
 from ...attention.sampled_batch import check_sampled_batch
 from ...patching.comfy_model import check_blocks_intact, install_blocks, set_outer_sample, set_post_cfg_blend
@@ -45,13 +45,13 @@ def block_keys(model) -> list[tuple[str, int]]:
     return joint_family(model).block_keys(model)
 
 
-def text_offset(family: ModelFamily, text_length: int | None, num_columns: int) -> int:
-    """Where the prompts' columns start in the model's text: after the zeros a model that left-pads
-    its context (Flux.2, to 512) put before a shorter prompt; 0 for every other model."""
+def prompt_columns(family: ModelFamily, text_length: int | None, num_columns: int) -> PromptColumns:
+    """Where the prompts' columns lie in the model's text: after the zeros a model that left-pads
+    its context (Flux.2, to 512) put before a shorter prompt; all of the text for every other model."""
     pads_to = family.pads_text_left_to
     if not pads_to or text_length != pads_to or not 0 < num_columns < text_length:
-        return 0
-    return text_length - num_columns
+        return ALL_COLUMNS
+    return PromptColumns(offset=text_length - num_columns)
 
 
 def _block_arguments(edit: QKEdit, family: ModelFamily, image_first: bool):
@@ -71,12 +71,12 @@ def _block_arguments(edit: QKEdit, family: ModelFamily, image_first: bool):
         if passes_containers:  # the edit's overrides chain to a host function that hands on containers
             opts = {key: value for key, value in opts.items() if key != "optimized_attention_override"}
         text = text_length if text_length is not None else edit.block_text_length  # single blocks: the last double's
-        offset = text_offset(family, text, edit.edit.num_columns)
+        layout = prompt_columns(family, text, edit.edit.num_columns)
         if image_first and text is not None:  # the edit sees [text, image]; the host its own order
             opts = {**opts, "optimized_attention_override": host_order_view(
                 opts.get("optimized_attention_override"), text, joint_length)}
         edited = edit.block_options(opts, text_length, joint_length, edits=edit.edits_block((kind, index)),
-                                    records=kind in map_blocks, layout=PromptColumns(offset=offset))
+                                    records=kind in map_blocks, layout=layout)
         if edited is None:
             return None
         if image_first and text is not None:
