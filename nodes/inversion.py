@@ -91,7 +91,7 @@ class InvertImage:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model you will edit with (SD1.x, SD2.x, SDXL, SD3 / SD3.5: every method; Flux: direct and ddim, being guidance-distilled)."}),
+                "model": ("MODEL", {"tooltip": "The model you will edit with. Models that run real CFG (SD1.x, SD2.x, SDXL, SD3 / SD3.5, Qwen-Image, Chroma, Z-Image, Lumina 2, Flux.2 klein): every method; guidance-distilled ones (Flux.1, Flux.2 dev): direct and ddim."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
                 "negative": ("CONDITIONING", {"tooltip": (
                     "The null text: usually CLIP Text Encode of an empty prompt.")}),

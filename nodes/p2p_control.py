@@ -17,7 +17,7 @@ from ..families.joint.install import install_probabilities, install_qk
 from ..families.unet.install import install
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
 
-JOINT_MODELS = "Joint-attention models (Flux, Flux.2, SD3, Qwen-Image, Chroma, HunyuanImage 2.1)"
+JOINT_MODELS = "Joint-attention models (Flux, Flux.2, SD3, Qwen-Image, Chroma, Z-Image, Lumina 2, HunyuanImage 2.1)"
 
 
 def _window(inputs: str, start: float, end: float) -> Window:

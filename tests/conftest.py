@@ -288,7 +288,7 @@ def comfy_server(tmp_path_factory):
         log.close()
 
 
-TEXT_ENCODER_LOADERS = {"DualCLIPLoader": 2, "TripleCLIPLoader": 3}  # how many file names each takes first
+TEXT_ENCODER_LOADERS = {"CLIPLoader": 1, "DualCLIPLoader": 2, "TripleCLIPLoader": 3}  # how many file names each takes first
 
 
 def _link_files(directory, names, target) -> None:

@@ -14,6 +14,14 @@ loader's model options), more than the CI machine holds, so DualCLIPLoader / Tri
 replaced, by class_type in the API prompt, with test-only nodes that return a real comfy.sd.CLIP
 with the real tokenizers and tiny encoders (mmdit_models.tiny_flux_clip / tiny_sd3_clip).
 
+The newer families' workflows (Qwen-Image, Flux.2 klein, Z-Image, Chroma; harness/family_files.py)
+load their VAEs, and Flux.2 klein its diffusion model, as tiny files through the stock loaders; the
+diffusion models whose layout detection assumes at full width (Qwen-Image, Chroma, Z-Image) and
+every CLIPLoader are replaced the same way as the T5 loaders, by test-only nodes returning the
+family harness's tiny models. On a ComfyUI without the family (0.3.64: Flux.2, Z-Image) the test
+asserts the pack's message naming the version that adds it. Each of them, and every other direct
+inversion, must give back the photo as its source image (its VAE round trip) and an edit that differs.
+
 Workflows that sample from an inversion are also checked, before shrinking, for the wiring that
 makes the inversion reconstruct (add_noise disabled, euler/ddim, the inversion's scheduler, steps
 and guidance, its negative prompt and noisy latent): shrunk to 3 steps everywhere, a 50-vs-30 step
@@ -31,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import mmdit_files, mmdit_models, model_files, pack, workflows
+from harness import family_files, mmdit_files, mmdit_models, model_files, pack, workflows
 from workflow_api import FRONTEND_ONLY_NODES, load_workflow, ui_to_api
 
 pytestmark = pytest.mark.comfy
@@ -124,9 +132,10 @@ def check_ui_format(workflow: dict, node_class_mappings: dict) -> None:
         assert order[origin_id] < order[target_id], f"order puts {target_id} before its input {origin_id}"
 
 
-def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str]) -> dict:
+def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str], family_names: dict[str, str]) -> dict:
     """Point every loader at a test file: checkpoint loaders at the SD1.5 test checkpoint (SD3.5's
-    at the SD3.5 one), the diffusion-model and VAE loaders at the Flux files (mmdit_names, from
+    at the SD3.5 one), the diffusion-model and VAE loaders at the newer families' files by the name
+    the workflow loads (family_names), else at the Flux files (mmdit_names, from
     mmdit_files.register_mmdit_files); 64x64 latents, 3 sampler steps, and inversions of 3 steps
     (so their schedule stays the sampler's) with 2 inner steps."""
     for node in prompt.values():
@@ -135,7 +144,7 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str]) -> dict:
             inputs["ckpt_name"] = mmdit_names["ckpt_name"] if inputs["ckpt_name"] in SD35_CHECKPOINTS else checkpoint
         if node["class_type"] in FLUX_FILE_LOADERS:
             name = FLUX_FILE_LOADERS[node["class_type"]]
-            inputs[name] = mmdit_names[name]
+            inputs[name] = family_names.get(inputs[name], mmdit_names[name])
         if node["class_type"] in ("EmptyLatentImage", MMDIT_LATENT_NODE):
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
@@ -149,56 +158,114 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str]) -> dict:
     return prompt
 
 
-def tiny_text_encoder_node(build_clip) -> type:
-    """A test-only loader node without inputs that returns build_clip(): it stands in for a stock
-    text-encoder loader, which would build a full-size T5-XXL (see the module docstring)."""
+def stand_in_loader_node(build, return_type: str) -> type:
+    """A test-only loader node without inputs that returns build(): it stands in for a stock loader
+    that cannot load a model at test size (see the module docstring)."""
 
-    class TinyTextEncoders:
+    class TinyModelLoader:
         CATEGORY = "testing"
         FUNCTION = "load"
-        RETURN_TYPES = ("CLIP",)
+        RETURN_TYPES = (return_type,)
 
         @classmethod
         def INPUT_TYPES(cls):
             return {"required": {}}
 
         def load(self):
-            return (build_clip(),)
+            return (build(),)
 
-    return TinyTextEncoders
+    return TinyModelLoader
 
 
 TINY_TEXT_ENCODER_NODES = {"DualCLIPLoader": "TestTinyFluxTextEncoders", "TripleCLIPLoader": "TestTinySD3TextEncoders"}
 
 
+def tiny_family_text_encoder_node(clip_type: str) -> str:
+    return f"TestTinyTextEncoder_{clip_type}"
+
+
+def tiny_family_model_node(family: str) -> str:
+    return f"TestTinyDiffusionModel_{family}"
+
+
 @pytest.fixture
-def tiny_text_encoder_nodes(comfy_nodes, mmdit_names):
-    """The test-only stand-ins of TINY_TEXT_ENCODER_NODES, registered while the test runs; the Flux
-    one's T5 is as wide as the Flux file's context (mmdit_files.flux_t5_width)."""
+def tiny_model_nodes(comfy_nodes, mmdit_names):
+    """The test-only stand-ins, registered while the test runs: TINY_TEXT_ENCODER_NODES (the Flux
+    one's T5 as wide as the Flux file's context, mmdit_files.flux_t5_width), one per CLIPLoader type
+    and one per newer family whose diffusion model the host's detection reads only at full width."""
     t5_width = mmdit_files.flux_t5_width()
-    builders = {"TestTinyFluxTextEncoders": lambda: mmdit_models.tiny_flux_clip(t5_width=t5_width),
-                "TestTinySD3TextEncoders": mmdit_models.tiny_sd3_clip}
-    for name, build in builders.items():
-        comfy_nodes.NODE_CLASS_MAPPINGS[name] = tiny_text_encoder_node(build)
+    stand_ins = {"TestTinyFluxTextEncoders": stand_in_loader_node(lambda: mmdit_models.tiny_flux_clip(t5_width=t5_width), "CLIP"),
+                 "TestTinySD3TextEncoders": stand_in_loader_node(mmdit_models.tiny_sd3_clip, "CLIP")}
+    for clip_type, build in family_files.TEXT_ENCODERS_BY_TYPE.items():
+        stand_ins[tiny_family_text_encoder_node(clip_type)] = stand_in_loader_node(build, "CLIP")
+    for family in set(family_files.DIFFUSION_MODEL_FAMILIES.values()):
+        if not family_files.loads_through_unet_loader(family):
+            stand_ins[tiny_family_model_node(family)] = stand_in_loader_node(
+                lambda family=family: family_files.tiny_diffusion_model(family), "MODEL")
+    comfy_nodes.NODE_CLASS_MAPPINGS.update(stand_ins)
     try:
         yield
     finally:
-        for name in builders:
+        for name in stand_ins:
             del comfy_nodes.NODE_CLASS_MAPPINGS[name]
 
 
-def replace_text_encoder_loaders(prompt: dict) -> None:
-    """Swap each Flux / SD3 text-encoder loader of the API prompt for its tiny stand-in, by class_type."""
+def replace_loaders_with_stand_ins(prompt: dict) -> None:
+    """Swap, by class_type in the API prompt, each Flux / SD3 text-encoder loader, each CLIPLoader of
+    a newer family and each diffusion-model loader that cannot load its family's tiny file for its
+    tiny stand-in."""
     for node in prompt.values():
-        if node["class_type"] in TINY_TEXT_ENCODER_NODES:
-            node["class_type"] = TINY_TEXT_ENCODER_NODES[node["class_type"]]
-            node["inputs"] = {}
+        kind, inputs = node["class_type"], node["inputs"]
+        if kind in TINY_TEXT_ENCODER_NODES:
+            node["class_type"] = TINY_TEXT_ENCODER_NODES[kind]
+        elif kind == "CLIPLoader" and inputs["type"] in family_files.TEXT_ENCODERS_BY_TYPE:
+            node["class_type"] = tiny_family_text_encoder_node(inputs["type"])
+        elif kind == "UNETLoader" and inputs["unet_name"] in family_files.DIFFUSION_MODEL_FAMILIES:
+            family = family_files.DIFFUSION_MODEL_FAMILIES[inputs["unet_name"]]
+            if family_files.loads_through_unet_loader(family):
+                continue
+            node["class_type"] = tiny_family_model_node(family)
+        else:
+            continue
+        node["inputs"] = {}
+
+
+def workflow_family(workflow: dict) -> str | None:
+    """The newer family whose diffusion model the workflow loads, if any."""
+    return next((family_files.DIFFUSION_MODEL_FAMILIES[node["widgets_values"][0]] for node in workflow["nodes"]
+                 if node["type"] == "UNETLoader" and node["widgets_values"][0] in family_files.DIFFUSION_MODEL_FAMILIES),
+                None)
+
+
+def host_has_family(family: str) -> bool:
+    """Whether this ComfyUI has the family; where it has not, the pack's message names the version
+    that adds it."""
+    from comfyui_prompt_edit.families import UnsupportedModelError, family_by_id
+
+    try:
+        family_by_id(family)
+    except UnsupportedModelError as error:
+        assert re.search(r"need ComfyUI \d+\.\d+\.\d+ or newer", str(error)), str(error)
+        assert "Update ComfyUI" in str(error), str(error)
+        return False
+    return True
 
 
 @pytest.fixture(scope="session")
 def mmdit_names(comfy_nodes) -> dict[str, str]:
     """The Flux / SD3.5 test files, written once and registered in ComfyUI's model folders."""
     return mmdit_files.register_mmdit_files()
+
+
+@pytest.fixture(scope="session")
+def family_names(comfy_nodes, mmdit_names) -> dict[str, str]:
+    """The test file for each newer-family file the examples load through a stock loader, by the
+    name the workflow gives it; written once into the folder mmdit_names registered."""
+    names = {name: make().name for name, make in family_files.VAE_FILES.items()}
+    for name, family in family_files.DIFFUSION_MODEL_FAMILIES.items():
+        if family_files.loads_through_unet_loader(family) and host_has_family(family):
+            names[name] = family_files.make_flux2_klein_file().name
+    return names
 
 
 def test_the_mmdit_files_load_through_the_stock_loaders_as_flux_and_sd35(comfy_nodes, mmdit_names):
@@ -247,6 +314,48 @@ def check_source_is_plain_sampling(prompt: dict, name: str, saved_tensors: list)
     difference = float((plain[0] - source).abs().max())
     print(f"{name}: source vs plain sampling: max pixel difference {difference:.2e}")
     assert difference < 1e-3, f"{name}: the source image is not plain sampling (max difference {difference})"
+
+
+def _saved_batches_of(prompt: dict, invert_id: str) -> list[str]:
+    """The SaveImage nodes that save, decoded, what a sampler made from Invert Image invert_id's
+    noisy latent (directly or through P2P Prompts) with a model through its Apply Inversion."""
+    saves = []
+    for node_id, node in prompt.items():
+        if node["class_type"] != "SaveImage" or _source_class(prompt, node["inputs"]["images"]) != "VAEDecode":
+            continue
+        sampler = prompt[prompt[node["inputs"]["images"][0]]["inputs"]["samples"][0]]["inputs"]
+        applied = _upstream(prompt, sampler.get("model"), APPLY_NODE)
+        if applied is not None and applied[1]["inputs"]["inversion"][0] == invert_id:
+            saves.append(node_id)
+    return saves
+
+
+def check_direct_inversion_gives_back_the_photo(prompt: dict, name: str, outputs: dict) -> None:
+    """Every direct inversion of a loaded photo reconstructs it: the first image its sampler saves
+    is the photo's VAE round trip (run here with the workflow's own VAE: VAEEncode -> VAEDecode),
+    and the images after it (the edits) differ from it."""
+    for invert_id, invert in prompt.items():
+        if invert["class_type"] != INVERT_NODE or invert["inputs"]["method"] != "direct":
+            continue
+        encode = prompt[invert["inputs"]["latent"][0]]
+        if encode["class_type"] != "VAEEncode" or _source_class(prompt, encode["inputs"]["pixels"]) != "LoadImage":
+            continue
+        vae = encode["inputs"]["vae"]
+        round_trip = {"photo": copy.deepcopy(prompt[encode["inputs"]["pixels"][0]]),
+                      "vae": copy.deepcopy(prompt[vae[0]]),
+                      "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["photo", 0], "vae": ["vae", vae[1]]}},
+                      "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["encode", 0], "vae": ["vae", vae[1]]}},
+                      "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "round_trip"}}}
+        (expected,) = workflows.output_images(workflows.run_api_prompt(round_trip), "save")
+        saves = _saved_batches_of(prompt, invert_id)
+        assert saves, f"{name}: nothing saves what the direct inversion {invert_id} samples"
+        for save_id in saves:
+            source, *edits = workflows.output_images(outputs, save_id)
+            difference = int(np.abs(source.astype(int) - expected.astype(int)).max())
+            print(f"{name}: direct inversion {invert_id}: source vs the photo's VAE round trip: {difference}/255")
+            assert difference <= 2, f"{name}: the source image is not the photo (max difference {difference}/255)"
+            for edit in edits:
+                assert np.abs(edit.astype(int) - source.astype(int)).max() > 2, f"{name}: an edit is the photo"
 
 
 def write_input_images(workflow: dict) -> None:
@@ -390,11 +499,14 @@ def saved_tensors(comfy_nodes, monkeypatch):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
 def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors, inversion_dir, embedding_vae_dir,
-                              clip_vision_dir, mmdit_names, tiny_text_encoder_nodes):
+                              clip_vision_dir, mmdit_names, family_names, tiny_model_nodes):
     workflow = load_workflow(path)
     mappings = comfy_nodes.NODE_CLASS_MAPPINGS
     check_ui_format(workflow, mappings)
     assert any(node["type"] == "Note" for node in workflow["nodes"]), "every example explains itself in a Note"
+    family = workflow_family(workflow)
+    if family is not None and not host_has_family(family):
+        return  # host_has_family asserted the pack's message naming the ComfyUI version that adds it
 
     write_input_images(workflow)
     write_embedding_vaes(workflow, embedding_vae_dir)
@@ -403,8 +515,8 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     inverted_samplers = check_inversion_wiring(prompt, path.name)
     if any(node["class_type"] == APPLY_NODE for node in prompt.values()):
         assert inverted_samplers, f"{path.name}: Apply Inversion feeds no sampler that could be checked"
-    replace_text_encoder_loaders(prompt)  # before the run, which would build a full-size T5-XXL
-    prompt = shrink(prompt, sd15_checkpoint, mmdit_names)
+    replace_loaders_with_stand_ins(prompt)  # before the run, which would build a full-size T5-XXL
+    prompt = shrink(prompt, sd15_checkpoint, mmdit_names, family_names)
     output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
     assert output_nodes, "the workflow saves no image"
 
@@ -440,6 +552,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
 
     if any(node["class_type"] == MMDIT_LATENT_NODE for node in prompt.values()):
         check_source_is_plain_sampling(prompt, path.name, saved_tensors)
+    check_direct_inversion_gives_back_the_photo(prompt, path.name, outputs)
 
     for node_id, node in prompt.items():
         if node["class_type"] == METRICS_NODE:

@@ -1,4 +1,4 @@
-"""Prompts of the LLM text encoders (Qwen-Image, HunyuanImage 2.1, Z-Image, Flux.2 klein, Lumina 2)
+"""Prompts of the LLM text encoders (Qwen-Image, HunyuanImage 2.1, Z-Image, Flux.2 klein and dev, Lumina 2)
 and of Chroma's T5: the user's words at their CONDITIONING columns, one-length encoding (item 0 =
 source), and 'P2P Prompts' end to end, with tiny encoders built through ComfyUI's own classes."""
 
@@ -30,7 +30,8 @@ def test_bpe_words_decode_a_character_split_over_two_pieces():
 # -- with ComfyUI's tokenizers and tiny encoders ------------------------------------------------------
 
 
-ADDED_IN_0_33 = {"z_image": ("z_image", "ZImageTokenizer"), "flux2_klein": ("flux", "KleinTokenizer")}
+ADDED_IN_0_33 = {"z_image": ("z_image", "ZImageTokenizer"), "flux2_klein": ("flux", "KleinTokenizer"),
+                 "flux2_dev": ("flux", "Flux2Tokenizer")}
 """Text encoders that ComfyUI 0.3.64 lacks (module, tokenizer class): their tests check the absence there."""
 
 
@@ -146,6 +147,27 @@ def test_flux2_klein_words_sit_before_the_right_padding_to_512(clips):
 
 
 @pytest.mark.comfy
+def test_flux2_dev_words_sit_at_the_right_end_after_the_left_padding_to_512(clips):
+    """Mistral's Tekken BPE (tiny vocabulary), weights literal; the model left-pads the context with
+    zeros to 512 columns, so the pack reads the words there: [/INST] is column 511."""
+    from comfyui_prompt_edit.attention.clip_tokens import clip_words, encode_prompts
+
+    if not new_on_this_host("flux2_dev"):
+        return
+    clip = clips["flux2_dev"]
+    positive, (source, target), encoder = encode_prompts(clip, ["a (red:1.3) cat", "a blue dog"])
+    cond = positive[0][0]
+    assert encoder == "flux2" and cond.shape == (2, 512, 96) and source.num_columns == target.num_columns == 512
+    assert words(source) == at(502)
+    assert source.token_labels()[501] == "[INST]" and source.token_labels()[511] == "[/INST]"
+    assert words(target) == [("a", (508,)), ("blue", (509,)), ("dog", (510,))]
+    assert source.find(clip_words(clip, "red")) == [(504,)]
+    alone = clip.encode_from_tokens(clip.tokenize("a (red:1.3) cat"), return_dict=True)["cond"]
+    pads = 512 - alone.shape[1]
+    assert torch.equal(cond[:1, pads:], alone) and not cond[:1, :pads].any()  # item 0 = the source, zeros before it
+
+
+@pytest.mark.comfy
 def test_hunyuan_image_byt5_columns_of_quoted_text_follow_the_qwen_ones(hunyuan_clip):
     from comfyui_prompt_edit.attention.clip_tokens import clip_words, encode_prompts
     from comfyui_prompt_edit.attention.errors import P2PInputError
@@ -195,7 +217,7 @@ def test_chroma_t5_prompts_take_the_t5_path(clips):
 
 
 @pytest.mark.comfy
-@pytest.mark.parametrize("name", ["z_image", "flux2_klein", "qwen_image", "lumina2", "chroma"])
+@pytest.mark.parametrize("name", ["z_image", "flux2_klein", "flux2_dev", "qwen_image", "lumina2", "chroma"])
 def test_p2p_prompts_node_encodes_the_new_families(name, clips):
     from comfyui_prompt_edit.nodes.p2p_prompts import P2PPrompts
 
@@ -207,5 +229,5 @@ def test_p2p_prompts_node_encodes_the_new_families(name, clips):
     cond = positive[0][0]
     assert cond.shape[0] == 3 == batch["samples"].shape[0] == edit.batch_size
     assert edit.num_columns == cond.shape[1] and all(t.num_columns == cond.shape[1] for t in edit.targets)
-    assert edit.encoder == {"flux2_klein": "flux2", "chroma": "t5"}.get(name, name)
+    assert edit.encoder == {"flux2_klein": "flux2", "flux2_dev": "flux2", "chroma": "t5"}.get(name, name)
     assert edit.source.find(("bicycle",)) and edit.targets[1].find(("red",))

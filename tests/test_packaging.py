@@ -49,7 +49,8 @@ def test_the_declared_license_file_is_the_gpl_3():
 # The model loaders of the examples: how many file names their widgets start with, and the model
 # folder the frontend's download puts those files in.
 MODEL_LOADERS = {"CheckpointLoaderSimple": (1, "checkpoints"), "UNETLoader": (1, "diffusion_models"),
-                 "VAELoader": (1, "vae"), "DualCLIPLoader": (2, "text_encoders"), "TripleCLIPLoader": (3, "text_encoders")}
+                 "VAELoader": (1, "vae"), "CLIPLoader": (1, "text_encoders"), "DualCLIPLoader": (2, "text_encoders"),
+                 "TripleCLIPLoader": (3, "text_encoders")}
 
 
 def test_every_example_model_loader_offers_its_model_downloads():

@@ -65,6 +65,45 @@ def tiny_flux2_klein_clip(seed: int = 0) -> Any:
     return _tiny_clip(flux.KleinTokenizer, flux.klein_te(), {"qwen3_4b_model_config": _llm_config(28)}, seed)
 
 
+TEKKEN_SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                         "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]",
+                         "[IMG_END]", "[PREFIX]", "[MIDDLE]", "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]")
+TEKKEN_WORDS = ("(", "a", "photo", "of", "cat", "dog", "red", "blue", "riding", "bicycle", "You", "are", "an", "AI")
+
+
+def tiny_tekken_json(words: tuple[str, ...] = TEKKEN_WORDS) -> bytes:
+    """A tiny Mistral Tekken vocabulary (the JSON that Flux.2 dev's text-encoder file carries): Mistral's
+    special tokens at their ranks (<s> 1, <pad> 11, [SYSTEM_PROMPT] 17), the 256 bytes, and every prefix of
+    each word and of its space-led form, so that byte-level BPE merges them into whole words."""
+    import base64
+    import json
+
+    merged = sorted({piece for word in words for form in (word, " " + word)
+                     for piece in (form[:end] for end in range(2, len(form) + 1))}, key=lambda p: (len(p), p))
+    pieces = [bytes([b]) for b in range(256)] + [p.encode() for p in merged]
+    vocab = [{"rank": rank, "token_bytes": base64.b64encode(piece).decode()} for rank, piece in enumerate(pieces)]
+    special = [{"rank": rank, "token_str": token, "is_control": True} for rank, token in enumerate(TEKKEN_SPECIAL_TOKENS)]
+    config = {"pattern": "", "num_vocab_tokens": len(special) + len(vocab),
+              "default_vocab_size": len(special) + len(vocab), "default_num_special_tokens": len(special)}
+    return json.dumps({"config": config, "vocab": vocab, "special_tokens": special}).encode()
+
+
+def flux2_dev_width() -> int:
+    """Flux.2 dev's CONDITIONING width: its Mistral's layers 10, 20 and 30 side by side."""
+    return 3 * LLM_HIDDEN
+
+
+def tiny_flux2_dev_clip(seed: int = 0) -> Any:
+    """Flux.2 dev's Mistral 3 (31 layers, since it reads layers 10/20/30; 32 wide) with a tiny Tekken
+    vocabulary (tiny_tekken_json; the real one lives in the text-encoder file)."""
+    ensure_comfyui()
+    import comfy.text_encoders.flux as flux
+
+    options = {"mistral3_24b_model_config": _llm_config(31, vocab_size=512)}
+    return _tiny_clip(flux.Flux2Tokenizer, flux.flux2_te(), options, seed,
+                      tokenizer_data={"tekken_model": tiny_tekken_json()})
+
+
 def qwen_image_width() -> int:
     """Qwen-Image's (and HunyuanImage's) Qwen CONDITIONING width with the tiny Qwen2.5-VL."""
     return LLM_HIDDEN
