@@ -15,24 +15,19 @@ from typing import Any, Callable
 
 import torch
 
+from .attention_call import AttentionCall, run_call
 
-def _roll_call(args: tuple, kwargs: dict, shift: int, length: int) -> tuple[tuple, dict]:
-    """The attention call ``(q, k, v, heads, mask=None, …)`` with its tokens rolled by ``shift``."""
-    axis = 2 if kwargs.get("skip_reshape", False) else 1  # [B, H, L, D] or [B, L, H·D]
-    q, k, v = (torch.roll(x, shift, axis) for x in args[:3])
-    args = (q, k, v) + args[3:]
-    mask_in_args = len(args) > 4
-    mask = args[4] if mask_in_args else kwargs.get("mask")
+
+def _rolled(call: AttentionCall, shift: int, length: int) -> AttentionCall:
+    """The attention call with its tokens rolled by ``shift`` (q, k, v, and the mask's query and key axes)."""
+    q, k, v = (torch.roll(x, shift, call.token_axis) for x in (call.q, call.k, call.v))
+    mask = call.mask
     if isinstance(mask, torch.Tensor):
         if mask.shape[-1] == length:  # over the keys
             mask = torch.roll(mask, shift, mask.ndim - 1)
         if mask.ndim >= 2 and mask.shape[-2] == length:  # over the queries
             mask = torch.roll(mask, shift, mask.ndim - 2)
-        if mask_in_args:
-            args = args[:4] + (mask,) + args[5:]
-        else:
-            kwargs = {**kwargs, "mask": mask}
-    return args, kwargs
+    return call.with_tensors(q, k, v, mask=mask if isinstance(mask, torch.Tensor) else None)
 
 
 class _RolledCall:
@@ -46,17 +41,12 @@ class _RolledCall:
     def __deepcopy__(self, memo: dict) -> "_RolledCall":
         return self  # built per block call
 
-    def _run(self, func: Callable, args: tuple, kwargs: dict) -> Any:
-        return func(*args, **kwargs) if self.then is None else self.then(func, *args, **kwargs)
-
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
-        axis = 2 if kwargs.get("skip_reshape", False) else 1
-        if len(args) < 3 or not isinstance(args[0], torch.Tensor) or args[0].shape[axis] != self.length:
-            return self._run(func, args, kwargs)
-        args, kwargs = _roll_call(args, kwargs, self.shift, self.length)
-        out = self._run(func, args, kwargs)
-        out_axis = 2 if kwargs.get("skip_output_reshape", False) else 1
-        return torch.roll(out, -self.shift, out_axis)
+        call = AttentionCall.read(args, kwargs)
+        if call is None or call.length != self.length:
+            return run_call(func, args, kwargs, self.then)
+        rolled = _rolled(call, self.shift, self.length)
+        return torch.roll(rolled.run(func, self.then), -self.shift, rolled.output_token_axis)
 
 
 def text_first_view(override: Callable, text_length: int, joint_length: int) -> Callable:

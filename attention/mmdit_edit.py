@@ -26,13 +26,14 @@ from typing import Any, Callable
 import torch
 
 from ..patching.sampling_call import StepClock
+from .attention_call import AttentionCall, run_call
 from .edit_plan import blend_selectors
 from .edit_spec import EDIT_KINDS, P2PEdit
 from .errors import P2PInputError
 from .local_blend import blend_from_store
 from .map_store import AttentionMapStore
 from .mmdit_blocks import BlockKey
-from .mmdit_maps import ALL_COLUMNS, MapRecordingOverride, MMDiTMapRecorder, PromptColumns
+from .mmdit_maps import ALL_COLUMNS, JOINT, MapRecordingOverride, MMDiTMapRecorder, PromptColumns
 from .sampled_batch import batch_chunks
 from .step_window import Window
 
@@ -118,18 +119,16 @@ class QKOverride:
         self.image_length = image_length
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
-        if len(args) >= 2 and isinstance(args[0], torch.Tensor):
-            q, k = args[0], args[1]
-            token_axis = 2 if kwargs.get("skip_reshape", False) else 1  # Flux: [B, H, L, D]; SD3: [B, L, H·D]
-            if q.ndim > token_axis and q.shape[token_axis] == self.joint_length:
-                chunks = self.edit.chunks(kwargs.get("transformer_options") or {}, q.shape[0])
-                if chunks:
-                    q = with_source_image_tokens(q, token_axis, self.text_length, chunks, self.image_length)
-                    k = with_source_image_tokens(k, token_axis, self.text_length, chunks, self.image_length)
-                    args = (q, k) + args[2:]
-        if self.previous is not None:
-            return self.previous(func, *args, **kwargs)
-        return func(*args, **kwargs)
+        call = AttentionCall.read(args, kwargs)
+        if call is None:
+            return run_call(func, args, kwargs, self.previous)
+        if call.length == self.joint_length:
+            chunks = self.edit.chunks(call.options, call.q.shape[0])
+            if chunks:
+                q, k = (with_source_image_tokens(x, call.token_axis, self.text_length, chunks, self.image_length)
+                        for x in (call.q, call.k))
+                call = call.with_tensors(q, k)
+        return call.run(func, self.previous)
 
 
 class QKEdit:
@@ -159,6 +158,10 @@ class QKEdit:
         self.clock.reset()
         self._text_length = None
         self.recorder.start_run(grid)
+
+    def map_places(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        """A joint attention records every map in one place, whatever level was asked for (see :mod:`.edit_handle`)."""
+        return (JOINT,)
 
     def edits_block(self, block: BlockKey) -> bool:
         return self.settings.blocks is None or block in self.settings.blocks

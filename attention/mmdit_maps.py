@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from .attention_call import AttentionCall, run_call
 from .edit_spec import P2PEdit
 from .errors import P2PInputError
 from .map_store import AttentionMapStore
@@ -42,25 +43,6 @@ class PromptColumns:
 
 
 ALL_COLUMNS = PromptColumns()
-
-
-def heads_first(x: torch.Tensor, heads: int, skip_reshape: bool) -> torch.Tensor:
-    """``[B, H, L, D]`` from the host's layout (Flux hands that already; SD3 ``[B, L, H·D]``)."""
-    if skip_reshape:
-        return x
-    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
-
-
-def call_mask(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The attention mask of a host attention call ``(q, k, v, heads, mask=None, …)``, 4-D as the
-    host's attention broadcasts it (``[L, L]`` → ``[1, 1, L, L]``; Qwen-Image's additive text mask
-    ``[B, 1, L]`` → ``[B, 1, 1, L]``), or None."""
-    mask = args[4] if len(args) > 4 else kwargs.get("mask")
-    if mask is not None and mask.ndim == 2:
-        mask = mask.unsqueeze(0)
-    if mask is not None and mask.ndim == 3:
-        mask = mask.unsqueeze(1)
-    return mask
 
 
 def recorded_columns(edit: P2PEdit) -> tuple[int, ...]:
@@ -151,16 +133,13 @@ class MapRecordingOverride:
         self.layout = layout
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
-        if len(args) >= 2 and isinstance(args[0], torch.Tensor):
-            heads = args[3] if len(args) > 3 else kwargs.get("heads")
-            skip_reshape = kwargs.get("skip_reshape", False)
-            q, k = (heads_first(x, heads, skip_reshape) for x in args[:2])
-            if q.shape[2] == self.joint_length:
-                chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0]) or ()
-                rows = next((r for r, cond in chunks if cond), None)
-                if rows is not None:
-                    self.recorder.record(q, k, rows, self.text_length, *self.position, mask=call_mask(args, kwargs),
-                                         layout=self.layout)
-        if self.previous is not None:
-            return self.previous(func, *args, **kwargs)
-        return func(*args, **kwargs)
+        call = AttentionCall.read(args, kwargs)
+        if call is None:
+            return run_call(func, args, kwargs, self.previous)
+        if call.length == self.joint_length:
+            chunks = self.chunks_of(call.options, call.q.shape[0]) or ()
+            rows = next((r for r, cond in chunks if cond), None)
+            if rows is not None:
+                self.recorder.record(call.heads_first(call.q), call.heads_first(call.k), rows, self.text_length,
+                                     *self.position, mask=call.mask_4d(), layout=self.layout)
+        return call.run(func, self.previous)

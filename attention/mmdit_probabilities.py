@@ -22,7 +22,8 @@ from .cross_step import CrossStep
 from .edit_plan import EditPlan
 from .errors import P2PInputError
 from .mmdit_edit import QKEdit, QKSettings
-from .mmdit_maps import ALL_COLUMNS, PromptColumns, call_mask, heads_first
+from .attention_call import AttentionCall, run_call
+from .mmdit_maps import ALL_COLUMNS, PromptColumns
 
 ROW_BUDGET = 1 << 24
 """Probabilities materialised at once per item (heads × rows × keys): 64 MiB in fp32."""
@@ -105,21 +106,15 @@ class ProbabilitiesOverride:
         self.prompt_columns = layout.span(text_length)
         self.padded_step = with_pad_columns(step, layout.offset, text_length - layout.offset - self.prompt_columns)
 
-    def _host(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
-        if self.previous is not None:
-            return self.previous(func, *args, **kwargs)
-        return func(*args, **kwargs)
-
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
-        out = self._host(func, *args, **kwargs)
-        if len(args) < 3 or not isinstance(args[0], torch.Tensor):
-            return out
-        skip_reshape = kwargs.get("skip_reshape", False)
-        heads = args[3] if len(args) > 3 else kwargs.get("heads")
-        q, k, v = (heads_first(x, heads, skip_reshape) for x in args[:3])
-        if q.shape[2] != self.joint_length:
+        call = AttentionCall.read(args, kwargs)
+        if call is None:
+            return run_call(func, args, kwargs, self.previous)
+        out = call.run(func, self.previous)
+        if call.length != self.joint_length:
             return out  # not the joint attention
-        chunks = self.chunks_of(kwargs.get("transformer_options") or {}, q.shape[0])
+        q, k, v = (call.heads_first(x) for x in (call.q, call.k, call.v))
+        chunks = self.chunks_of(call.options, q.shape[0])
         edited = [rows for rows, cond in (chunks or ()) if cond and rows.stop - rows.start > 1]
         if not edited:
             return out
@@ -128,8 +123,8 @@ class ProbabilitiesOverride:
                 f"Prompt-to-Prompt: the model's text has {self.prompt_columns} tokens but the P2P prompts "
                 f"{self.step.mapper.shape[-1]} columns; connect the model's own text encoder to 'P2P Prompts'")
         out = out.clone()
-        heads_out = kwargs.get("skip_output_reshape", False)
-        mask = call_mask(args, kwargs)
+        heads_out = call.output_token_axis == 2
+        mask = call.mask_4d()
         for rows in edited:
             image = edited_image_rows(q, k, v, self.text_length, rows, self.padded_step, image_length=self.image_length,
                                       mask=mask)

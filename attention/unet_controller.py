@@ -92,6 +92,10 @@ class P2PController:
         self.store.reset()
         self.clock.reset()
 
+    def map_places(self, requested: tuple[str, ...]) -> tuple[str, ...]:
+        """The UNet records its maps by level: the requested places themselves (see :mod:`.edit_handle`)."""
+        return requested
+
     # -- per-call bookkeeping ---------------------------------------------------------------
 
     def _step(self, opts: dict) -> tuple[int, int] | None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from ..attention.edit_handle import EditHandle
 from ..attention.errors import P2PInputError
 from ..attention.map_store import PLACES
-from ..attention.mmdit_edit import QKEdit
-from ..attention.mmdit_maps import JOINT
 from ..attention.visualize import label_grid, token_tiles
 from .common import CATEGORY_P2P, P2P_ATTENTION
 
@@ -59,7 +58,7 @@ class P2PAttentionMaps:
             },
         }
 
-    def render(self, attention, samples, item: int, layers: str, step_start: float, step_end: float,
+    def render(self, attention: EditHandle, samples, item: int, layers: str, step_start: float, step_end: float,
                include_special: bool, tile_size: int, tiles_per_row: int, images=None):
         edit = attention.edit
         if item >= edit.batch_size:
@@ -72,7 +71,7 @@ class P2PAttentionMaps:
             raise P2PInputError(
                 "attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
         prompt = edit.source if item == 0 else edit.targets[item - 1]
-        places = (JOINT,) if isinstance(attention, QKEdit) else WHERE[layers]
+        places = attention.map_places(WHERE[layers])
         maps = attention.store.average(places, step_start, step_end)[item]
         columns = [c for w in prompt.words for c in w.columns]
         if include_special:

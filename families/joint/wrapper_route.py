@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import comfy.patcher_extension
-import torch
 
+from ...attention.attention_call import AttentionCall, run_call
 from ...attention.mmdit_edit import QKEdit
 from ...attention.mmdit_maps import PromptColumns
 from ...attention.sampled_batch import check_sampled_batch
@@ -40,16 +40,13 @@ class LayerGate:
 
     def __call__(self, func: Callable, *args: Any, **kwargs: Any) -> Any:
         target = self.plain
-        if args and isinstance(args[0], torch.Tensor):
-            axis = 2 if kwargs.get("skip_reshape", False) else 1
-            if args[0].ndim > axis and args[0].shape[axis] == self.joint_length:
-                index = (kwargs.get("transformer_options") or {}).get("block_index", self.calls)
-                self.calls += 1
-                if index in self.layers:
-                    target = self.edited
-        if target is None:
-            return func(*args, **kwargs)
-        return target(func, *args, **kwargs)
+        call = AttentionCall.read(args, kwargs)
+        if call is not None and call.length == self.joint_length:
+            index = call.options.get("block_index", self.calls)
+            self.calls += 1
+            if index in self.layers:
+                target = self.edited
+        return run_call(func, args, kwargs, target)
 
 
 class EditWrapper:

@@ -102,16 +102,6 @@ VAE_FILES: dict[str, Callable[[], Path]] = {"ae.safetensors": mmdit_files.make_m
                                             "flux2-vae.safetensors": make_flux2_vae_file}
 
 
-def host_has_family(family: str) -> bool:
-    """Whether this ComfyUI has the family's model class (0.3.64 has no Flux.2 and no Z-Image)."""
-    if family == "z_image":
-        return z_image_models.has_z_image()
-    ensure_comfyui()
-    import comfy.supported_models
-
-    return family != "flux2" or hasattr(comfy.supported_models, "Flux2")
-
-
 def loads_through_unet_loader(family: str) -> bool:
     """Whether the stock UNETLoader reads the family's tiny file (only Flux.2's is narrow enough)."""
     return family == "flux2"
