@@ -18,6 +18,7 @@ from .inversion import (
     ReconstructionMetrics,
     SaveInversion,
 )
+from .keep_outside import KeepMaskComposite, KeepOutsideMaskNode
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
 from .p2p_maps import P2PAttentionMaps
@@ -35,6 +36,8 @@ NODE_CLASS_MAPPINGS = {
     "PromptEditSaveInversion": SaveInversion,
     "PromptEditLoadInversion": LoadInversion,
     "PromptEditReconstructionMetrics": ReconstructionMetrics,
+    "PromptEditKeepOutsideMask": KeepOutsideMaskNode,
+    "PromptEditKeepMaskComposite": KeepMaskComposite,
     "PromptEditStochasticEmbeddings": StochasticEmbeddings,
     "PromptEditTrainEmbeddingVAE": TrainEmbeddingVAE,
     "PromptEditTrainConditionalEmbeddingVAE": TrainConditionalEmbeddingVAE,
@@ -53,6 +56,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditSaveInversion": "Save Inversion",
     "PromptEditLoadInversion": "Load Inversion",
     "PromptEditReconstructionMetrics": "Reconstruction Metrics",
+    "PromptEditKeepOutsideMask": "Keep Outside Mask",
+    "PromptEditKeepMaskComposite": "Keep Mask Composite",
     "PromptEditStochasticEmbeddings": "Stochastic Embeddings (Variations)",
     "PromptEditTrainEmbeddingVAE": "Train Embedding VAE (Null-Text)",
     "PromptEditTrainConditionalEmbeddingVAE": "Train Embedding VAE (Conditional)",

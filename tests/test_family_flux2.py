@@ -227,6 +227,22 @@ def test_reference_tokens_are_never_edited(models):
     assert sum(not torch.equal(q[1, :, 512 + image:], q[0, :, 512 + image:]) for q in joint) > len(joint) // 2
 
 
+def test_flux_kv_cache_is_refused_by_name(models):
+    """Flux KV Cache drops the reference tokens after the first step: the edit refuses it, before or after."""
+    if models is None:
+        return
+    import nodes
+
+    from comfyui_prompt_edit.families import UnsupportedModelError
+
+    cached = nodes.NODE_CLASS_MAPPINGS["FluxKVCache"]().execute(models["klein"])[0]
+    with pytest.raises(UnsupportedModelError, match="Flux KV Cache"):
+        control(cached, flux2_edit())
+    after = nodes.NODE_CLASS_MAPPINGS["FluxKVCache"]().execute(control(models["klein"], flux2_edit())[0])[0]
+    with pytest.raises(Exception, match="Flux KV Cache"):
+        sample(after, conditioning([1, 2]), latent(2), 1.0)
+
+
 def photo(seed: int = 5) -> torch.Tensor:
     return torch.randn(1, flux2_models.FLUX2_LATENT_CHANNELS, LATENT, LATENT, generator=torch.Generator().manual_seed(seed))
 

@@ -111,9 +111,26 @@ def image_grid(model, latent_image) -> tuple[int, int]:
     return -(-int(height) // int(rows)), -(-int(width) // int(columns))
 
 
+# ComfyUI's Flux KV Cache (comfy_extras/nodes_flux.py) keeps the reference images' keys and values
+# from the first step in this attn1 patch and drops their tokens from the joint attention after it:
+# the edit's [text, image, reference] layout and per-item references would no longer hold.
+KV_CACHE_PATCH = "KV_Attn_Input"
+
+
+def refuse_kv_cache(model_options: dict) -> None:
+    """Refuse a model that went through Flux KV Cache (before or after the edit), naming it."""
+    patches = model_options.get("transformer_options", {}).get("patches", {}).get("attn1_patch", [])
+    if any(type(patch).__name__ == KV_CACHE_PATCH for patch in patches):
+        raise UnsupportedModelError(
+            f"{FAMILY}: this MODEL went through Flux KV Cache, which reuses the reference images' first keys and "
+            "values and drops their tokens from the joint attention, so the edit cannot hold the image; remove "
+            "Flux KV Cache from the graph (it only saves time)")
+
+
 def install_mmdit_edit(model, edit: QKEdit):
     """Return ``(patched clone, edit)`` with ``edit``'s overrides on every block of a joint-attention model
     (or, for a family on the MODEL_WRAPPER route, in every call of its diffusion model)."""
+    refuse_kv_cache(model.model_options)
     family = joint_family(model)
     if family.route == MODEL_WRAPPER:
         return install_wrapped_edit(model, edit, family, WRAPPER_KEY, FAMILY, image_grid)
@@ -128,6 +145,7 @@ def install_mmdit_edit(model, edit: QKEdit):
         guider = executor.class_obj
         check_sampled_batch(p2p_edit, guider, latent_image)
         check_blocks_intact(guider.model_options, blocks, FAMILY, edit)
+        refuse_kv_cache(guider.model_options)
         edit.reset(image_grid(model, latent_image))
         return executor(noise, latent_image, *args, **kwargs)
 
