@@ -139,7 +139,7 @@ class StochasticEmbeddings:
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
         family = family_of(model)
-        unet = not family.is_joint
+        unet = family.is_unet  # Wan: token noise as on the joint families (its umT5 columns), no embedding VAE
         if not unet:
             _check_mmdit_request(mode, family.name)
         if mode == "token noise":
