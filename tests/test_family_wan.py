@@ -267,3 +267,42 @@ def test_wan_file_loads_through_the_stock_unet_loader(tmp_path, clip):
     plain = sample(model, positive, negative, lat)
     changes = assert_edit_moves(sample(control(model, edit)[0], positive, negative, lat), plain)
     print(f"wan file: edited item moved by {changes[1]:.3g} relative")
+
+
+def test_wan_token_noise_varies_the_edited_words_and_the_embedding_vae_is_refused(models, clip):
+    from comfyui_prompt_edit.nodes.variations import VariationInputError
+
+    model = models["wan21"]
+    positive, lat, edit = prompts(clip, TARGETS["replace"])
+    vary = node("PromptEditStochasticEmbeddings").vary
+    _, varied, varied_latent, varied_edit = vary(model, positive, lat, "token noise", 2, 0, 0.3, "", edit, None, clip)
+    cond = varied[0][0]
+    dog = set(edit.targets[0].find(("dog",))[0])
+    assert cond.shape == (3, 512, wan_models.WAN_TEXT_DIM) and varied_latent["samples"].shape[0] == 3
+    changed = [set(torch.nonzero((cond[i] - positive[0][0][1]).abs().sum(-1)).flatten().tolist()) for i in (1, 2)]
+    assert changed[0] == dog and changed[1] == dog and not torch.equal(cond[1], cond[2])
+    assert torch.equal(cond[0], positive[0][0][0])
+    out = sample(control(model, varied_edit)[0], varied, _encode(clip, ""), varied_latent)
+    assert torch.isfinite(out).all()
+    with pytest.raises(VariationInputError, match="embedding VAE"):
+        vary(model, positive, lat, "embedding VAE", 2, 0, 0.3, "", edit, None, clip)
+
+
+def test_wan_edit_runs_under_another_attention_override(models, clip):
+    """Another node's override already on the model (e.g. a different kernel) runs for every call
+    under the edit, and the edit still moves the edited item."""
+    model = models["wan21"].clone()
+    calls = []
+
+    def counting(func, *args, **kwargs):
+        calls.append(args[1].shape[1])
+        return func(*args, **kwargs)
+
+    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = counting
+    positive, lat, edit = prompts(clip, TARGETS["replace"], 2)
+    negative = _encode(clip, "")
+    plain = sample(model, positive, negative, lat)
+    calls.clear()
+    assert_edit_moves(sample(control(model, edit)[0], positive, negative, lat), plain)
+    blocks = len(model.model.diffusion_model.blocks)
+    assert calls.count(512) >= STEPS * blocks and calls.count(2 * 16) >= STEPS * blocks  # cross and self calls
