@@ -20,7 +20,7 @@ import torch
 
 from .edit_spec import (
     CLIP_ENCODER, FLUX2_ENCODER, HUNYUAN_IMAGE_ENCODER, LUMINA2_ENCODER, QWEN_IMAGE_ENCODER, T5_ENCODER,
-    TEXT_ENCODERS, Z_IMAGE_ENCODER)
+    TEXT_ENCODERS, WAN_ENCODER, Z_IMAGE_ENCODER)
 from .errors import P2PInputError
 from .tokens import (
     END, PAD, PromptTokens, Word, bpe_label, group_bpe_words, group_t5_words, prompt_tokens_from_chunks)
@@ -67,6 +67,10 @@ LLM_ENCODERS = (
                sentencepiece=True),
 )
 
+UMT5_KEY = "umt5xxl"
+"""The ``clip.tokenize()`` key of Wan's umT5: SentencePiece pieces like T5's, padded to 512 columns
+with pad id 0 (the encoder zeroes the pad columns' output), no start token, weights parsed."""
+
 # Encoder whose token layout defines the columns: CLIP-L where present (SD1.x, SDXL), else CLIP-H (SD2.x).
 _LAYOUT_KEYS = ("l", "h", "g")
 
@@ -90,10 +94,12 @@ def llm_encoder(clip) -> LLMEncoder | None:
 
 def prompt_encoder(tokens: dict, clip=None) -> str:
     """The encoder kind of ``clip``'s prompts (`tokens` = clip.tokenize(…)): an LLM row's kind, else
-    T5_ENCODER when the CLIP has a T5 (Flux, SD3, Chroma), else CLIP_ENCODER."""
+    WAN_ENCODER for umT5, T5_ENCODER when the CLIP has a T5 (Flux, SD3, Chroma), else CLIP_ENCODER."""
     row = llm_encoder(clip) if clip is not None else None
     if row is not None:
         return row.kind
+    if UMT5_KEY in tokens:
+        return WAN_ENCODER
     return T5_ENCODER if "t5xxl" in tokens else CLIP_ENCODER
 
 
@@ -181,12 +187,13 @@ def _byt5_prompt_tokens(clip, text: str, chunks) -> PromptTokens:
     return PromptTokens(text, strings, words, len(strings), cased=True)
 
 
-def t5_prompt_tokens(clip, text: str, tokens: dict) -> PromptTokens:
-    """The T5 columns and words of `text` (`tokens` = clip.tokenize(text), with a ``t5xxl`` list)."""
-    sub = _sub_tokenizer(clip, "t5xxl")
+def t5_prompt_tokens(clip, text: str, tokens: dict, key: str = "t5xxl") -> PromptTokens:
+    """The T5 columns and words of `text` (`tokens` = clip.tokenize(text), with a ``t5xxl`` list, or
+    Wan's umT5 ``umt5xxl`` list: the same SentencePiece grouping, its 512 columns with pads)."""
+    sub = _sub_tokenizer(clip, key)
     if sub is None or not hasattr(sub, "inv_vocab"):
         raise P2PInputError("this CLIP's tokenizer has no T5 vocabulary; use the model's own text encoder")
-    chunks = [[t[0] for t in chunk] for chunk in tokens["t5xxl"]]
+    chunks = [[t[0] for t in chunk] for chunk in tokens[key]]
     if len(chunks) != 1:
         raise P2PInputError(f"this CLIP's T5 tokenizer split the prompt into {len(chunks)} lists; "
                             "Prompt-to-Prompt expects one")
@@ -215,6 +222,8 @@ def conditioning_tokens(clip, text: str, tokens: dict, context_columns: int) -> 
     LLM encoder's (:func:`llm_prompt_tokens`; ``tokens`` as :func:`_tokenize` gives them)."""
     if llm_encoder(clip) is not None:  # tokenized again inside the pack's template (Lumina 2)
         return llm_prompt_tokens(clip, text, _tokenize(clip, text), context_columns)
+    if prompt_encoder(tokens) == WAN_ENCODER:
+        return t5_prompt_tokens(clip, text, tokens, UMT5_KEY)
     if prompt_encoder(tokens) == T5_ENCODER:
         return context_tokens(clip, text, tokens, context_columns)
     return prompt_tokens(clip, text, tokens)
@@ -243,6 +252,8 @@ def clip_words(clip, text: str) -> tuple[str, ...]:
         tokens = llm_prompt_tokens(clip, query, _tokenize(clip, query))
         return tuple(w.text for w in (tokens.parts[0][1] if tokens.parts else tokens).words)
     tokens = clip.tokenize(text)
+    if prompt_encoder(tokens) == WAN_ENCODER:
+        return tuple(w.text for w in t5_prompt_tokens(clip, text, tokens, UMT5_KEY).words)
     if prompt_encoder(tokens) == T5_ENCODER:
         return tuple(w.text for w in t5_prompt_tokens(clip, text, tokens).words)
     return tuple(w.text for w in prompt_tokens(clip, text, tokens).words)

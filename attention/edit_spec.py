@@ -16,6 +16,7 @@ SELF_ATTENTION_LAYERS = ("coarse", "all")
 CLIP_ENCODER, T5_ENCODER = "clip", "t5"
 QWEN_IMAGE_ENCODER, HUNYUAN_IMAGE_ENCODER = "qwen_image", "hunyuan_image"
 FLUX2_ENCODER, Z_IMAGE_ENCODER, LUMINA2_ENCODER = "flux2", "z_image", "lumina2"
+WAN_ENCODER = "wan"
 TEXT_ENCODERS = {
     CLIP_ENCODER: "a CLIP without T5 (SD1.x, SD2.x, SDXL)",
     T5_ENCODER: "a text encoder with T5 (Flux.1, SD3, Chroma)",
@@ -24,6 +25,7 @@ TEXT_ENCODERS = {
     FLUX2_ENCODER: "Flux.2's text encoder (Mistral 3 or Qwen3)",
     Z_IMAGE_ENCODER: "Z-Image's Qwen3",
     LUMINA2_ENCODER: "Lumina 2's Gemma 2",
+    WAN_ENCODER: "Wan's umT5",
 }
 """How the prompts were encoded (``P2PEdit.encoder``), as a message names it. CLIP alone (SD1.x,
 SD2.x, SDXL): the conditioning's columns are the prompts' CLIP tokens, which the word edits locate;

@@ -24,17 +24,29 @@ from .step_window import step_of
 
 
 def blend_mask(maps: torch.Tensor, selectors: torch.Tensor, latent_hw: tuple[int, int], threshold: float) -> torch.Tensor:
-    """``[E, 1, h, w]`` 0/1 mask per edited item from summed maps ``[B, H, W, N]``.
+    """``[E, 1, h, w]`` 0/1 mask per edited item from summed maps ``[B, H, W, N]``; for a video's
+    maps ``[B, F, H, W, N]`` one mask per frame, ``[E, 1, F, h, w]`` (as its latent ``[B, C, F, h, w]``).
 
     As Prompt-to-Prompt: words' maps summed, 3×3 max-pool, resized to the latent, normalised by
-    their maximum, thresholded; each edit's mask is united with the source's.
+    their maximum, thresholded; each edit's mask is united with the source's. A video's frames are
+    masked one by one (each normalised by its own maximum), so that every frame keeps its own region.
     """
+    if maps.ndim == 5:
+        batch, frames = maps.shape[:2]
+        masks = _word_masks(maps.flatten(0, 1), selectors.repeat_interleave(frames, 0), latent_hw, threshold)
+        masks = masks.unflatten(0, (batch, frames))  # [B, F, 1, h, w]
+        return (masks[:1] | masks[1:]).float().transpose(1, 2)
+    masks = _word_masks(maps, selectors, latent_hw, threshold)
+    return (masks[:1] | masks[1:]).float()
+
+
+def _word_masks(maps: torch.Tensor, selectors: torch.Tensor, latent_hw: tuple[int, int], threshold: float) -> torch.Tensor:
+    """``[B, 1, h, w]`` boolean mask of each item's words from its maps ``[B, H, W, N]``."""
     selected = (maps * selectors[:, None, None, :].to(maps)).sum(-1).unsqueeze(1)
     selected = F.max_pool2d(selected, 3, stride=1, padding=1)
     selected = F.interpolate(selected, size=latent_hw)
     peak = selected.amax(dim=(2, 3), keepdim=True).clamp_min(torch.finfo(selected.dtype).tiny)
-    masks = (selected / peak) > threshold
-    return (masks[:1] | masks[1:]).float()
+    return (selected / peak) > threshold
 
 
 def blend_denoised(

@@ -24,7 +24,7 @@ class AttentionMapStore:
     per_step: dict[tuple[int, str], torch.Tensor] = field(default_factory=dict)
     layer_counts: dict[tuple[int, str], int] = field(default_factory=dict)
     running: torch.Tensor | None = None  # sum over everything so far (local blend)
-    spatial: tuple[int, int] | None = None
+    spatial: tuple[int, ...] | None = None  # (H, W), or a video's (frames, H, W)
     num_steps: int = 0
     columns: tuple[int, ...] | None = None  # the context column of each map; None: every column
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -43,7 +43,7 @@ class AttentionMapStore:
         self.spatial = None
         self.num_steps = 0
 
-    def add(self, step: int, place: str, maps: torch.Tensor, spatial: tuple[int, int]) -> None:
+    def add(self, step: int, place: str, maps: torch.Tensor, spatial: tuple[int, ...]) -> None:
         """Add head-averaged probabilities ``[B, H·W, N]`` of one layer. Safe from several threads
         (ComfyUI's MultiGPU CFG Split runs cond entries on several devices at once): the maps
         are kept on the device of the first ones."""
@@ -73,5 +73,4 @@ class AttentionMapStore:
             raise PromptEditError(f"no maps recorded for places {places} in steps {lo}..{hi - 1} of {n}")
         total = sum(self.per_step[k] for k in keys)
         count = sum(self.layer_counts[k] for k in keys)
-        h, w = self.spatial
-        return (total / count).unflatten(1, (h, w))
+        return (total / count).unflatten(1, self.spatial)  # a video's: [B, F, H, W, N]

@@ -2,7 +2,8 @@
 
 Plain torch: the host hands each attention layer's projected ``q, k, v`` and a dict of per-call
 facts (``cond_or_uncond``, ``sigmas``, ``sample_sigmas``, ``block``, ``block_index``, ``n_heads``,
-``activations_shape``) and gets the layer's output back. Only chunks of the conditional branch
+``activations_shape``, or a video model's ``token_grid`` (frames, rows, columns)) and gets the
+layer's output back. Only chunks of the conditional branch
 (``cond_or_uncond == 0``) are edited, as Prompt-to-Prompt does; chunks are found through
 ``cond_or_uncond`` because the host may order or split them arbitrarily.
 """
@@ -174,8 +175,9 @@ class P2PController:
 
     def _record(self, q, k, heads: int, place: str, step: int, opts: dict) -> None:
         probs = folded_probs(attention_probs(q, k, heads), self.plan.edit.num_columns).mean(1)
-        h, w = opts["activations_shape"][-2:]
-        self.store.add(step, place, probs, (int(h), int(w)))
+        # a video model's tokens are frames × rows × columns (its host says so as "token_grid")
+        grid = opts.get("token_grid") or opts["activations_shape"][-2:]
+        self.store.add(step, place, probs, tuple(int(n) for n in grid))
 
     # -- local blend --------------------------------------------------------------------------
 

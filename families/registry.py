@@ -10,7 +10,8 @@ conditioning is refused until it has its own row. Nodes ask :func:`family_of`; n
 a model's class or name.
 
 Adding a family: one module with its row (see ``families/joint/flux.py``), registered with
-:func:`register` in ``families/__init__.py``.
+:func:`register` in ``families/__init__.py``. A cross-attention transformer (Wan) has its own
+package (``families/wan/``: its row and its installer), as the UNets have ``families/unet/``.
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ from ..attention.edit_spec import TEXT_ENCODERS
 from ..attention.errors import P2PInputError
 
 CROSS_ATTENTION, JOINT_ATTENTION = "cross", "joint"
-DIT_BLOCKS, MODEL_WRAPPER = "dit", "wrapper"
+DIT_BLOCKS, MODEL_WRAPPER, ATTENTION_OVERRIDE = "dit", "wrapper", "override"
 """How a joint family's edit reaches its attention: through ``patches_replace["dit"]`` around every
 block (Flux, SD3, Qwen-Image …), or, for models that read no block patches (NextDiT), through a
-``DIFFUSION_MODEL`` wrapper that puts the override into every call's options."""
+``DIFFUSION_MODEL`` wrapper that puts the override into every call's options. ATTENTION_OVERRIDE:
+a cross-attention transformer (Wan) whose self- and cross-attention calls the UNet controller edits
+through the attention override (it has no UNet attn1/attn2 replace patches)."""
 
 
 class UnsupportedModelError(P2PInputError):
@@ -68,9 +71,16 @@ class ModelFamily:
     # (diffusion model, args, kwargs of its forward) -> (context columns, text tokens, joint tokens) of the
     # call's joint attention [text, image]; text tokens exceed the columns where the model pads its caption
 
+    context_methods_note: str = ""  # why Invert Image's context methods (null-text …) are not offered yet
+
     @property
     def is_joint(self) -> bool:
         return self.attention == JOINT_ATTENTION
+
+    @property
+    def is_unet(self) -> bool:
+        """Whether its cross-attention is a UNet's, edited through attn1/attn2 replace patches."""
+        return self.attention == CROSS_ATTENTION and self.route != ATTENTION_OVERRIDE
 
     def block_keys(self, model: Any) -> list[tuple[str, int]]:
         """Every transformer block of a joint model as its ``dit`` patch key, in call order."""
@@ -88,7 +98,8 @@ class ModelFamily:
         """Refuse prompts (``P2PEdit.encoder``) that another family's text encoder made: their
         columns are not this model's context."""
         if encoder not in self.text_encoders:
-            kind = "a UNet" if not self.is_joint else "a joint-attention transformer"
+            kind = ("a UNet" if self.is_unet else "a joint-attention transformer" if self.is_joint
+                    else "a cross-attention transformer")
             raise P2PInputError(
                 f"p2p_edit: its prompts were encoded by {TEXT_ENCODERS.get(encoder, encoder)}, but this model is "
                 f"{self.name}, {kind} that reads {' or '.join(TEXT_ENCODERS[e] for e in self.text_encoders)}; "

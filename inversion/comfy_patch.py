@@ -131,6 +131,9 @@ def check_method_fits_model(method: str, model) -> None:
     """Refuse a method that swaps the unconditional context on a model without real classifier-free
     guidance (Flux.1, a guidance-distilled file), and a model the pack does not know."""
     family = family_of(model)
+    if method in CONTEXT_METHODS and family.context_methods_note:
+        raise InversionMismatchError(f"method: '{method}' is not available on {family.name}: {family.context_methods_note}; "
+                                     "use 'direct' (exact at any guidance) or 'ddim'")
     if method in CONTEXT_METHODS and not family.real_cfg(model):
         raise InversionMismatchError(
             f"method: '{method}' swaps the unconditional context of classifier-free guidance, which "
@@ -187,7 +190,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
     patched = model.clone()
     if inversion.method == "direct":
         patched.set_model_sampler_post_cfg_function(DirectInversionCorrection(inversion, correct_edits))
-    elif not family_of(model).is_joint:
+    elif family_of(model).is_unet:
         patched.set_model_attn2_patch(UnconditionalContexts(inversion))
     elif inversion.method in CONTEXT_METHODS:  # a joint-attention model with real CFG (checked above)
         patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, WRAPPER_KEY,

@@ -15,6 +15,7 @@ from ..attention.word_input import parse_word_windows
 from ..families import family_of
 from ..families.joint.install import install_probabilities, install_qk
 from ..families.unet.install import install
+from ..families.wan.install import install as install_wan
 from .common import CATEGORY_P2P, P2P_ATTENTION, P2P_EDIT
 
 JOINT_MODELS = "Joint-attention models (Flux, Flux.2, SD3, Qwen-Image, Chroma, Z-Image, Lumina 2, HunyuanImage 2.1)"
@@ -57,7 +58,8 @@ class P2PAttentionControl:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x, SDXL, Flux (dev, schnell) or SD3 / SD3.5 model."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x, SDXL, Flux (dev, schnell) or SD3 / SD3.5 model, one of the newer "
+                                            "joint-attention families, or Wan 2.1 / 2.2 text-to-video (edited as a UNet)."}),
                 "p2p_edit": (P2P_EDIT, {
                     "tooltip": "From 'P2P Prompts', optionally through Reweight / Local Blend."}),
                 "edit": (list(EDIT_KINDS), {
@@ -135,6 +137,8 @@ class P2PAttentionControl:
             self_window=_window("self_attention_end", 0.0, self_attention_end),
             self_layers=self_attention_layers,
         )
+        if not family.is_unet:  # Wan: the UNet controller on its cross-attention, through the attention override
+            return install_wan(model, align_plan(p2p_edit, settings), attention_path)
         patched, controller = install(model, align_plan(p2p_edit, settings), attention_path)
         return patched, controller
 

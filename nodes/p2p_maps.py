@@ -73,6 +73,8 @@ class P2PAttentionMaps:
         prompt = edit.source if item == 0 else edit.targets[item - 1]
         places = attention.map_places(WHERE[layers])
         maps = attention.store.average(places, step_start, step_end)[item]
+        if maps.ndim == 4:  # a video's maps [frames, rows, columns, words]: shown averaged over the frames
+            maps = maps.mean(0)
         columns = [c for w in prompt.words for c in w.columns]
         if include_special:
             columns = sorted(set(columns) | set(prompt.start_end_columns()))

@@ -31,7 +31,7 @@ class P2PPrompts:
         return {
             "required": {
                 "clip": ("CLIP", {"tooltip": "The text encoder of the model (SD1.x, SD2.x, SDXL, Flux.1, SD3, Chroma, Qwen-Image, "
-                                           "HunyuanImage 2.1, Flux.2, Z-Image or Lumina 2)."}),
+                                           "HunyuanImage 2.1, Flux.2, Z-Image, Lumina 2 or Wan's umT5)."}),
                 "latent": ("LATENT", {"tooltip": "Initial latent with one item (e.g. Empty Latent Image, "
                                                  "batch 1), or a latent from an inversion."}),
                 "source": ("STRING", {

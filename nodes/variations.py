@@ -45,11 +45,12 @@ def _encoder_parts(cond: torch.Tensor, extras: dict) -> tuple[int, int] | None:
 
 
 def _check_mmdit_request(mode: str, family_name: str) -> None:
-    """Joint-attention transformers consult no UNet cross-attention patch, which the embedding-VAE mode is."""
+    """Joint-attention transformers and Wan consult no UNet attn2 replace patch, which the embedding-VAE mode is
+    (and its VAEs are trained on a UNet model's embeddings)."""
     if mode != "token noise":
         raise VariationInputError(
-            f"mode: '{mode}' swaps the context in a UNet's cross-attention, which {family_name} does not have; "
-            "use 'token noise'")
+            f"mode: '{mode}' swaps the context through a UNet's cross-attention patches, which {family_name} does "
+            "not read; use 'token noise'")
 
 
 def _edited_columns(edit: P2PEdit, target: PromptTokens, words: list[str], tokenize_words) -> list[int]:
@@ -139,7 +140,7 @@ class StochasticEmbeddings:
         positive = _repeat_rows(positive, rows)
         latent = repeat_latent(latent, len(rows))
         family = family_of(model)
-        unet = not family.is_joint
+        unet = family.is_unet  # Wan: token noise as on the joint families (its umT5 columns), no embedding VAE
         if not unet:
             _check_mmdit_request(mode, family.name)
         if mode == "token noise":

@@ -98,5 +98,5 @@ def test_the_embedding_vae_mode_is_refused_naming_the_input(model_and_clip):
     from harness import comfyui
 
     model, clip = model_and_clip
-    with pytest.raises(ValueError, match="mode: 'embedding VAE' swaps the context in a UNet's cross-attention"):
+    with pytest.raises(ValueError, match="mode: 'embedding VAE' swaps the context through a UNet's cross-attention patches"):
         vary(model, comfyui.encode(clip, "a photo of a cat on a mat"), mode="embedding VAE")
