@@ -38,7 +38,8 @@ VIEWPORT = {"width": 2560, "height": 1440}
 # The node a workflow's thumbnail is centred on: the first of these types the workflow has.
 SIGNATURE_NODES = tuple(f"PromptEdit{name}" for name in (
     "TrainConditionalEmbeddingVAE", "TrainEmbeddingVAE", "LoadEmbeddingVAE", "ReconstructionMetrics",
-    "P2PAttentionMaps", "P2PLocalBlend", "P2PReweight", "StochasticEmbeddings", "InvertImage", "P2PPrompts"))
+    "P2PAttentionMaps", "P2PLocalBlend", "P2PReweight", "KeepOutsideMask", "StochasticEmbeddings", "InvertImage",
+    "P2PPrompts"))
 THUMBNAIL_SIZE = (640, 480)
 
 # Every combo value and number in range, by the widgets' own options (the frontend marks those

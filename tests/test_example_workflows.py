@@ -65,6 +65,9 @@ TRAIN_ITERATIONS = 3
 EXACT_SAMPLERS = ("euler", "ddim")
 LABEL_HEIGHT = 20  # text strip under each attention-map tile
 CONTROL_NODE = "PromptEditP2PAttentionControl"
+KEEP_NODE = "PromptEditKeepOutsideMask"
+COMPOSITE_NODE = "PromptEditKeepMaskComposite"
+KEPT_ROWS = slice(48, None)  # rows of the 64x64 test photo well outside its mask (the square, rows 16-39)
 MMDIT_LATENT_NODE = "EmptySD3LatentImage"
 SD35_CHECKPOINTS = ("sd3.5_large.safetensors",)  # the SD3.5 checkpoints the examples load
 FLUX_FILE_LOADERS = {"UNETLoader": "unet_name", "VAELoader": "vae_name"}  # stock loaders: their file input
@@ -155,6 +158,8 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str], family_na
         if node["class_type"] in TRAIN_NODES:
             inputs["steps"] = STEPS
             inputs["iterations"] = TRAIN_ITERATIONS
+        if node["class_type"] == KEEP_NODE:  # the mask as painted: 8 latent cells cannot spare a margin
+            inputs["dilation"] = inputs["feathering"] = 0
     return prompt
 
 
@@ -178,6 +183,33 @@ def stand_in_loader_node(build, return_type: str) -> type:
 
 
 TINY_TEXT_ENCODER_NODES = {"DualCLIPLoader": "TestTinyFluxTextEncoders", "TripleCLIPLoader": "TestTinySD3TextEncoders"}
+QWEN_IMAGE_EDIT_ENCODER = "TextEncodeQwenImageEdit"
+
+
+class TextOnlyQwenImageEdit:
+    """TextEncodeQwenImageEdit as the tiny text encoder can run it: without the photo's vision tokens
+    (Qwen2.5-VL's vision tower is 3.8 GB at any width) and with the reference latent at the photo's
+    own size (the stock node scales it to one megapixel, minutes of attention for the tiny model on
+    the CPU). What reaches the model is the stock node's: a conditioning with ``reference_latents``."""
+
+    CATEGORY = "testing"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip": ("CLIP",), "prompt": ("STRING", {"multiline": True})},
+                "optional": {"vae": ("VAE",), "image": ("IMAGE",)}}
+
+    def encode(self, clip, prompt, vae=None, image=None):
+        import node_helpers
+
+        conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+        if vae is not None and image is not None:
+            reference = vae.encode(image[:, :, :, :3])
+            conditioning = node_helpers.conditioning_set_values(conditioning, {"reference_latents": [reference]},
+                                                                append=True)
+        return (conditioning,)
 
 
 def tiny_family_text_encoder_node(clip_type: str) -> str:
@@ -198,6 +230,7 @@ def tiny_model_nodes(comfy_nodes, mmdit_names):
                  "TestTinySD3TextEncoders": stand_in_loader_node(mmdit_models.tiny_sd3_clip, "CLIP")}
     for clip_type, build in family_files.TEXT_ENCODERS_BY_TYPE.items():
         stand_ins[tiny_family_text_encoder_node(clip_type)] = stand_in_loader_node(build, "CLIP")
+    stand_ins["TestTextOnlyQwenImageEdit"] = TextOnlyQwenImageEdit
     for family in set(family_files.DIFFUSION_MODEL_FAMILIES.values()):
         if not family_files.loads_through_unet_loader(family):
             stand_ins[tiny_family_model_node(family)] = stand_in_loader_node(
@@ -213,9 +246,12 @@ def tiny_model_nodes(comfy_nodes, mmdit_names):
 def replace_loaders_with_stand_ins(prompt: dict) -> None:
     """Swap, by class_type in the API prompt, each Flux / SD3 text-encoder loader, each CLIPLoader of
     a newer family and each diffusion-model loader that cannot load its family's tiny file for its
-    tiny stand-in."""
+    tiny stand-in, and TextEncodeQwenImageEdit for TextOnlyQwenImageEdit."""
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
+        if kind == QWEN_IMAGE_EDIT_ENCODER:
+            node["class_type"] = "TestTextOnlyQwenImageEdit"
+            continue  # its inputs stay
         if kind in TINY_TEXT_ENCODER_NODES:
             node["class_type"] = TINY_TEXT_ENCODER_NODES[kind]
         elif kind == "CLIPLoader" and inputs["type"] in family_files.TEXT_ENCODERS_BY_TYPE:
@@ -316,58 +352,80 @@ def check_source_is_plain_sampling(prompt: dict, name: str, saved_tensors: list)
     assert difference < 1e-3, f"{name}: the source image is not plain sampling (max difference {difference})"
 
 
-def _saved_batches_of(prompt: dict, invert_id: str) -> list[str]:
+def _saved_batches_of(prompt: dict, invert_id: str) -> list[tuple[str, bool]]:
     """The SaveImage nodes that save, decoded, what a sampler made from Invert Image invert_id's
-    noisy latent (directly or through P2P Prompts) with a model through its Apply Inversion."""
+    noisy latent with a model through its Apply Inversion: (node id, whether Keep Mask Composite
+    put the photo's pixels back on the way)."""
     saves = []
     for node_id, node in prompt.items():
-        if node["class_type"] != "SaveImage" or _source_class(prompt, node["inputs"]["images"]) != "VAEDecode":
+        if node["class_type"] != "SaveImage":
             continue
-        sampler = prompt[prompt[node["inputs"]["images"][0]]["inputs"]["samples"][0]]["inputs"]
+        images, composited = node["inputs"]["images"], False
+        if _source_class(prompt, images) == COMPOSITE_NODE:
+            composite = prompt[images[0]]["inputs"]
+            images, composited = composite["images"], "photo" in composite
+        if _source_class(prompt, images) != "VAEDecode":
+            continue
+        sampler = prompt[prompt[images[0]]["inputs"]["samples"][0]]["inputs"]
         applied = _upstream(prompt, sampler.get("model"), APPLY_NODE)
         if applied is not None and applied[1]["inputs"]["inversion"][0] == invert_id:
-            saves.append(node_id)
+            saves.append((node_id, composited))
     return saves
 
 
 def check_direct_inversion_gives_back_the_photo(prompt: dict, name: str, outputs: dict) -> None:
     """Every direct inversion of a loaded photo reconstructs it: the first image its sampler saves
     is the photo's VAE round trip (run here with the workflow's own VAE: VAEEncode -> VAEDecode),
-    and the images after it (the edits) differ from it."""
+    or, through Keep Mask Composite, the photo itself; the images after it (the edits) differ from
+    it, and through Keep Mask Composite they are the photo, byte for byte, outside its mask."""
+    import folder_paths
+    from PIL import Image
+
     for invert_id, invert in prompt.items():
         if invert["class_type"] != INVERT_NODE or invert["inputs"]["method"] != "direct":
             continue
         encode = prompt[invert["inputs"]["latent"][0]]
         if encode["class_type"] != "VAEEncode" or _source_class(prompt, encode["inputs"]["pixels"]) != "LoadImage":
             continue
+        photo_node = prompt[encode["inputs"]["pixels"][0]]
         vae = encode["inputs"]["vae"]
-        round_trip = {"photo": copy.deepcopy(prompt[encode["inputs"]["pixels"][0]]),
+        round_trip = {"photo": copy.deepcopy(photo_node),
                       "vae": copy.deepcopy(prompt[vae[0]]),
                       "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["photo", 0], "vae": ["vae", vae[1]]}},
                       "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["encode", 0], "vae": ["vae", vae[1]]}},
                       "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "round_trip"}}}
-        (expected,) = workflows.output_images(workflows.run_api_prompt(round_trip), "save")
+        (decoded,) = workflows.output_images(workflows.run_api_prompt(round_trip), "save")
+        with Image.open(Path(folder_paths.get_input_directory()) / photo_node["inputs"]["image"]) as file:
+            photo = np.asarray(file.convert("RGB")).copy()
         saves = _saved_batches_of(prompt, invert_id)
         assert saves, f"{name}: nothing saves what the direct inversion {invert_id} samples"
-        for save_id in saves:
+        for save_id, composited in saves:
             source, *edits = workflows.output_images(outputs, save_id)
+            expected = photo if composited else decoded
             difference = int(np.abs(source.astype(int) - expected.astype(int)).max())
-            print(f"{name}: direct inversion {invert_id}: source vs the photo's VAE round trip: {difference}/255")
-            assert difference <= 2, f"{name}: the source image is not the photo (max difference {difference}/255)"
+            print(f"{name}: direct inversion {invert_id}: source vs the photo's "
+                  f"{'pixels' if composited else 'VAE round trip'}: {difference}/255")
+            assert difference <= (0 if composited else 2), f"{name}: the source image is not the photo ({difference}/255)"
             for edit in edits:
                 assert np.abs(edit.astype(int) - source.astype(int)).max() > 2, f"{name}: an edit is the photo"
+                if composited:
+                    assert np.array_equal(edit[KEPT_ROWS], photo[KEPT_ROWS]), f"{name}: the edit changed the photo outside its mask"
 
 
 def write_input_images(workflow: dict) -> None:
-    """Write a deterministic 64x64 PNG (a smooth gradient with a square) into ComfyUI's input
-    directory for every LoadImage of the workflow, under the name it loads (validation checks it)."""
+    """Write a deterministic 64x64 PNG (a smooth gradient with a square, transparent: Load Image's
+    MASK) into ComfyUI's input directory for every LoadImage of the workflow, under the name it
+    loads (validation checks it)."""
     import folder_paths
     from PIL import Image
 
     y, x = np.mgrid[0:SIZE, 0:SIZE] / (SIZE - 1)
     pixels = np.stack([x, y, 0.5 * (1 - x) + 0.25 * y], axis=-1)
-    pixels[SIZE // 4 : SIZE // 2 + 8, SIZE // 3 : 3 * SIZE // 4] = (0.9, 0.25, 0.1)
-    array = np.round(pixels * 255).astype(np.uint8)
+    square = (slice(SIZE // 4, SIZE // 2 + 8), slice(SIZE // 3, 3 * SIZE // 4))
+    pixels[square] = (0.9, 0.25, 0.1)
+    alpha = np.ones((SIZE, SIZE, 1))
+    alpha[square] = 0  # Load Image's MASK (1 - alpha): the square, as painted in its mask editor
+    array = np.round(np.concatenate([pixels, alpha], axis=-1) * 255).astype(np.uint8)
     directory = Path(folder_paths.get_input_directory())
     for node in workflow["nodes"]:
         if node["type"] == "LoadImage" and node.get("mode", 0) == 0:
@@ -440,6 +498,8 @@ def check_inversion_wiring(prompt: dict, name: str) -> int:
         assert inputs["return_with_leftover_noise"] == "disable", where
         assert inputs["negative"] == invert["negative"], f"{where}: negative is not the inversion's"
         latent, positive_link = inputs["latent_image"], inputs["positive"]
+        if prompt[latent[0]]["class_type"] == KEEP_NODE:  # it repeats the latent it is given to [source, edit]
+            latent = prompt[latent[0]]["inputs"]["latent"]
         description = prompt[invert["positive"][0]]["inputs"].get("text")
         for batching in (VARIATIONS_NODE, "PromptEditP2PPrompts"):  # each repeats the latent it is given
             if prompt[positive_link[0]]["class_type"] == batching:

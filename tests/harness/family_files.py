@@ -35,6 +35,7 @@ FLUX2_VAE_DDCONFIG = {**mmdit_files.VAE_DDCONFIG, "z_channels": 32, "batch_norm_
 
 # The diffusion-model files the examples load, by the family each is (a tiny model stands in)
 DIFFUSION_MODEL_FAMILIES = {"qwen_image_fp8_e4m3fn.safetensors": "qwen_image",
+                            "qwen_image_edit_2509_fp8_e4m3fn.safetensors": "qwen_image",
                             "flux-2-klein-base-4b.safetensors": "flux2",
                             "z_image_turbo_bf16.safetensors": "z_image",
                             "Chroma1-HD.safetensors": "chroma"}
