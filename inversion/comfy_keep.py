@@ -18,7 +18,7 @@ import torch
 
 from ..base.errors import PromptEditError
 from ..patching.comfy_model import set_outer_sample
-from .comfy_patch import check_latent_fits
+from .comfy_patch import DirectInversionCorrection, check_latent_fits
 from .direct import landing_prediction
 from .keep_outside import difference_mask, kept_outside, latent_mask, spatial_difference
 from .result import Inversion
@@ -98,6 +98,11 @@ def install(model, inversion: Inversion, source: str, pixel_mask: torch.Tensor |
                 "Keep Outside Mask: a node applied after it changes the prediction again (another post-CFG "
                 "function: P2P Local Blend, Apply Inversion, …), so the outside would not stay the photo; "
                 "apply Keep Outside Mask last, right before the sampler")
+        # Apply Inversion starts the sampler on the inversion (and checks the sampler walks its path back)
+        if not any(isinstance(f, DirectInversionCorrection) and f.inversion is inversion for f in functions):
+            raise PromptEditError(
+                "Keep Outside Mask: the MODEL did not go through 'Apply Inversion' with this inversion, so the "
+                "sampler would not start on the photo's path; connect Apply Inversion (the same inversion) before it")
         keep.reset()
         return executor(*args, **kwargs)
 

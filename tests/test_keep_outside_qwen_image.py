@@ -172,6 +172,10 @@ def test_keep_outside_mask_refuses_what_cannot_keep_the_outside(model):
     with pytest.raises(PromptEditError, match="no MASK is connected"):
         node("KeepOutsideMask").apply(model, inversion, noisy, "mask", 0.3, 0.2, 0, 0)
     kept, latent, _ = node("KeepOutsideMask").apply(model, inversion, noisy, "mask", 0.3, 0.2, 0, 0, mask=left_half())
+    with pytest.raises(Exception, match="did not go through 'Apply Inversion'"):
+        with torch.inference_mode():
+            node("KSamplerAdvanced").sample(kept, "disable", 0, STEPS, CFG, "euler", "simple", instruction_batch(photo),
+                                            negative(photo), latent, 0, 10000, "disable")
     after = node("ApplyInversion").apply(kept, inversion)[0]  # a post-CFG function after it
     with pytest.raises(Exception, match="apply Keep Outside Mask last"):
         with torch.inference_mode():
