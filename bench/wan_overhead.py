@@ -13,6 +13,10 @@ initial noise, euler, the 'simple' schedule, real CFG) with:
                      ``[video tokens × 512]`` probabilities formed at once, all 512 columns stored per
                      step (now: one head at a time, the prompts' word and end columns only).
 
+``--maps-only``: no sampling; the peak tensor memory of one block's map record at a 480p latent
+(5 latent frames of 60x104, 7800 video tokens) both ways, plain torch (last line
+``wan_record_512_mib=… wan_record_mib=…``).
+
 Time is the median of ``--repeats`` interleaved runs after one warm-up run per variant; memory is
 the peak of torch's tensor allocations in one extra run per variant (bench/common.py's TensorPeak).
 
@@ -53,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=52, help="latent columns (default 52 = 416 px)")
     parser.add_argument("--steps", type=int, default=4, help="euler steps (default 4)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant (default 2)")
+    parser.add_argument("--maps-only", action="store_true",
+                        help="only the map record of one cross-attention call at 480p (no sampling)")
     return parser.parse_args(argv)
 
 
@@ -129,9 +135,34 @@ def store_mib(handle: Any) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
+def record_peaks(frames: int = 5, height: int = 60, width: int = 104, columns: int = 12) -> tuple[float, float]:
+    """Peak tensor MiB of one block's map record at a 480p latent (default: 5 latent frames of 60x104 =
+    17 video frames of 480x832, 7800 video tokens) for the source and the edit: every head's 512
+    columns at once (the UNets' way) vs one head at a time, ``columns`` kept (the 12 of this edit)."""
+    from comfyui_prompt_edit.attention.edited_attention import attention_probs, column_probs, folded_probs
+
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, frames * (height // 2) * (width // 2), DIM, generator=generator)
+    k = torch.randn(2, COLUMNS, DIM, generator=generator)
+    peaks = []
+    for record in (lambda: folded_probs(attention_probs(q, k, HEADS), COLUMNS).mean(1),
+                   lambda: column_probs(q, k, HEADS, COLUMNS, tuple(range(columns)))):
+        with common.TensorPeak() as meter:
+            kept = record()
+        peaks.append(meter.mib)
+        del kept
+    return peaks[0], peaks[1]
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     nodes = common.init_comfyui("cpu")
+    if args.maps_only:
+        wide, bounded = record_peaks()
+        print(f"one block's map record, 480p (5 latent frames of 60x104, 7800 video tokens), source + edit: "
+              f"{wide:.1f} MiB with every head's 512 columns, {bounded:.1f} MiB one head at a time, 12 columns kept")
+        print(f"wan_record_512_mib={wide:.1f} wan_record_mib={bounded:.1f}")
+        return
     control = nodes.NODE_CLASS_MAPPINGS["PromptEditP2PAttentionControl"]()
     model, work = wan_1_3b_blocks(args.blocks), workload(args)
     tokens = args.frames * (args.height // 2) * (args.width // 2)
