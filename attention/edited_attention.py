@@ -125,6 +125,26 @@ def folded_probs(probs: torch.Tensor, num_columns: int) -> torch.Tensor:
     return _per_tile(probs.unsqueeze(-1), num_columns).squeeze(-1).sum(-2)
 
 
+def column_probs(q: torch.Tensor, k: torch.Tensor, heads: int, num_columns: int,
+                 columns: tuple[int, ...]) -> torch.Tensor:
+    """Head-averaged probabilities ``[B, Nq, len(columns)]`` of the prompts' ``columns`` only.
+
+    The same numbers as ``folded_probs(attention_probs(q, k, heads), num_columns).mean(1)`` at those
+    columns, computed one head at a time: the softmax still spans every key, but only one head's
+    ``[B, Nq, Nk]`` exists at once and only the wanted columns are kept. A video model's maps would
+    otherwise be ``heads × tokens × 512`` per call and ``tokens × 512`` per step stored (Wan)."""
+    index = torch.tensor(columns, device=q.device, dtype=torch.long)
+    b, nq, hd = q.shape
+    d = hd // heads
+    total = torch.zeros(b, nq, len(columns), device=q.device, dtype=torch.float32)
+    for h in range(heads):
+        qh = q[..., h * d:(h + 1) * d].float()
+        kh = k[..., h * d:(h + 1) * d].float()
+        probs = torch.softmax(qh @ kh.transpose(-1, -2) * d**-0.5, dim=-1)  # [B, Nq, Nk]
+        total += folded_probs(probs.unsqueeze(1), num_columns).squeeze(1).index_select(-1, index)
+    return total / heads
+
+
 def _apply_probs(probs: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """``probs [B, h, Nq, N] @ v [B, N, h·d]`` → ``[B, Nq, h·d]``."""
     b, n, hd = v.shape

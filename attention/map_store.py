@@ -3,7 +3,8 @@
 Only the conditional branch's maps at the coarse level (16×16 for a 512² SD1.5 image, the level
 Prompt-to-Prompt blends and shows) are kept: averaged over heads, summed over layers, one
 ``[B, H·W, N]`` accumulator per (step, place) where place is ``input`` or ``output`` (an MMDiT's
-are ``joint``, and hold only the ``columns`` worth a map: :mod:`.mmdit_maps`).
+are ``joint``, and hold only the ``columns`` worth a map: :mod:`.mmdit_maps`; Wan's too, as its
+every-column maps would grow with the video's tokens: ``column_probs`` in :mod:`.edited_attention`).
 """
 
 from __future__ import annotations

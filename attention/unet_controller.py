@@ -21,6 +21,7 @@ from .edit_plan import EditPlan
 from .edit_spec import P2PEdit
 from .edited_attention import (
     attention_probs,
+    column_probs,
     fast_cross_batch,
     fast_self_batch,
     folded_probs,
@@ -72,7 +73,10 @@ class _CallContext:
 class P2PController:
     """Holds an :class:`EditPlan` and applies it, step by step, to one sampling run at a time."""
 
-    def __init__(self, plan: EditPlan, layout: LayerLayout, attention: HostAttention, path: str = "fast"):
+    def __init__(self, plan: EditPlan, layout: LayerLayout, attention: HostAttention, path: str = "fast",
+                 map_columns: tuple[int, ...] | None = None):
+        """``map_columns``: record the maps of these context columns only (a video model's, whose
+        every-column maps grow with its tokens; ``()``: none), or of every column (None: the UNets')."""
         if path not in PATHS:
             raise P2PInputError(f"attention_path {path!r} is not one of {PATHS}")
         self.plan = plan
@@ -80,7 +84,7 @@ class P2PController:
         self.attention = attention
         self.path = path
         self.self_keys = layout.self_injection_keys(plan.settings.self_layers)
-        self.store = AttentionMapStore()
+        self.store = AttentionMapStore(columns=map_columns)
         self._steps: dict[tuple, CrossStep] = {}
         self.clock = StepClock()
 
@@ -174,7 +178,13 @@ class P2PController:
         return self._run_reference(q, k, v, opts, ctx, lambda qg, kg, vg: reference_self_attention(qg, kg, vg, heads))
 
     def _record(self, q, k, heads: int, place: str, step: int, opts: dict) -> None:
-        probs = folded_probs(attention_probs(q, k, heads), self.plan.edit.num_columns).mean(1)
+        columns, n = self.store.columns, self.plan.edit.num_columns
+        if columns is None:
+            probs = folded_probs(attention_probs(q, k, heads), n).mean(1)
+        elif columns:
+            probs = column_probs(q, k, heads, n, columns)
+        else:
+            return  # no column worth a map
         # a video model's tokens are frames × rows × columns (its host says so as "token_grid")
         grid = opts.get("token_grid") or opts["activations_shape"][-2:]
         self.store.add(step, place, probs, tuple(int(n) for n in grid))

@@ -133,3 +133,17 @@ def test_blend_mask_is_union_of_source_and_edit_regions():
     assert mask.shape == (1, 1, 8, 8)
     assert mask[0, 0, 0, 0] == 1 and mask[0, 0, 7, 7] == 1  # both regions
     assert mask[0, 0, 0, 7] == 0 and mask[0, 0, 7, 0] == 0  # elsewhere untouched
+
+
+def test_column_probs_are_the_head_averaged_maps_at_those_columns_tiled_keys_included():
+    """The bounded maps (one head at a time, the wanted columns only: Wan's) are the full maps' numbers."""
+    from comfyui_prompt_edit.attention.edited_attention import attention_probs, column_probs, folded_probs
+
+    generator = torch.Generator().manual_seed(3)
+    q, k = torch.randn(2, 24, 4 * 8, generator=generator), torch.randn(2, 2 * 16, 4 * 8, generator=generator)
+    columns = (0, 3, 4, 15)
+    full = folded_probs(attention_probs(q, k, 4), 16).mean(1)  # [B, Nq, 16]: two key tiles summed
+    kept = column_probs(q, k, 4, 16, columns)
+    assert kept.shape == (2, 24, 4)
+    torch.testing.assert_close(kept, full[..., list(columns)], atol=1e-6, rtol=1e-5)
+    assert float((kept - full[..., :4]).abs().max()) > 1e-3  # column order matters: the test can fail

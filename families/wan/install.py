@@ -25,6 +25,7 @@ import torch
 
 from ...attention.edit_plan import EditPlan
 from ...attention.errors import P2PInputError
+from ...attention.mmdit_maps import recorded_columns
 from ...attention.sampled_batch import check_sampled_batch
 from ...attention.unet_controller import LayerLayout, P2PController
 from ...base.errors import PromptEditError
@@ -133,7 +134,9 @@ def install(model, plan: EditPlan, path: str = "fast") -> tuple[Any, P2PControll
                             "use 'fast' on Wan")
     if model.get_wrappers(DIFFUSION_MODEL, WRAPPER_KEY):
         raise PatchConflictError(f"this MODEL already went through {NODE}; apply it once, to the unedited model")
-    controller = P2PController(plan, wan_layout(model), _host_attention, path)
+    # only the prompts' words and end tokens get a map: every column's would be video tokens × 512
+    # per block call and per stored step (bench/wan_overhead.py measures both)
+    controller = P2PController(plan, wan_layout(model), _host_attention, path, map_columns=recorded_columns(plan.edit))
     wrapper = WanEditWrapper(controller)
     patched = model.clone()
     patched.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, wrapper)
