@@ -297,7 +297,8 @@ def mmdit_names(comfy_nodes) -> dict[str, str]:
 def family_names(comfy_nodes, mmdit_names) -> dict[str, str]:
     """The test file for each newer-family file the examples load through a stock loader, by the
     name the workflow gives it; written once into the folder mmdit_names registered."""
-    names = {name: make().name for name, make in family_files.VAE_FILES.items()}
+    names = {name: make().name for name, (family, make) in family_files.VAE_FILES.items()
+             if family is None or host_has_family(family)}
     for name, family in family_files.DIFFUSION_MODEL_FAMILIES.items():
         if family_files.loads_through_unet_loader(family) and host_has_family(family):
             names[name] = family_files.make_flux2_klein_file().name

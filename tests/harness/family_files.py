@@ -97,10 +97,12 @@ def make_flux2_vae_file() -> Path:
     return mmdit_files._write_fp16(vae.state_dict(), path, recipe)
 
 
-# The VAE files the examples load, by name
-VAE_FILES: dict[str, Callable[[], Path]] = {"ae.safetensors": mmdit_files.make_mmdit_vae_file,
-                                            "qwen_image_vae.safetensors": make_wan21_vae_file,
-                                            "flux2-vae.safetensors": make_flux2_vae_file}
+# The VAE files the examples load, by name: (the family whose host classes write it, or None, the maker).
+# Flux.2's needs the host's latent batch norm (0.3.64, without Flux.2, cannot build it).
+VAE_FILES: dict[str, tuple[str | None, Callable[[], Path]]] = {
+    "ae.safetensors": (None, mmdit_files.make_mmdit_vae_file),
+    "qwen_image_vae.safetensors": (None, make_wan21_vae_file),
+    "flux2-vae.safetensors": ("flux2", make_flux2_vae_file)}
 
 
 def loads_through_unet_loader(family: str) -> bool:
