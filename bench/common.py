@@ -11,6 +11,8 @@ import logging
 import os
 import statistics
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,24 @@ class Result:
     @property
     def median(self) -> float:
         return statistics.median(self.times)
+
+
+def measure_interleaved(sample: Callable[[Any, dict[str, Any]], torch.Tensor], models: dict[str, Any],
+                        work: dict[str, Any], repeats: int) -> tuple[dict[str, Result], dict[str, torch.Tensor]]:
+    """Time and CPU tensor memory of ``sample(model, work)`` for each named model: a warm-up, then
+    ``repeats`` rounds that run the variants in turn (so a slow moment of a shared machine falls on
+    all of them), then one memory run per variant, whose output is kept for the accuracy check."""
+    for model in models.values():
+        sample(model, work)
+    results = {name: Result([]) for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            sample(model, work)
+            results[name].times.append(time.perf_counter() - start)
+    meter, outputs = TensorPeak(), {}
+    for name, model in models.items():
+        with meter:
+            outputs[name] = sample(model, work)
+        results[name].mib = meter.mib
+    return results, outputs

@@ -32,7 +32,6 @@ tokens) with one double and one single block, random weights, fp32, a 32² laten
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
@@ -199,23 +198,6 @@ def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:
                                    work["negative"], work["latent"], seed=common.SEED, disable_pbar=True)
 
 
-def measure(models: dict[str, Any], work: dict[str, Any], repeats: int) -> tuple[dict[str, common.Result], dict[str, torch.Tensor]]:
-    """Warm-up, interleaved timed rounds, then one memory run per variant (its output kept)."""
-    for model in models.values():
-        sample(model, work)
-    results = {name: common.Result([]) for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            sample(model, work)
-            results[name].times.append(time.perf_counter() - start)
-    meter, outputs = common.TensorPeak(), {}
-    for name, model in models.items():
-        with meter:
-            outputs[name] = sample(model, work)
-        results[name].mib = meter.mib
-    return results, outputs
-
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
@@ -234,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  qk_end=variant[1], mmdit_mechanism=variant[0])
             if name.endswith("no maps"):
                 handle.recorder.store.columns = ()  # no column worth a map: the recorder is not installed
-        results, outputs = measure(models, work, args.repeats)
+        results, outputs = common.measure_interleaved(sample, models, work, args.repeats)
         plain = results["plain"]
         print(f"{family}: {work['latent'].shape[-1]}² latent, {work['positive'][0][0].shape[1]} text tokens, "
               f"{work['steps']} steps; vs plain: the source's and the edit's max |a-b| / max |b|")

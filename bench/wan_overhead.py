@@ -36,7 +36,6 @@ store's size after a run).
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import common  # first: it prepares the process for torch and puts tests/ on sys.path
@@ -111,23 +110,6 @@ def sample(model: Any, work: dict[str, Any]) -> torch.Tensor:
                                    work["negative"], work["latent"], seed=common.SEED, disable_pbar=True)
 
 
-def measure(models: dict[str, Any], work: dict[str, Any], repeats: int) -> tuple[dict[str, common.Result], dict[str, torch.Tensor]]:
-    """Warm-up, interleaved timed rounds, then one memory run per variant (its output kept)."""
-    for model in models.values():
-        sample(model, work)
-    results = {name: common.Result([]) for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            sample(model, work)
-            results[name].times.append(time.perf_counter() - start)
-    meter, outputs = common.TensorPeak(), {}
-    for name, model in models.items():
-        with meter:
-            outputs[name] = sample(model, work)
-        results[name].mib = meter.mib
-    return results, outputs
-
 
 def store_mib(handle: Any) -> float:
     store = handle.store
@@ -177,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet._record = lambda *a, **k: None  # the maps are never recorded (nothing reads them here)
     models["replace, 512 maps"], wide = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
     wide.store.columns = None  # the UNets' way: every column, all heads at once
-    results, outputs = measure(models, work, args.repeats)
+    results, outputs = common.measure_interleaved(sample, models, work, args.repeats)
     plain, maps, wide_maps = results["plain"], store_mib(handle), store_mib(wide)
     print(f"vs plain: the source's and the edit's max |a-b| / max |b|; map store after a run: {maps:.2f} MiB "
           f"({len(handle.store.columns)} columns), {wide_maps:.1f} MiB with all 512")

@@ -96,7 +96,7 @@ def check_latent_fits(inversion: Inversion, model, latent: torch.Tensor | None =
             "inversion's noisy_latent (from Invert Image or Load Inversion, through P2P Prompts for an edit)")
 
 
-def check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> None:
+def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> None:
     """Refuse a sampler that would not walk the inversion's path back (its message says what to set)."""
     function = getattr(getattr(sampler, "sampler_function", None), "__name__", "")
     if function not in EXACT_SAMPLERS:
@@ -198,7 +198,7 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
                                      UnconditionalContexts(inversion).apply_model)
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
-        check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
+        _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
         check_latent_fits(inversion, executor.class_obj.model_patcher, latent_image)
         noise = start_noise(executor.class_obj.model_patcher, noise, latent_image, sigmas[0])
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
