@@ -67,6 +67,23 @@ LLM_ENCODERS = (
                sentencepiece=True),
 )
 
+@dataclass(frozen=True)
+class VisionPrompt:
+    """Pictures a Qwen2.5-VL encoder reads inside the prompt (Qwen-Image-Edit): the tokenizer
+    wraps ``user_prefix + prompt`` in ``template`` and gives each ``<|image_pad|>`` of the prefix
+    one picture of ``images``, which its vision tower turns into ``image_columns[i]`` columns of
+    the conditioning (a number that depends on the picture's size), so the user's words start
+    after all of them."""
+
+    template: str
+    user_prefix: str
+    images: tuple  # one [1, H, W, 3] IMAGE per <|image_pad|> of user_prefix, as the tokenizer takes them
+    image_columns: tuple[int, ...]
+
+
+IMAGE_PAD = "<|image_pad|>"
+IMAGE = "<image>"  # the token string of a vision column
+
 UMT5_KEY = "umt5xxl"
 """The ``clip.tokenize()`` key of Wan's umT5: SentencePiece pieces like T5's, padded to 512 columns
 with pad id 0 (the encoder zeroes the pad columns' output), no start token, weights parsed."""
@@ -103,8 +120,11 @@ def prompt_encoder(tokens: dict, clip=None) -> str:
     return T5_ENCODER if "t5xxl" in tokens else CLIP_ENCODER
 
 
-def _tokenize(clip, text: str) -> dict:
-    """clip.tokenize of ``text`` inside the pack's own template (Lumina 2's system prompt)."""
+def _tokenize(clip, text: str, vision: VisionPrompt | None = None) -> dict:
+    """clip.tokenize of ``text`` inside the pack's own template (Lumina 2's system prompt), or
+    after ``vision``'s pictures in its template (Qwen-Image-Edit)."""
+    if vision is not None:
+        return clip.tokenize(vision.user_prefix + text, images=list(vision.images), llama_template=vision.template)
     row = llm_encoder(clip)
     return clip.tokenize(row.text_template.format(text) if row else text)
 
@@ -122,12 +142,13 @@ def _piece_ids(sub, text: str) -> list[int]:
     return list(sub.tokenizer(text)["input_ids"][sub.tokens_start:]) if text else []
 
 
-def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None = None) -> PromptTokens:
+def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None = None,
+                      vision: VisionPrompt | None = None) -> PromptTokens:
     """The columns and words of ``text`` in the CONDITIONING of an LLM encoder (``tokens`` =
-    ``_tokenize(clip, text)``): template columns keep their token strings, pad columns are PAD, and
-    only the user's text makes words; for HunyuanImage the ByT5 columns follow the Qwen ones (as the
-    model appends them). Flux.2 dev's prompt sits at the right end of ``context_columns`` (default:
-    the model's 512) after zero columns."""
+    ``_tokenize(clip, text, vision)``): template columns keep their token strings, pad columns are
+    PAD, vision columns IMAGE, and only the user's text makes words; for HunyuanImage the ByT5
+    columns follow the Qwen ones (as the model appends them). Flux.2 dev's prompt sits at the right
+    end of ``context_columns`` (default: the model's 512) after zero columns."""
     row = llm_encoder(clip)
     key = _llm_key(row, tokens)
     sub = getattr(clip.tokenizer, key, None)
@@ -138,11 +159,19 @@ def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None
     if len(chunks) != 1:
         raise P2PInputError(f"this CLIP's tokenizer split the prompt into {len(chunks)} lists; Prompt-to-Prompt expects one")
     ids = [t[0] for t in chunks[0]]
-    template = row.text_template if row.text_template != "{}" else getattr(clip.tokenizer, "llama_template", "{}")
+    if vision is not None:  # the tokenizer put each picture in its <|image_pad|> token's place
+        image_pad = _piece_ids(sub, IMAGE_PAD)[0]
+        ids = [image_pad if isinstance(i, dict) and i.get("type") == "image" else i for i in ids]
+        template = vision.template
+    else:
+        template = row.text_template if row.text_template != "{}" else getattr(clip.tokenizer, "llama_template", "{}")
     prefix, suffix = template.split("{}")
     if row.sentencepiece:  # SentencePiece starts the user's first piece with its own '▁'
         prefix = prefix.rstrip(" ")
     prefix_ids = ([sub.start_token] if sub.start_token is not None else []) + _piece_ids(sub, prefix)
+    template_prefix = len(prefix_ids)  # what the encoder trims (the pictures come after it)
+    if vision is not None:
+        prefix_ids += _piece_ids(sub, vision.user_prefix)
     suffix_ids = _piece_ids(sub, suffix)
     pad = getattr(sub, "pad_token", None)
     first = 0
@@ -164,7 +193,9 @@ def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None
     pieces = [sub.inv_vocab.get(i, f"<{i}>") if isinstance(i, int) else "<embedding>" for i in ids[user[0]:user[1]]]
     grouped = group_t5_words(pieces) if row.sentencepiece else group_bpe_words(pieces)
     words = tuple(Word(w.text, tuple(c + user[0] for c in w.columns)) for w in grouped if w.text)
-    drop = first + len(prefix_ids) if row.trims_prefix else 0  # the columns the encoder cuts
+    if vision is not None:
+        strings, words = _vision_columns(strings, words, ids[:user[0]], image_pad, vision)
+    drop = first + template_prefix if row.trims_prefix else 0  # the columns the encoder cuts
     pad_left = 0
     if row.context_length:
         pad_left = max(0, (context_columns or max(row.context_length, len(ids))) - len(ids))
@@ -175,6 +206,20 @@ def llm_prompt_tokens(clip, text: str, tokens: dict, context_columns: int | None
     if row.byt5 and "byt5" in tokens:
         return PromptTokens.joined(text, (llm, _byt5_prompt_tokens(clip, text, tokens["byt5"])))
     return llm
+
+
+def _vision_columns(strings: list[str], words: tuple[Word, ...], prefix_ids: list, image_pad: int,
+                    vision: VisionPrompt) -> tuple[list[str], tuple[Word, ...]]:
+    """``strings`` and ``words`` with each picture's one token column widened to its vision columns."""
+    places = [c for c, i in enumerate(prefix_ids) if i == image_pad]
+    if len(places) != len(vision.image_columns):
+        raise P2PInputError(f"the prompt's template holds {len(places)} pictures, not the {len(vision.image_columns)} "
+                            "images connected; connect the images in order (image1 first)")
+    widened: list[str] = []
+    for c, s in enumerate(strings):
+        widened += [IMAGE] * vision.image_columns[places.index(c)] if c in places else [s]
+    shift = sum(vision.image_columns) - len(places)  # the words all follow the pictures
+    return widened, tuple(Word(w.text, tuple(c + shift for c in w.columns)) for w in words)
 
 
 def _byt5_prompt_tokens(clip, text: str, chunks) -> PromptTokens:
@@ -328,11 +373,17 @@ def _joined_extras(encoded: list[dict]) -> dict:
     return extras
 
 
-def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptTokens], str]:
+def encode_prompts(clip, prompts: Sequence[str],
+                   vision: VisionPrompt | None = None) -> tuple[list, list[PromptTokens], str]:
     """CONDITIONING with one batch item per prompt, each prompt's :class:`PromptTokens` (for a T5
-    encoder, laid out as the context's columns: see :func:`context_tokens`) and the encoder kind."""
+    encoder, laid out as the context's columns: see :func:`context_tokens`) and the encoder kind;
+    with ``vision``, every prompt follows its pictures (Qwen-Image-Edit)."""
     row = llm_encoder(clip)
-    tokenized = [_tokenize(clip, p) for p in prompts]
+    if vision is not None and (row is None or row.kind != QWEN_IMAGE_ENCODER):
+        raise P2PInputError(f"image: only Qwen-Image's text encoder (Qwen2.5-VL) reads pictures in the prompt; this "
+                            f"CLIP is {TEXT_ENCODERS.get(prompt_encoder(clip.tokenize(''), clip), 'another encoder')}. "
+                            "Load the Qwen-Image text encoder (qwen_2.5_vl_7b) with a CLIP loader of type qwen_image")
+    tokenized = [_tokenize(clip, p, vision) for p in prompts]
     if row is None:
         _pad_to_one_length(clip, tokenized, clip.tokenize(""))
     else:
@@ -348,5 +399,10 @@ def encode_prompts(clip, prompts: Sequence[str]) -> tuple[list, list[PromptToken
     if row is None:
         tokens = [conditioning_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
     else:  # as padded here
-        tokens = [llm_prompt_tokens(clip, p, t, cond.shape[1]) for p, t in zip(prompts, tokenized)]
+        tokens = [llm_prompt_tokens(clip, p, t, cond.shape[1], vision) for p, t in zip(prompts, tokenized)]
+    if vision is not None and tokens[0].num_columns != cond.shape[1]:  # the vision tower counted otherwise
+        raise P2PInputError(
+            f"the pictures gave the conditioning {cond.shape[1] - tokens[0].num_columns + sum(vision.image_columns)} "
+            f"vision columns, not the {sum(vision.image_columns)} the pack counted from their sizes; this ComfyUI's "
+            "Qwen2.5-VL is not supported yet by P2P Prompts (Qwen-Image-Edit)")
     return [[cond, extras]], tokens, prompt_encoder(tokenized[0], clip)

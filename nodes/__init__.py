@@ -22,11 +22,12 @@ from .keep_outside import KeepMaskComposite, KeepOutsideMaskNode
 from .p2p_control import P2PAttentionControl
 from .p2p_edits import P2PLocalBlend, P2PReweight
 from .p2p_maps import P2PAttentionMaps
-from .p2p_prompts import P2PPrompts
+from .p2p_prompts import P2PPrompts, P2PPromptsQwenImageEdit
 from .variations import StochasticEmbeddings
 
 NODE_CLASS_MAPPINGS = {
     "PromptEditP2PPrompts": P2PPrompts,
+    "PromptEditP2PPromptsQwenImageEdit": P2PPromptsQwenImageEdit,
     "PromptEditP2PReweight": P2PReweight,
     "PromptEditP2PLocalBlend": P2PLocalBlend,
     "PromptEditP2PAttentionControl": P2PAttentionControl,
@@ -47,6 +48,7 @@ NODE_CLASS_MAPPINGS = {
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PromptEditP2PPrompts": "P2P Prompts",
+    "PromptEditP2PPromptsQwenImageEdit": "P2P Prompts (Qwen-Image-Edit)",
     "PromptEditP2PReweight": "P2P Reweight",
     "PromptEditP2PLocalBlend": "P2P Local Blend",
     "PromptEditP2PAttentionControl": "P2P Attention Control",

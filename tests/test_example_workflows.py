@@ -186,11 +186,11 @@ TINY_TEXT_ENCODER_NODES = {"DualCLIPLoader": "TestTinyFluxTextEncoders", "Triple
 QWEN_IMAGE_EDIT_ENCODER = "TextEncodeQwenImageEdit"
 
 
-class TextOnlyQwenImageEdit:
-    """TextEncodeQwenImageEdit as the tiny text encoder can run it: without the photo's vision tokens
-    (Qwen2.5-VL's vision tower is 3.8 GB at any width) and with the reference latent at the photo's
-    own size (the stock node scales it to one megapixel, minutes of attention for the tiny model on
-    the CPU). What reaches the model is the stock node's: a conditioning with ``reference_latents``."""
+class PhotoSizeQwenImageEdit:
+    """TextEncodeQwenImageEdit with the photo at its own size: the stock node scales it to one
+    megapixel for the vision tokens and the reference latent (4096 reference tokens: minutes of
+    attention for the tiny model on the CPU). Otherwise the stock node's: the photo's vision tokens
+    before the prompt (the tiny Qwen2.5-VL's tower), and ``reference_latents``."""
 
     CATEGORY = "testing"
     FUNCTION = "encode"
@@ -204,7 +204,8 @@ class TextOnlyQwenImageEdit:
     def encode(self, clip, prompt, vae=None, image=None):
         import node_helpers
 
-        conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt))
+        images = [] if image is None else [image[:, :, :, :3]]
+        conditioning = clip.encode_from_tokens_scheduled(clip.tokenize(prompt, images=images))
         if vae is not None and image is not None:
             reference = vae.encode(image[:, :, :, :3])
             conditioning = node_helpers.conditioning_set_values(conditioning, {"reference_latents": [reference]},
@@ -230,7 +231,7 @@ def tiny_model_nodes(comfy_nodes, mmdit_names):
                  "TestTinySD3TextEncoders": stand_in_loader_node(mmdit_models.tiny_sd3_clip, "CLIP")}
     for clip_type, build in family_files.TEXT_ENCODERS_BY_TYPE.items():
         stand_ins[tiny_family_text_encoder_node(clip_type)] = stand_in_loader_node(build, "CLIP")
-    stand_ins["TestTextOnlyQwenImageEdit"] = TextOnlyQwenImageEdit
+    stand_ins["TestPhotoSizeQwenImageEdit"] = PhotoSizeQwenImageEdit
     for family in set(family_files.DIFFUSION_MODEL_FAMILIES.values()):
         if not family_files.loads_through_unet_loader(family):
             stand_ins[tiny_family_model_node(family)] = stand_in_loader_node(
@@ -246,11 +247,11 @@ def tiny_model_nodes(comfy_nodes, mmdit_names):
 def replace_loaders_with_stand_ins(prompt: dict) -> None:
     """Swap, by class_type in the API prompt, each Flux / SD3 text-encoder loader, each CLIPLoader of
     a newer family and each diffusion-model loader that cannot load its family's tiny file for its
-    tiny stand-in, and TextEncodeQwenImageEdit for TextOnlyQwenImageEdit."""
+    tiny stand-in, and TextEncodeQwenImageEdit for PhotoSizeQwenImageEdit."""
     for node in prompt.values():
         kind, inputs = node["class_type"], node["inputs"]
         if kind == QWEN_IMAGE_EDIT_ENCODER:
-            node["class_type"] = "TestTextOnlyQwenImageEdit"
+            node["class_type"] = "TestPhotoSizeQwenImageEdit"
             continue  # its inputs stay
         if kind in TINY_TEXT_ENCODER_NODES:
             node["class_type"] = TINY_TEXT_ENCODER_NODES[kind]

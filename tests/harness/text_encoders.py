@@ -109,26 +109,36 @@ def qwen_image_width() -> int:
     return LLM_HIDDEN
 
 
-def _without_vision_tower(te: type, name: str) -> type:
-    """``te`` whose Qwen2.5-VL is built on the meta device, its 1280-wide vision tower (3.8 GB,
-    unused by text prompts) then dropped and the language model given real (empty) CPU tensors."""
+def _without_vision_tower(te: type, name: str, tiny_tower: bool = False) -> type:
+    """``te`` whose Qwen2.5-VL is built on the meta device, its 1280-wide vision tower (3.8 GB)
+    then dropped (text prompts do not use it) or, with ``tiny_tower``, replaced by ComfyUI's own
+    vision transformer at width 32 with one block (Qwen-Image-Edit's pictures in the prompt: the
+    column count per picture is the real one, from the real processor), and the whole given real
+    (empty) CPU tensors."""
 
     class TextOnly(te):
         def __init__(self, device="cpu", dtype=None, model_options={}):
             super().__init__(device="meta", dtype=dtype, model_options=model_options)
             transformer = getattr(self, name).transformer
             transformer.visual = torch.nn.Identity()
+            if tiny_tower:
+                import comfy.ops
+                import comfy.text_encoders.qwen_vl as qwen_vl
+
+                transformer.visual = qwen_vl.Qwen2VLVisionTransformer(
+                    hidden_size=32, output_hidden_size=LLM_HIDDEN, intermediate_size=64, num_heads=1, num_layers=1,
+                    device="meta", dtype=torch.float32, ops=comfy.ops.manual_cast)
             self.to_empty(device="cpu")
 
     return TextOnly
 
 
 def tiny_qwen_image_clip(seed: int = 0) -> Any:
-    """Qwen-Image's Qwen2.5-VL (3 layers, 32 wide), without its vision tower (see _without_vision_tower)."""
+    """Qwen-Image's Qwen2.5-VL (3 layers, 32 wide) with a tiny vision tower (see _without_vision_tower)."""
     ensure_comfyui()
     import comfy.text_encoders.qwen_image as qwen_image
 
-    te = _without_vision_tower(qwen_image.te(), "qwen25_7b")
+    te = _without_vision_tower(qwen_image.te(), "qwen25_7b", tiny_tower=True)
     return _tiny_clip(qwen_image.QwenImageTokenizer, te, {"qwen25_7b_model_config": _llm_config(3)}, seed)
 
 
