@@ -230,3 +230,27 @@ def test_the_qk_edit_with_a_reference_never_touches_the_reference_tokens(model):
     # the reference tokens are each item's own: equal in the first block (the same photo), different
     # in the second once the texts have mixed into them (copied from the source, they would stay equal)
     assert sum(differ) >= len(joint) // 2
+
+
+def test_qwen_image_keep_outside_holds_under_every_reference_method_of_the_stock_node(model, monkeypatch):
+    """FluxKontextMultiReferenceLatentMethod (Edit Model Reference Method) on every conditioning:
+    each of the host's methods (0.33.0's index_timestep_zero runs the reference at timestep 0)."""
+    import sys
+
+    import nodes
+
+    from harness.comfyui import run_node
+
+    method_node = nodes.NODE_CLASS_MAPPINGS["FluxKontextMultiReferenceLatentMethod"]
+    methods = method_node.GET_SCHEMA().inputs[1].options
+    plain = with_reference
+    photo = photo_latent()
+    for method in methods:
+        monkeypatch.setattr(sys.modules[__name__], "with_reference",
+                            lambda conditioning, reference, m=method: run_node(method_node, plain(conditioning, reference), m))
+        out, _ = edit(model, photo, mask=left_half())
+        outside, inside = (slice(SIZE // 2, None), slice(None, SIZE // 2))
+        error, moved = rel_err(out[1:, ..., outside], photo[..., outside]), rel_err(out[1:, ..., inside], photo[..., inside])
+        print(f"\nqwen_image reference method {method}: outside {error:.2e}, inside {moved:.2e}")
+        assert error < EXACT and moved > MOVED and rel_err(out[:1], photo) < EXACT, method
+    assert "index" in methods
