@@ -56,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=52, help="latent columns (default 52 = 416 px)")
     parser.add_argument("--steps", type=int, default=4, help="euler steps (default 4)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per variant (default 2)")
+    parser.add_argument("--plain-and-replace", action="store_true",
+                        help="only the plain and replace variants (at 480p each run takes minutes on the CPU)")
     parser.add_argument("--maps-only", action="store_true",
                         help="only the map record of one cross-attention call at 480p (no sampling)")
     return parser.parse_args(argv)
@@ -138,6 +140,9 @@ def record_peaks(frames: int = 5, height: int = 60, width: int = 104, columns: i
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.steps < 3 and not args.maps_only:  # P2P's windows count whole steps: int(0.4 * steps)
+        raise SystemExit("wan_overhead.py: --steps must be at least 3, or the self-attention window (0.4) covers no step "
+                         "and the edit (cross-attention window 0.8) at most one")
     nodes = common.init_comfyui("cpu")
     if args.maps_only:
         wide, bounded = record_peaks()
@@ -155,25 +160,31 @@ def main(argv: list[str] | None = None) -> None:
           f"memory: {common.check_meter(common.TensorPeak(), 'cpu')}")
     models: dict[str, Any] = {"plain": model}
     models["replace"], handle = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
-    models["replace, no maps"], quiet = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
-    quiet._record = lambda *a, **k: None  # the maps are never recorded (nothing reads them here)
-    models["replace, 512 maps"], wide = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
-    wide.store.columns = None  # the UNets' way: every column, all heads at once
+    if not args.plain_and_replace:
+        models["replace, no maps"], quiet = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
+        quiet._record = lambda *a, **k: None  # the maps are never recorded (nothing reads them here)
+        models["replace, 512 maps"], wide = control.apply(model, work["edit"], "replace", 0.0, 0.8, 0.4, "coarse")
+        wide.store.columns = None  # the UNets' way: every column, all heads at once
     results, outputs = common.measure_interleaved(sample, models, work, args.repeats)
-    plain, maps, wide_maps = results["plain"], store_mib(handle), store_mib(wide)
+    plain, maps = results["plain"], store_mib(handle)
     print(f"vs plain: the source's and the edit's max |a-b| / max |b|; map store after a run: {maps:.2f} MiB "
-          f"({len(handle.store.columns)} columns), {wide_maps:.1f} MiB with all 512")
+          f"({len(handle.store.columns)} columns)"
+          + ("" if args.plain_and_replace else f", {store_mib(wide):.1f} MiB with all 512"))
     for name, result in results.items():
         source, edit = (common.rel_diff(outputs[name][rows], outputs["plain"][rows]) for rows in (slice(0, 1), slice(1, None)))
         print(f"  {name:18s} {result.median:8.2f} s  x{result.median / plain.median:.2f}   "
               f"{result.mib:8.1f} MiB  x{result.mib / plain.mib:.2f}   source {source:.1e}, edit {edit:.1e}")
-    print(f"wan_replace_time_ratio={results['replace'].median / plain.median:.2f} "
-          f"wan_replace_mem_ratio={results['replace'].mib / plain.mib:.2f} "
+    line = (f"wan_replace_time_ratio={results['replace'].median / plain.median:.2f} "
+            f"wan_replace_mem_ratio={results['replace'].mib / plain.mib:.2f} wan_maps_mib={maps:.2f}")
+    if args.plain_and_replace:
+        print(line)
+        return
+    print(f"{line} "
           f"wan_no_maps_time_ratio={results['replace, no maps'].median / plain.median:.2f} "
           f"wan_no_maps_mem_ratio={results['replace, no maps'].mib / plain.mib:.2f} "
           f"wan_512_maps_time_ratio={results['replace, 512 maps'].median / plain.median:.2f} "
           f"wan_512_maps_mem_ratio={results['replace, 512 maps'].mib / plain.mib:.2f} "
-          f"wan_maps_mib={maps:.2f} wan_512_maps_mib={wide_maps:.1f}")
+          f"wan_512_maps_mib={store_mib(wide):.1f}")
 
 
 if __name__ == "__main__":
