@@ -12,6 +12,10 @@ from .input_guard import check_conditioning
 from .latent_batch import repeat_latent
 
 
+def _text(default: str, tooltip: str) -> tuple:
+    return ("STRING", {"multiline": True, "default": default, "tooltip": tooltip})
+
+
 class P2PPrompts:
     DESCRIPTION = (
         "Encodes a source prompt and one or more edited prompts as one CONDITIONING batch "
@@ -36,12 +40,10 @@ class P2PPrompts:
                                            "HunyuanImage 2.1, Flux.2, Z-Image, Lumina 2 or Wan's umT5)."}),
                 "latent": ("LATENT", {"tooltip": "Initial latent with one item (e.g. Empty Latent Image, "
                                                  "batch 1), or a latent from an inversion."}),
-                "source": ("STRING", {
-                    "multiline": True, "default": "a photo of a cat riding a bicycle",
-                    "tooltip": "The source prompt: its image keeps its layout in every edit."}),
-                "edits": ("STRING", {
-                    "multiline": True, "default": "a photo of a dog riding a bicycle",
-                    "tooltip": "Edited prompts, one per line; each becomes one more batch item."}),
+                "source": _text("a photo of a cat riding a bicycle",
+                                "The source prompt: its image keeps its layout in every edit."),
+                "edits": _text("a photo of a dog riding a bicycle",
+                               "Edited prompts, one per line; each becomes one more batch item."),
             }
         }
 
@@ -84,12 +86,10 @@ class P2PPromptsQwenImageEdit:
             "required": {
                 "clip": ("CLIP", {"tooltip": "Qwen-Image's text encoder (Qwen2.5-VL 7B, CLIP loader type qwen_image)."}),
                 "latent": prompts["latent"],
-                "source": ("STRING", {
-                    "multiline": True, "default": "keep the photo as it is",
-                    "tooltip": "The source instruction: with an inverted photo, the instruction the inversion used."}),
-                "edits": ("STRING", {
-                    "multiline": True, "default": "put a red hat on the cat",
-                    "tooltip": "Edited instructions, one per line; each becomes one more batch item."}),
+                "source": _text("keep the photo as it is",
+                                "The source instruction: with an inverted photo, the instruction the inversion used."),
+                "edits": _text("put a red hat on the cat",
+                               "Edited instructions, one per line; each becomes one more batch item."),
                 "layout": (list(EDIT_LAYOUTS), {
                     "default": EDIT_LAYOUTS[0],
                     "tooltip": "How the pictures enter the prompt: as TextEncodeQwenImageEditPlus (Qwen-Image-Edit "
