@@ -1,0 +1,188 @@
+"""Wan image-to-video through ComfyUI's stock sampling with tiny random-weight models and a tiny
+umT5 (tests/harness/wan_models.py), on both hosts: Wan 2.1 I2V (the ``WAN21_I2V`` config: the input
+picture's CLIP-vision features become 257 image tokens that each block's cross-attention attends in
+a call of its own, before the text call) and a Wan 2.2 A14B I2V expert (the ``WAN21_T2V`` config
+with 36 input channels: the image arrives concatenated to the latent). The conditioning carries what
+``WanImageToVideo`` sets for a start image (:func:`harness.wan_models.image_to_video_conditioning`).
+
+P2P Attention Control edits the text call and injects self-attention as on text-to-video; the
+image call runs as the host's own attention, never edited (its keys and values are bit-equal with
+and without the edit). Invert Image 'direct' + Apply Inversion reconstruct an I2V latent."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import wan_models
+from harness.edit_checks import assert_edit_moves, assert_same, relative_change
+
+pytestmark = pytest.mark.comfy
+
+STEPS, SEED, CFG, FRAMES = 6, 7, 4.0, 2
+SOURCE = "a photo of a cat riding a bicycle"
+TARGET = "a photo of a dog riding a bicycle"
+MODELS = {"wan21_i2v": wan_models.tiny_wan21_i2v_model, "wan22_a14b_i2v": wan_models.tiny_wan22_i2v_expert}
+# (model, whether the conditioning carries a CLIP-vision output): Wan 2.1 I2V reads one (its usual
+# workflow); without it the host's image call attends the whole text context (sliced [:None]); the
+# A14B expert has no CLIP-vision embedding, so its workflow connects none
+RUNS = {"wan21_i2v": ("wan21_i2v", True), "wan21_i2v_no_clip_vision": ("wan21_i2v", False),
+        "wan22_a14b_i2v": ("wan22_a14b_i2v", False)}
+
+
+def node(name: str):
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS[name if name.startswith(("K", "PromptEdit")) else f"PromptEdit{name}"]()
+
+
+@pytest.fixture(scope="module")
+def models():
+    from harness.comfyui import ensure_comfyui
+
+    ensure_comfyui()
+    return {name: build() for name, build in MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return wan_models.tiny_umt5_clip()
+
+
+def latent(batch: int = 1) -> dict:
+    return {"samples": torch.zeros(batch, 16, FRAMES, 8, 8)}
+
+
+def encode(clip, text: str, clip_vision: bool) -> list:
+    import nodes
+
+    return wan_models.image_to_video_conditioning(nodes.CLIPTextEncode().encode(clip, text)[0], FRAMES,
+                                                  clip_vision=clip_vision)
+
+
+def prompts(clip, target: str, clip_vision: bool):
+    """P2P Prompts' (positive, latent, p2p_edit), the positive then through what WanImageToVideo sets."""
+    positive, lat, edit = node("P2PPrompts").build(clip, latent(), SOURCE, target)
+    return wan_models.image_to_video_conditioning(positive, FRAMES, clip_vision=clip_vision), lat, edit
+
+
+def sample(model, positive, negative, latent_image):
+    import comfy.sample
+
+    samples = latent_image["samples"]
+    noise = comfy.sample.prepare_noise(samples, SEED, latent_image.get("batch_index"))
+    with torch.inference_mode():
+        return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "simple", positive, negative, samples,
+                                   seed=SEED, disable_pbar=True)
+
+
+def control(model, edit, kind="replace", self_end=0.4):
+    return node("P2PAttentionControl").apply(model, edit, kind, 0.0, 0.8, self_end, "coarse")
+
+
+def item_conditioning(positive, index: int) -> list:
+    """Item ``index`` of a batched CONDITIONING (the I2V extras have batch 1 and stay as they are)."""
+    cond, extras = positive[0]
+    return [[cond[index:index + 1], {k: (v[index:index + 1] if isinstance(v, torch.Tensor) and v.shape[0] > 1 else v)
+                                     for k, v in extras.items()}]]
+
+
+def test_wan_i2v_models_are_the_wan_family_image_to_video(models):
+    from comfyui_prompt_edit.families import family_of
+    from comfyui_prompt_edit.families.wan.variants import IMAGE_TO_VIDEO, wan_variant
+
+    for model in models.values():
+        assert family_of(model).id == "wan" and wan_variant(model) == IMAGE_TO_VIDEO
+    assert hasattr(models["wan21_i2v"].model.diffusion_model.blocks[0].cross_attn, "k_img")
+    assert models["wan22_a14b_i2v"].model.diffusion_model.img_emb is None
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_wan_i2v_equal_prompts_give_the_source_and_the_source_is_plain_sampling(models, clip, run):
+    model_name, clip_vision = RUNS[run]
+    model = models[model_name]
+    positive, lat, edit = prompts(clip, SOURCE, clip_vision)
+    negative = encode(clip, "", clip_vision)
+    edited = sample(control(model, edit)[0], positive, negative, lat)
+    plain = sample(model, item_conditioning(positive, 0), negative, latent())
+    assert_same(edited[1], edited[0])
+    assert_same(edited[0], plain[0])
+    print(f"wan {run} equal prompts: source vs plain sampling {relative_change(edited[0], plain[0]):.1e} relative")
+
+
+@pytest.mark.parametrize("run", sorted(RUNS))
+def test_wan_i2v_edit_moves_the_edited_item_and_keeps_the_source(models, clip, run):
+    model_name, clip_vision = RUNS[run]
+    model = models[model_name]
+    positive, lat, edit = prompts(clip, TARGET, clip_vision)
+    negative = encode(clip, "", clip_vision)
+    plain = sample(model, positive, negative, lat)
+    edited = sample(control(model, edit)[0], positive, negative, lat)
+    changes = assert_edit_moves(edited, plain)
+    print(f"wan {run} replace: edited item moved by {changes[1]:.3g} relative, source {changes[0]:.1e}")
+
+
+def recording_override(calls: list, keys: int):
+    """Another node's attention override (it runs under the edit, for every kernel call the host
+    makes): records ``(q, k, v, out)`` of the calls with ``keys`` keys."""
+    def record(func, q, k, v, heads, *args, **kwargs):
+        out = func(q, k, v, heads, *args, **kwargs)
+        if k.shape[1] == keys:
+            calls.append((q.clone(), k.clone(), v.clone(), out.clone()))
+        return out
+    return record
+
+
+def test_wan_i2v_image_attention_is_the_hosts_own_and_never_edited(models, clip):
+    """The CLIP-vision columns' keys and values (``k_img``, ``v_img``) reach the kernel bit-equal with
+    and without the edit, for every image call of every block and step, while the edit moves the
+    edited item; the source item's image attention is bit-equal too, and the maps hold text columns only."""
+    model = models["wan21_i2v"].clone()
+    calls: list = []
+    model.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = \
+        recording_override(calls, wan_models.CLIP_VISION_TOKENS)
+    positive, lat, edit = prompts(clip, TARGET, True)
+    negative = encode(clip, "", True)
+    plain_out = sample(model, positive, negative, lat)
+    plain, calls[:] = list(calls), []
+    patched, handle = control(model, edit)
+    edited_out = sample(patched, positive, negative, lat)
+    edited = list(calls)
+    assert_edit_moves(edited_out, plain_out)
+    blocks = len(model.model.diffusion_model.blocks)
+    assert len(plain) >= STEPS * blocks and len(edited) == len(plain), (len(plain), len(edited))
+    moved, same_rows = 0.0, 0
+    for (q0, k0, v0, out0), (q1, k1, v1, out1) in zip(plain, edited):
+        assert torch.equal(k1, k0) and torch.equal(v1, v0)  # the image keys and values, untouched
+        for row in range(q0.shape[0]):  # a row whose queries are the plain run's (the source's) gets its output
+            if torch.equal(q1[row], q0[row]):
+                assert torch.equal(out1[row], out0[row])
+                same_rows += 1
+        moved = max(moved, float((out1 - out0).abs().max()))
+    assert same_rows >= len(plain)  # the source's rows, in every call
+    assert moved > 1e-4  # the target's queries moved (the edit ran), its image attention follows them unedited
+    assert all(c < wan_models.WAN_COLUMNS for c in handle.store.columns)
+    maps = handle.store.average(("output",))
+    assert maps.shape[:4] == (2, FRAMES, 4, 4) and torch.isfinite(maps).all()
+    print(f"wan 2.1 I2V: {len(edited)} image calls, k_img / v_img bit-equal with the edit; the target's image "
+          f"attention output moved by up to {moved:.3g} (its queries)")
+
+
+@pytest.mark.parametrize("run", ["wan21_i2v", "wan22_a14b_i2v"])
+def test_wan_i2v_direct_inversion_reconstructs_exactly(models, clip, run):
+    from harness.inversion_runs import rel_err
+
+    model_name, clip_vision = RUNS[run]
+    model = models[model_name]
+    positive, negative = encode(clip, SOURCE, clip_vision), encode(clip, "", clip_vision)
+    photo = torch.randn(1, 16, FRAMES, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(
+            model, positive, negative, {"samples": photo}, "direct", "simple", STEPS, CFG, 0, 1e-5)
+    patched = node("PromptEditApplyInversion").apply(model, inversion)[0]
+    with torch.inference_mode():
+        out = node("KSamplerAdvanced").sample(patched, "disable", 0, STEPS, CFG, "euler", "simple", positive, negative,
+                                              noisy, 0, 10000, "disable")[0]["samples"]
+    error = rel_err(out, photo)
+    print(f"wan {run} direct inversion at cfg {CFG}: relative error {error:.2e}")
+    assert out.shape == photo.shape and error < 1e-4
