@@ -186,3 +186,40 @@ def test_wan_i2v_direct_inversion_reconstructs_exactly(models, clip, run):
     error = rel_err(out, photo)
     print(f"wan {run} direct inversion at cfg {CFG}: relative error {error:.2e}")
     assert out.shape == photo.shape and error < 1e-4
+
+
+def stock_node(name: str, **inputs) -> tuple:
+    """Run one of ComfyUI's own nodes by its name, a new-style one (``execute``, 0.33.0's
+    EmptyHunyuanLatentVideo, both hosts' WanImageToVideo) or an old-style one (its FUNCTION)."""
+    import nodes
+
+    cls = nodes.NODE_CLASS_MAPPINGS[name]
+    if hasattr(cls, "define_schema"):
+        return tuple(cls.execute(**inputs).args)
+    return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def test_wan_i2v_through_the_stock_wan_image_to_video_node(models, clip):
+    """The README's wiring with ComfyUI's own node: P2P Prompts (its latent an empty video latent of
+    the node's size) -> WanImageToVideo (start image through a tiny Wan VAE, a CLIP-vision output) ->
+    the sampler with P2P Prompts' latent; the edit moves the edited item, the source is plain sampling."""
+    import comfy.clip_vision
+    import nodes
+
+    size, length = 64, 5  # a latent of 2 frames of 8 x 8
+    empty = stock_node("EmptyHunyuanLatentVideo", width=size, height=size, length=length, batch_size=1)[0]
+    positive, lat, edit = node("P2PPrompts").build(clip, empty, SOURCE, TARGET)
+    clip_vision = comfy.clip_vision.Output()
+    clip_vision["penultimate_hidden_states"] = torch.randn(1, wan_models.CLIP_VISION_TOKENS, wan_models.CLIP_VISION_DIM,
+                                                           generator=torch.Generator().manual_seed(8))
+    start = torch.rand(1, size, size, 3, generator=torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        positive, negative, _ = stock_node(
+            "WanImageToVideo", positive=positive, negative=nodes.CLIPTextEncode().encode(clip, "")[0],
+            vae=wan_models.tiny_wan21_vae(), width=size, height=size, length=length, batch_size=1,
+            start_image=start, clip_vision_output=clip_vision)
+    assert positive[0][1]["concat_latent_image"].shape == (1, 16, FRAMES, 8, 8) and lat["samples"].shape[0] == 2
+    model = models["wan21_i2v"]
+    plain = sample(model, positive, negative, lat)
+    changes = assert_edit_moves(sample(control(model, edit)[0], positive, negative, lat), plain)
+    print(f"wan 2.1 I2V through WanImageToVideo: edited item moved by {changes[1]:.3g} relative")

@@ -106,6 +106,20 @@ def image_to_video_conditioning(conditioning: list, frames: int, height: int = 8
     return node_helpers.conditioning_set_values(conditioning, values)
 
 
+def tiny_wan21_vae(seed: int = 3) -> Any:
+    """A random Wan 2.1 VAE through ``comfy.sd.VAE`` (which builds it at its real width, 96: its
+    detection fixes the width), for ``WanImageToVideo``'s encoding of a start image."""
+    ensure_comfyui()
+    import comfy.ldm.wan.vae
+    import comfy.sd
+
+    from harness.family_files import WAN21_VAE_CONFIG
+
+    vae = comfy.ldm.wan.vae.WanVAE(**WAN21_VAE_CONFIG)
+    fill_random_(vae, seed)
+    return comfy.sd.VAE(sd=vae.state_dict())
+
+
 def random_conditioning(batch: int = 1, seed: int = 1, words: int = 6, text_dim: int = WAN_TEXT_DIM) -> list:
     """A umT5-like CONDITIONING: ``words`` random columns, then zero pad columns up to 512 (umT5
     zeroes its pad columns' output)."""
