@@ -25,9 +25,10 @@ TARGET = "a photo of a dog riding a bicycle"
 MODELS = {"wan21_i2v": wan_models.tiny_wan21_i2v_model, "wan22_a14b_i2v": wan_models.tiny_wan22_i2v_expert}
 # (model, whether the conditioning carries a CLIP-vision output): Wan 2.1 I2V reads one (its usual
 # workflow); without it the host's image call attends the whole text context (sliced [:None]); the
-# A14B expert has no CLIP-vision embedding, so its workflow connects none
+# A14B expert has no CLIP-vision embedding, so its workflow connects none, and the host ignores one
+# that is connected (its blocks make no image call)
 RUNS = {"wan21_i2v": ("wan21_i2v", True), "wan21_i2v_no_clip_vision": ("wan21_i2v", False),
-        "wan22_a14b_i2v": ("wan22_a14b_i2v", False)}
+        "wan22_a14b_i2v": ("wan22_a14b_i2v", False), "wan22_a14b_i2v_clip_vision_ignored": ("wan22_a14b_i2v", True)}
 
 
 def node(name: str):
