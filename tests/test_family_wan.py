@@ -263,7 +263,8 @@ def test_wan_variants_other_than_text_and_image_to_video_are_refused_by_name(cli
     config, unet, name = OTHER_VARIANTS[variant]
     model = wan_models._patcher(getattr(comfy.supported_models, config)({**wan_models.wan_unet_config(16), **unet}), 0)
     _, _, edit = prompts(clip, TARGETS["replace"])
-    with pytest.raises(UnsupportedModelError, match=f"a Wan variant the pack does not edit .*{name}.*text-to-video") as refused:
+    refusal = f"a Wan variant the pack does not edit .*{name}.*text-to-video"
+    with pytest.raises(UnsupportedModelError, match=refusal) as refused:
         control(model, edit)
     print(f"wan {variant}: {refused.value}")
 

@@ -224,3 +224,30 @@ def test_wan_i2v_through_the_stock_wan_image_to_video_node(models, clip):
     plain = sample(model, positive, negative, lat)
     changes = assert_edit_moves(sample(control(model, edit)[0], positive, negative, lat), plain)
     print(f"wan 2.1 I2V through WanImageToVideo: edited item moved by {changes[1]:.3g} relative")
+
+
+def test_wan_i2v_calls_in_another_order_fail_loudly():
+    """Image-to-video blocks call self, image, text; a host that called the text before the image
+    (or made no image call) is refused at the first call whose keys do not fit, never edited."""
+    from comfyui_prompt_edit.base.errors import PromptEditError
+    from comfyui_prompt_edit.families.wan.install import WanAttentionCalls
+
+    class Unedited:  # the controller's answer outside every window: the host's own attention
+        def edited_self_attention(self, *args):
+            return None
+
+        edited_cross_attention = edited_self_attention
+
+    def kernel(q, k, v, heads, **kwargs):
+        return q
+
+    grid, dim = (2, 4, 4), 8
+    q = torch.zeros(1, 32, dim)
+    calls = WanAttentionCalls(Unedited(), None, wan_models.WAN_COLUMNS, grid, wan_models.CLIP_VISION_TOKENS)
+    for keys in (32, wan_models.CLIP_VISION_TOKENS, wan_models.WAN_COLUMNS, 32):  # block 0, then block 1's self
+        assert calls(kernel, q, torch.zeros(1, keys, dim), torch.zeros(1, keys, dim), 2) is q
+    calls = WanAttentionCalls(Unedited(), None, wan_models.WAN_COLUMNS, grid, wan_models.CLIP_VISION_TOKENS)
+    calls(kernel, q, torch.zeros(1, 32, dim), torch.zeros(1, 32, dim), 2)
+    text = torch.zeros(1, wan_models.WAN_COLUMNS, dim)
+    with pytest.raises(PromptEditError, match="257 keys of block 0's image attention"):
+        calls(kernel, q, text, text, 2)
