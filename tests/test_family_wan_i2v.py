@@ -189,6 +189,29 @@ def test_wan_i2v_direct_inversion_reconstructs_exactly(models, clip, run):
     assert out.shape == photo.shape and error < 1e-4
 
 
+def test_wan_i2v_ddim_inversion_runs(models, clip):
+    positive, negative = encode(clip, SOURCE, True), encode(clip, "", True)
+    photo = torch.randn(1, 16, FRAMES, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        noisy, inversion = node("PromptEditInvertImage").invert(
+            models["wan21_i2v"], positive, negative, {"samples": photo}, "ddim", "simple", STEPS, CFG, 0, 1e-5)
+    assert noisy["samples"].shape == photo.shape and torch.isfinite(noisy["samples"]).all()
+    assert inversion.method == "ddim"
+
+
+def test_wan_i2v_local_blend_from_the_text_maps_runs(models, clip):
+    """Local blend on 2.1 I2V: its mask comes from the text call's word maps (the image call records
+    none); the run is finite and the source stays plain sampling."""
+    positive, lat, edit = prompts(clip, TARGET, True)
+    edit = node("P2PLocalBlend").blend(edit, clip, "cat", "dog", 0.3, 0.0)[0]
+    negative = encode(clip, "", True)
+    plain = sample(models["wan21_i2v"], positive, negative, lat)
+    out = sample(control(models["wan21_i2v"], edit)[0], positive, negative, lat)
+    assert out.shape == (2, 16, FRAMES, 8, 8) and torch.isfinite(out).all()
+    changes = assert_edit_moves(out, plain)
+    print(f"wan 2.1 I2V local blend: edited item moved by {changes[1]:.3g} relative")
+
+
 def stock_node(name: str, **inputs) -> tuple:
     """Run one of ComfyUI's own nodes by its name, a new-style one (``execute``, 0.33.0's
     EmptyHunyuanLatentVideo, both hosts' WanImageToVideo) or an old-style one (its FUNCTION)."""
