@@ -72,6 +72,8 @@ class ModelFamily:
     # call's joint attention [text, image]; text tokens exceed the columns where the model pads its caption
 
     context_methods_note: str = ""  # why Invert Image's context methods (null-text …) are not offered yet
+    accepts: Callable[[Any], bool] = field(default=_always)  # after the class match: a variant it edits (Wan:
+    # text- and image-to-video, not first-last-frame); a model it refuses falls to the refused families
 
     @property
     def is_joint(self) -> bool:
@@ -92,7 +94,8 @@ class ModelFamily:
         if self.recognises is not None:
             return self.recognises(model)
         return (any(_class_is(model, name) for name in self.model_classes)
-                and (not self.config_classes or any(_config_is(model, name) for name in self.config_classes)))
+                and (not self.config_classes or any(_config_is(model, name) for name in self.config_classes))
+                and self.accepts(model))
 
     def check_prompts(self, encoder: str) -> None:
         """Refuse prompts (``P2PEdit.encoder``) that another family's text encoder made: their
@@ -126,6 +129,7 @@ class RefusedFamily:
     name: str
     model_classes: tuple[str, ...]
     reason: str
+    variant: Callable[[Any], str] | None = None  # names the model's variant in the message (Wan: "VACE" …)
 
 
 _FAMILIES: list[ModelFamily] = []
@@ -173,7 +177,8 @@ def family_of(model: Any) -> ModelFamily:
     name = type(model.model).__name__
     for refused in _REFUSED:
         if any(_class_is(model, n) for n in refused.model_classes):
-            raise UnsupportedModelError(f"this model is {refused.name} ({name}): {refused.reason}")
+            what = f"{name}, {refused.variant(model)}" if refused.variant is not None else name
+            raise UnsupportedModelError(f"this model is {refused.name} ({what}): {refused.reason}")
     supported = ", ".join(f.name for f in _FAMILIES if f.available())
     raise UnsupportedModelError(
         f"this model is {name}, which the pack cannot edit; it edits {supported}. Load one of those models")

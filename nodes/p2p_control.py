@@ -59,7 +59,8 @@ class P2PAttentionControl:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.x, SD2.x, SDXL, Flux (dev, schnell) or SD3 / SD3.5 model, one of the newer "
-                                            "joint-attention families, or Wan 2.1 / 2.2 text-to-video (edited as a UNet)."}),
+                                            "joint-attention families, or Wan 2.1 / 2.2 text- or image-to-video (edited as a UNet; an "
+                                            "I2V model's CLIP-vision image attention is never edited)."}),
                 "p2p_edit": (P2P_EDIT, {
                     "tooltip": "From 'P2P Prompts', optionally through Reweight / Local Blend."}),
                 "edit": (list(EDIT_KINDS), {

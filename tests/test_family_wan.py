@@ -232,20 +232,41 @@ def test_wan_null_text_inversion_is_refused_by_name(models, clip):
                                              {"samples": photo("wan21", 1)}, "null-text", "simple", STEPS, CFG, 0, 1e-5)
 
 
-def test_wan_reference_path_and_image_to_video_are_refused(models, clip):
-    import comfy.supported_models
-
+def test_wan_reference_path_is_refused(models, clip):
     from comfyui_prompt_edit.attention.errors import P2PInputError
-    from comfyui_prompt_edit.families import UnsupportedModelError
 
     _, _, edit = prompts(clip, TARGETS["replace"])
     with pytest.raises(P2PInputError, match="attention_path"):
         node("P2PAttentionControl").apply(models["wan21"], edit, "replace", 0.0, 0.8, 0.4, "coarse",
                                           attention_path="reference")
-    i2v = wan_models._patcher(comfy.supported_models.WAN21_I2V({**wan_models.wan_unet_config(16), "in_dim": 36,
-                                                                "model_type": "i2v"}), 0)
-    with pytest.raises(UnsupportedModelError, match="image-to-video"):
-        control(i2v, edit)
+
+
+# Wan variants the pack does not edit (text- and image-to-video it does: tests/test_family_wan_i2v.py),
+# built through ComfyUI's configs as its detection makes them from their files: (config, unet config
+# beyond the tiny T2V one, the variant the refusal names)
+OTHER_VARIANTS = {
+    "first_last_frame": ("WAN21_I2V", {"model_type": "i2v", "in_dim": 36, "flf_pos_embed_token_number": 514},
+                         "first-last-frame"),
+    "fun_control_21": ("WAN21_FunControl2V", {"model_type": "i2v", "in_dim": 48}, "Fun control"),
+    "fun_control_22": ("WAN21_T2V", {"in_dim": 52}, "Fun control"),
+    "vace": ("WAN21_Vace", {"model_type": "vace", "vace_layers": 1, "vace_in_dim": 96}, "VACE"),
+    "camera": ("WAN21_Camera", {"model_type": "camera", "in_dim": 32}, "camera"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(OTHER_VARIANTS))
+def test_wan_variants_other_than_text_and_image_to_video_are_refused_by_name(clip, variant):
+    import comfy.supported_models
+
+    from comfyui_prompt_edit.families import UnsupportedModelError
+
+    config, unet, name = OTHER_VARIANTS[variant]
+    model = wan_models._patcher(getattr(comfy.supported_models, config)({**wan_models.wan_unet_config(16), **unet}), 0)
+    _, _, edit = prompts(clip, TARGETS["replace"])
+    refusal = f"a Wan variant the pack does not edit .*{name}.*text-to-video"
+    with pytest.raises(UnsupportedModelError, match=refusal) as refused:
+        control(model, edit)
+    print(f"wan {variant}: {refused.value}")
 
 
 def test_wan_file_loads_through_the_stock_unet_loader(tmp_path, clip):

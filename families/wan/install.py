@@ -3,16 +3,24 @@ Wan's attention. Host code.
 
 Wan has no attn1/attn2 replace patches, so a ``DIFFUSION_MODEL`` wrapper runs each model call with
 a copy of its ``transformer_options`` that carries the edit's attention override
-(:class:`WanAttentionCalls`). Every block calls the attention twice, in this order (both hosts:
-``WanSelfAttention.forward`` then ``WanT2VCrossAttention.forward``, flattened ``(B, L, H·D)``):
-self-attention over the video tokens, then video→text cross-attention whose keys are the context's
-columns. The override counts the calls (0.3.64 passes no ``block_index``): even calls are the
-self-attention of block ``n // 2``, odd ones its cross-attention, and each is checked by its key
-length (the context's columns for a cross call, the video's tokens for a self call), so a host that
-changes the order fails loudly instead of editing the wrong call. The controller then edits them
-exactly as a UNet's attn2 / attn1 layers: all blocks sit at one level, so every block's maps are
-recorded and self-attention is injected in every block (through the fused kernel, the value trick:
-no video×video map is ever formed).
+(:class:`WanAttentionCalls`). Every block calls the attention in this order (both hosts, flattened
+``(B, L, H·D)``): ``WanSelfAttention.forward`` over the video tokens, then the cross-attention:
+text-to-video's ``WanT2VCrossAttention`` makes one call, video→text, whose keys are the context's
+columns; image-to-video's ``WanI2VCrossAttention`` (Wan 2.1 I2V: ``k_img``/``v_img`` projections)
+makes two with one query, first video→image over the CLIP-vision tokens that the model put before
+the text (``clip_fea``'s 257 a picture; without ``clip_fea`` the host slices ``[:None]`` and the
+image call's keys are the whole context), then video→text, and adds the two outputs. The override
+counts the calls (0.3.64 passes no ``block_index``) and checks each by its key length (video
+tokens, image tokens, text columns), so a host that changes the order fails loudly instead of
+editing the wrong call. The controller then edits the self- and text calls exactly as a UNet's
+attn1 / attn2 layers: all blocks sit at one level, so every block's maps are recorded and
+self-attention is injected in every block (through the fused kernel, the value trick: no
+video×video map is ever formed). The image call runs as the host's own attention, untouched: its
+columns are the input picture, never a word (no edit, no map).
+
+Wan 2.2 A14B's I2V experts have no CLIP-vision embedding: their image arrives as 20 channels
+concatenated to the latent before the patch embedding, so their blocks call the attention as
+text-to-video does (a ``clip_fea`` given to such a model is ignored by the host, and here too).
 """
 
 from __future__ import annotations
@@ -38,8 +46,6 @@ NODE = "P2P Attention Control"
 PLACE = "output"  # the map store's place of every Wan block (the maps node's 'all' and 'up' show them)
 HOST_ATTENTION = "prompt_edit_host_attention"  # the call's own attention, in the options the controller gets
 UNSUPPORTED_INPUTS = {
-    "clip_fea": "image-to-video CLIP-vision features (its 257 image columns precede the text and must never be "
-                "edited)",
     "time_dim_concat": "frames concatenated along time",
     "reference_latent": "a reference latent (its tokens precede the video's)",
     "context_latents": "in-context reference latents (their tokens follow the video's)",
@@ -58,12 +64,21 @@ def token_grid(diffusion_model: Any, x: torch.Tensor) -> tuple[int, int, int]:
     return tuple(math.ceil(int(n) / int(p)) for n, p in zip(x.shape[-3:], patch))
 
 
-class WanAttentionCalls:
-    """The attention override of one Wan model call: counts the calls and hands each to the controller."""
+SELF, IMAGE, TEXT = "self", "image", "text"
 
-    def __init__(self, controller: P2PController, previous: Callable | None, columns: int, grid: tuple[int, int, int]):
+
+class WanAttentionCalls:
+    """The attention override of one Wan model call: counts the calls and hands each to the controller.
+
+    ``image_columns``: the keys of each block's image call (image-to-video's cross-attention), or
+    None where the blocks have none (text-to-video)."""
+
+    def __init__(self, controller: P2PController, previous: Callable | None, columns: int, grid: tuple[int, int, int],
+                 image_columns: int | None = None):
         self.controller, self.previous, self.columns, self.grid = controller, previous, columns, grid
         self.tokens = grid[0] * grid[1] * grid[2]
+        self.order = (SELF, TEXT) if image_columns is None else (SELF, IMAGE, TEXT)
+        self.keys = {SELF: self.tokens, IMAGE: image_columns, TEXT: columns}
         self.calls = 0
 
     def __call__(self, func: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
@@ -74,21 +89,33 @@ class WanAttentionCalls:
             return func(a, b, c, heads, *args, **kwargs)
 
         index, self.calls = self.calls, self.calls + 1
-        block, cross = divmod(index, 2)
+        block, position = divmod(index, len(self.order))
+        kind = self.order[position]
         if kwargs.get("skip_reshape", False) or q.ndim != 3:
             raise PromptEditError(f"{NODE}: Wan's attention call {index} is not flattened (B, L, H·D) as the pack "
                                   "expects; this ComfyUI's Wan is not supported yet")
-        expected = self.columns if cross else self.tokens
-        if q.shape[1] != self.tokens or k.shape[1] != expected:
+        if q.shape[1] != self.tokens or k.shape[1] != self.keys[kind]:
             raise PromptEditError(
                 f"{NODE}: Wan's attention call {index} has {q.shape[1]} queries and {k.shape[1]} keys, not the "
-                f"{self.tokens} video tokens and {expected} {'text columns' if cross else 'video tokens'} of a "
-                f"{'cross' if cross else 'self'}-attention; this ComfyUI's Wan calls its attention in another order")
+                f"{self.tokens} video tokens and {self.keys[kind]} keys of block {block}'s {kind} attention "
+                f"(calls per block: {', '.join(self.order)}); this ComfyUI's Wan calls its attention in another order")
+        if kind == IMAGE:  # the input picture's CLIP-vision tokens: the host's own attention, never edited
+            return host(q, k, v)
         opts = {**(kwargs.get("transformer_options") or {}), "block": (PLACE, block), "block_index": 0,
                 "n_heads": heads, "token_grid": self.grid, HOST_ATTENTION: host}
-        edit = self.controller.edited_cross_attention if cross else self.controller.edited_self_attention
+        edit = self.controller.edited_cross_attention if kind == TEXT else self.controller.edited_self_attention
         out = edit(q, k, v, opts)
         return host(q, k, v) if out is None else out
+
+
+def image_columns(diffusion_model: Any, context: torch.Tensor, clip_fea: torch.Tensor | None) -> int | None:
+    """The keys of each block's image call: None on blocks without one (text-to-video, Wan 2.2 A14B
+    I2V), else ``clip_fea``'s tokens, or the whole context where no ``clip_fea`` came (the host
+    then slices the context ``[:None]`` for the image keys)."""
+    blocks = getattr(diffusion_model, "blocks", ())
+    if not len(blocks) or not hasattr(blocks[0].cross_attn, "k_img"):
+        return None
+    return int(clip_fea.shape[-2]) if clip_fea is not None else int(context.shape[1])
 
 
 class WanEditWrapper:
@@ -106,10 +133,11 @@ class WanEditWrapper:
         unsupported = [UNSUPPORTED_INPUTS[k] for k in UNSUPPORTED_INPUTS if given.get(k) is not None]
         if unsupported:
             raise UnsupportedModelError(f"{NODE}: this Wan call has {'; '.join(unsupported)}, which the Wan edit does "
-                                        "not support yet (text-to-video only); sample without it")
+                                        "not support yet (text- and image-to-video only); sample without it")
         opts = dict(transformer_options or {})
+        diffusion_model = executor.class_obj
         calls = WanAttentionCalls(self.controller, opts.get("optimized_attention_override"), int(context.shape[1]),
-                                  token_grid(executor.class_obj, x))
+                                  token_grid(diffusion_model, x), image_columns(diffusion_model, context, clip_fea))
         opts["optimized_attention_override"] = calls
         return executor(x, timestep, context, clip_fea, time_dim_concat, opts, **kwargs)
 
@@ -124,7 +152,7 @@ def wrapper_intact(model_options: dict, wrapper: WanEditWrapper) -> bool:
 
 
 def install(model, plan: EditPlan, path: str = "fast") -> tuple[Any, P2PController]:
-    """Return ``(patched clone, controller)`` for a Wan text-to-video model; the input model is
+    """Return ``(patched clone, controller)`` for a Wan text- or image-to-video model; the input model is
     never modified, another node's attention override on it keeps running under the edit."""
     family = family_of(model)
     if family.route != ATTENTION_OVERRIDE:

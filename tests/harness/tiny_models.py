@@ -35,7 +35,7 @@ QK_NORM_WEIGHT = 3.0
 ``norm_added_k`` …). Trained models learn weights of order one to several there; a 0.02 vector would
 make q·k ≈ 0 and every joint attention uniform, so that no edit of it could change anything."""
 QK_NORM_NAMES = ("query_norm", "key_norm", "ln_q", "ln_k", "norm_q", "norm_k", "q_norm", "k_norm",
-                 "norm_added_q", "norm_added_k", "q_norm_x", "k_norm_x", "q_norm_y", "k_norm_y")
+                 "norm_added_q", "norm_added_k", "q_norm_x", "k_norm_x", "q_norm_y", "k_norm_y", "norm_k_img")
 
 
 def _is_rms_norm(module: torch.nn.Module) -> bool:

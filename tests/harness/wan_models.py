@@ -1,10 +1,13 @@
-"""Tiny random-weight Wan 2.1 / 2.2 text-to-video models built through ComfyUI's own classes
+"""Tiny random-weight Wan 2.1 / 2.2 text- and image-to-video models built through ComfyUI's own classes
 (families.md §6), a tiny Wan file that the stock UNETLoader reads through its safetensors metadata
 (``config.transformer``: 0.33.0's detection lets it override the widths it would infer), and a tiny
 umT5 text encoder with a SentencePiece model trained here (Wan's lives in its checkpoint).
 
 The models are 64 wide (2 heads of 32) with 2 blocks; their context is [B, 512, WAN_TEXT_DIM]
-(umT5 always gives 512 columns), their latent [B, 16 (2.2 5B: 48), F, H, W].
+(umT5 always gives 512 columns), their latent [B, 16 (2.2 5B: 48), F, H, W]. The image-to-video
+ones take 36 input channels (the latent, then the 4-channel mask and 16-channel image latent that
+``WanImageToVideo`` sets: :func:`image_to_video_conditioning`), and Wan 2.1 I2V also the input
+picture's CLIP-vision features (257 tokens of 1280, projected by its ``img_emb``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,65 @@ def tiny_wan22_model(seed: int = 0):
     import comfy.supported_models
 
     return _patcher(comfy.supported_models.WAN22_T2V(wan_unet_config(48)), seed)
+
+
+CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280  # CLIP-ViT-H's penultimate hidden states, as Wan 2.1 I2V reads them
+I2V_CHANNELS = 16 + 4 + 16
+
+
+def tiny_wan21_i2v_model(seed: int = 0, **config: Any):
+    """A ``WAN21`` with the ``WAN21_I2V`` config (Wan 2.1 I2V 14B): 36 input channels, a CLIP-vision
+    embedding, and image-to-video cross-attention (``k_img`` / ``v_img``) in every block."""
+    ensure_comfyui()
+    import comfy.supported_models
+
+    unet = {**wan_unet_config(16, **config), "model_type": "i2v", "in_dim": I2V_CHANNELS}
+    return _patcher(comfy.supported_models.WAN21_I2V(unet), seed)
+
+
+def tiny_wan22_i2v_expert(seed: int = 0, **config: Any):
+    """A Wan 2.2 A14B I2V expert as ComfyUI detects its file: a ``WAN21`` with the ``WAN21_T2V``
+    config and 36 input channels (no CLIP-vision embedding, text-to-video cross-attention)."""
+    ensure_comfyui()
+    import comfy.supported_models
+
+    unet = {**wan_unet_config(16, **config), "in_dim": I2V_CHANNELS}
+    return _patcher(comfy.supported_models.WAN21_T2V(unet), seed)
+
+
+def image_to_video_conditioning(conditioning: list, frames: int, height: int = 8, width: int = 8,
+                                clip_vision: bool = True, seed: int = 4) -> list:
+    """``conditioning`` with what ``WanImageToVideo`` sets on it for a start image: its latent
+    (here random, for the VAE-encoded picture and grey frames), the mask that keeps the first
+    latent frame (0 there, 1 after), and, with ``clip_vision``, a CLIP-vision output whose
+    ``penultimate_hidden_states`` (random here) become the model's ``clip_fea``."""
+    import comfy.clip_vision
+    import node_helpers
+
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(1, 16, frames, height, width, generator=generator)
+    mask = torch.ones(1, 1, frames, height, width)
+    mask[:, :, :1] = 0.0
+    values = {"concat_latent_image": image, "concat_mask": mask}
+    if clip_vision:
+        output = comfy.clip_vision.Output()
+        output["penultimate_hidden_states"] = torch.randn(1, CLIP_VISION_TOKENS, CLIP_VISION_DIM, generator=generator)
+        values["clip_vision_output"] = output
+    return node_helpers.conditioning_set_values(conditioning, values)
+
+
+def tiny_wan21_vae(seed: int = 3) -> Any:
+    """A random Wan 2.1 VAE through ``comfy.sd.VAE`` (which builds it at its real width, 96: its
+    detection fixes the width), for ``WanImageToVideo``'s encoding of a start image."""
+    ensure_comfyui()
+    import comfy.ldm.wan.vae
+    import comfy.sd
+
+    from harness.family_files import WAN21_VAE_CONFIG
+
+    vae = comfy.ldm.wan.vae.WanVAE(**WAN21_VAE_CONFIG)
+    fill_random_(vae, seed)
+    return comfy.sd.VAE(sd=vae.state_dict())
 
 
 def random_conditioning(batch: int = 1, seed: int = 1, words: int = 6, text_dim: int = WAN_TEXT_DIM) -> list:
