@@ -62,7 +62,7 @@ class P2PAttentionMaps:
                     "default": "average",
                     "tooltip": "Video models (Wan): 'average' = one grid of the maps averaged over the "
                                "frames; 'grid' = a table with a row per latent frame ('frame k') and a "
-                               "column per word; 'per frame' = one image per latent frame, a batch for "
+                               "column per token; 'per frame' = one image per latent frame, a batch for "
                                "Save Animated WEBP / PNG (Wan: at a quarter of the video's frame rate). "
                                "Images show the same single grid for every choice."}),
             },
