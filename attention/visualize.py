@@ -56,7 +56,8 @@ FRAME_GAP = 2  # white pixels between the rows (frames) and columns (words) of a
 CAPTION_HEIGHT = 20  # the strip above each image of 'per frame' that names the frame
 
 
-def frame_tiles(maps: torch.Tensor, columns: Sequence[int], tile: int, frames: torch.Tensor | None = None) -> torch.Tensor:
+def frame_tiles(maps: torch.Tensor, columns: Sequence[int], tile: int,
+                frames: torch.Tensor | None = None) -> torch.Tensor:
     """``[F, T, tile, tile, 3]`` tiles of a video's ``maps [F, H, W, N]`` at ``columns``.
 
     Each word's tiles share one scale over all frames (its maximum over the video), so that a frame

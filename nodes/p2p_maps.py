@@ -57,7 +57,8 @@ class P2PAttentionMaps:
             "optional": {
                 "images": ("IMAGE", {
                     "tooltip": "Decoded images of the batch: the maps are laid over the item's image (a "
-                               "video's: over the pixel frame at each latent frame's time)."}),
+                               "video's: over the pixel frame at each latent frame's time; 'average': the "
+                               "middle one)."}),
                 "frames": (list(FRAME_MODES), {
                     "default": "average",
                     "tooltip": "Video models (Wan): 'average' = one grid of the maps averaged over the "

@@ -214,8 +214,11 @@ def test_wan_local_blend_temporal_smoothing_confines_the_edit_and_neighbouring_f
     on 0.33.0: 42 % of pixels differ between neighbouring frames, averaged over the steps, without;
     10 % with)."""
     from comfyui_prompt_edit.attention import local_blend
+    from comfyui_prompt_edit.attention.errors import P2PInputError
 
     real_mask, frames = local_blend.blend_mask, 4
+    with pytest.raises(P2PInputError, match="temporal_smoothing: -1.0 is negative"):
+        node("P2PLocalBlend").blend(prompts(clip, TARGETS["replace"])[2], clip, "cat", "dog", 0.7, 0.0, -1.0)
     runs = {}
     for sigma in (0.0, 2.0):
         positive, lat, edit = node("P2PPrompts").build(clip, {"samples": torch.zeros(1, 16, frames, 16, 16)}, SOURCE,
@@ -230,7 +233,8 @@ def test_wan_local_blend_temporal_smoothing_confines_the_edit_and_neighbouring_f
         monkeypatch.setattr(local_blend, "blend_mask", recorded)
         out = sample(control(models["wan21"], edit)[0], positive, _encode(clip, ""), lat)
         assert len(masks) == STEPS and masks[0][0].shape == (1, 1, frames, 16, 16)
-        assert all(options == ({"temporal_sigma": sigma} if sigma else {}) for _, options in masks)  # 0: the call as before
+        # 0: the call as it was before the option
+        assert all(options == ({"temporal_sigma": sigma} if sigma else {}) for _, options in masks)
         last = masks[-1][0][0]  # [1, F, h, w], broadcast over the channels
         assert 0 < float(last.mean()) < 1, "the last mask must leave an outside to check"
         outside = relative_change(out[1] * (1 - last), out[0] * (1 - last))

@@ -137,7 +137,8 @@ def test_video_maps_grid_has_a_row_per_frame_and_a_column_per_word():
     for band_index, word in ((0, 1), (1, 4)):  # word 1: first band, 2nd column; word 4: second band
         slot = word % 3
         for k in range(4):
-            y, x = band_index * (band + LABEL_HEIGHT) + LABEL_HEIGHT + k * (tile + FRAME_GAP), margin + slot * (tile + FRAME_GAP)
+            y = band_index * (band + LABEL_HEIGHT) + LABEL_HEIGHT + k * (tile + FRAME_GAP)
+            x = margin + slot * (tile + FRAME_GAP)
             cell = grid[0, y:y + tile, x:x + tile]
             torch.testing.assert_close(cell, tiles[k, word], atol=1 / 255, rtol=0)
     # the frames' label column holds text: dark pixels left of the tiles in every frame's row
