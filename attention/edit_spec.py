@@ -45,6 +45,7 @@ class LocalBlend:
     target_words: tuple[tuple[str, ...], ...]
     threshold: float = 0.3
     start: float = 0.2  # fraction of steps before blending starts
+    temporal_smoothing: float = 0.0  # a video mask's Gaussian reach along time, in frames (0 = none)
 
 
 @dataclass(frozen=True)

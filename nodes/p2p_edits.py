@@ -55,7 +55,7 @@ class P2PLocalBlend:
     DESCRIPTION = (
         "Confines the edit to the regions of the named words (Prompt-to-Prompt local blend): outside "
         "the union of the source words' and edited words' attention masks, the edited images keep "
-        "the source image."
+        "the source image. A video (Wan) gets one mask per frame, optionally smoothed along time."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "blend"
@@ -83,19 +83,33 @@ class P2PLocalBlend:
                     "default": 0.2, "min": 0.0, "max": 1.0, "step": 0.01,
                     "tooltip": "Fraction of steps before blending starts (lets the edited object take "
                                "shape)."}),
-            }
+            },
+            "optional": {
+                "temporal_smoothing": ("FLOAT", {
+                    "default": 0.0, "min": 0.0, "max": 16.0, "step": 0.1,
+                    "tooltip": "Video models (Wan): how far, in latent frames (σ of a Gaussian), a frame's "
+                               "mask reaches into its neighbours before the threshold (a Gaussian-weighted "
+                               "maximum over the frames), so the edited region does not flicker where the "
+                               "word's attention dips for a frame. 0 = each frame's own mask; images are "
+                               "never smoothed."}),
+            },
         }
 
-    def blend(self, p2p_edit, clip, source_words: str, target_words: str, threshold: float, start: float):
+    def blend(self, p2p_edit, clip, source_words: str, target_words: str, threshold: float, start: float,
+              temporal_smoothing: float = 0.0):
         tokenize = lambda w: clip_words(clip, w)  # noqa: E731
         src, tgt = split_word_list(source_words), split_word_list(target_words)
         if not src and not tgt:
             raise P2PInputError(
                 "source_words / target_words: name the words whose region the edit may change")
+        if temporal_smoothing < 0:
+            raise P2PInputError(
+                f"temporal_smoothing: {temporal_smoothing} is negative; give 0 (no smoothing) or a reach in frames")
         blend = LocalBlend(
             checked_words(src, tokenize, "source_words"),
             checked_words(tgt, tokenize, "target_words"),
             float(threshold),
             float(start),
+            float(temporal_smoothing),
         )
         return (p2p_edit.with_local_blend(blend),)

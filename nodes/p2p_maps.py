@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..attention.edit_handle import EditHandle
 from ..attention.errors import P2PInputError
 from ..attention.map_store import PLACES
-from ..attention.visualize import label_grid, token_tiles
+from ..attention.visualize import FRAME_MODES, item_frames, render_maps
 from .common import CATEGORY_P2P, P2P_ATTENTION
 
 WHERE = {"input+output": PLACES, "input": ("input",), "output": ("output",)}
@@ -17,13 +17,15 @@ class P2PAttentionMaps:
         "the coarse UNet layers (16×16 for a 512² SD1.5 image) and the chosen steps of the last run. "
         "On joint-attention models (Flux, SD3, Qwen-Image, …): the image→text attention of the blocks "
         "that record maps (Flux's double, SD3's joint), one map per image token "
-        "(64×64 for a 1024² image)."
+        "(64×64 for a 1024² image). A video (Wan) records one map per latent frame: shown averaged "
+        "over the frames, as a grid with a row per frame, or as one image per frame (an animation)."
     )
     CATEGORY = CATEGORY_P2P
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("maps",)
-    OUTPUT_TOOLTIPS = ("One tile per token, labelled with the token.",)
+    OUTPUT_TOOLTIPS = ("One tile per token, labelled with the token (a video's 'per frame': one such "
+                       "image per latent frame).",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -54,17 +56,28 @@ class P2PAttentionMaps:
             },
             "optional": {
                 "images": ("IMAGE", {
-                    "tooltip": "Decoded images of the batch: the maps are laid over the item's image."}),
+                    "tooltip": "Decoded images of the batch: the maps are laid over the item's image (a "
+                               "video's: over the pixel frame at each latent frame's time; 'average': the "
+                               "middle one)."}),
+                "frames": (list(FRAME_MODES), {
+                    "default": "average",
+                    "tooltip": "Video models (Wan): 'average' = one grid of the maps averaged over the "
+                               "frames; 'grid' = a table with a row per latent frame ('frame k') and a "
+                               "column per token; 'per frame' = one image per latent frame, a batch for "
+                               "Save Animated WEBP / PNG (Wan: at a quarter of the video's frame rate). "
+                               "Images show the same single grid for every choice."}),
             },
         }
 
     def render(self, attention: EditHandle, samples, item: int, layers: str, step_start: float, step_end: float,
-               include_special: bool, tile_size: int, tiles_per_row: int, images=None):
+               include_special: bool, tile_size: int, tiles_per_row: int, images=None, frames: str = "average"):
         edit = attention.edit
         if item >= edit.batch_size:
             raise P2PInputError(f"item: {item} is past the batch of {edit.batch_size} prompts (0 = source)")
         if layers not in WHERE:
             raise P2PInputError(f"layers: {layers!r} is not one of {list(WHERE)}")
+        if frames not in FRAME_MODES:
+            raise P2PInputError(f"frames: {frames!r} is not one of {list(FRAME_MODES)}")
         if step_start >= step_end:
             raise P2PInputError("step_start / step_end: start must be below end")
         if attention.store.empty:
@@ -72,13 +85,19 @@ class P2PAttentionMaps:
                 "attention: no maps were recorded; sample with the MODEL of this 'P2P Attention Control' first")
         prompt = edit.source if item == 0 else edit.targets[item - 1]
         places = attention.map_places(WHERE[layers])
-        maps = attention.store.average(places, step_start, step_end)[item]
-        if maps.ndim == 4:  # a video's maps [frames, rows, columns, words]: shown averaged over the frames
-            maps = maps.mean(0)
+        maps = attention.store.average(places, step_start, step_end)[item]  # a video's: [frames, rows, columns, words]
         columns = [c for w in prompt.words for c in w.columns]
         if include_special:
             columns = sorted(set(columns) | set(prompt.start_end_columns()))
         labels = prompt.token_labels()
-        image = images[min(item, images.shape[0] - 1)] if images is not None else None
-        tiles = token_tiles(maps.cpu(), attention.store.column_index(columns), tile_size, image)
-        return (label_grid(tiles, [labels[c] for c in columns], tiles_per_row),)
+        pictures = None
+        if images is not None and maps.ndim == 4 and maps.shape[0] > 1:
+            try:
+                pictures = item_frames(images, edit.batch_size, item, maps.shape[0])
+            except ValueError as error:
+                raise P2PInputError(f"images: {error}; connect VAE Decode of this sampler's output") from None
+        elif images is not None:
+            pictures = images[min(item, images.shape[0] - 1)]
+        grid = render_maps(maps.cpu(), attention.store.column_index(columns), [labels[c] for c in columns],
+                           tile_size, tiles_per_row, frames, pictures)
+        return (grid,)
