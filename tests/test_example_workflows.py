@@ -22,6 +22,13 @@ family harness's tiny models. On a ComfyUI without the family (0.3.64: Flux.2, Z
 asserts the pack's message naming the version that adds it. Each of them, and every other direct
 inversion, must give back the photo as its source image (its VAE round trip) and an edit that differs.
 
+The Wan video workflow loads its diffusion model through the stock UNETLoader too (a tiny Wan 2.1
+file), its umT5 from a stand-in as wide as that file's text, and a 5-frame H.264 test video
+(harness/video_files.py) through Load Video; its video node (Save WEBM) gets a SaveImage of the same
+frames beside it, whose PNGs are compared: the source item's frames are the video frames' VAE round
+trip within 1/255, and, Local Blend's threshold raised, every latent frame of the edit is the
+source's outside the blend and moved inside it (SaveLatent after the sampler).
+
 Workflows that sample from an inversion are also checked, before shrinking, for the wiring that
 makes the inversion reconstruct (add_noise disabled, euler/ddim, the inversion's scheduler, steps
 and guidance, its negative prompt and noisy latent): shrunk to 3 steps everywhere, a 50-vs-30 step
@@ -77,6 +84,10 @@ SOURCE_TOLERANCE, VIDEO_SOURCE_TOLERANCE = 2, 1
 # Stock nodes that save an IMAGE batch as one animation or video: the test saves the same frames
 # as PNGs beside it (lossless, to compare) and checks that the file was written
 VIDEO_OUTPUTS = {"SaveWEBM", "SaveAnimatedWEBP", "SaveAnimatedPNG"}
+BLEND_NODE = "PromptEditP2PLocalBlend"
+# Local Blend's threshold in a video workflow's test: at 64x64 (4x4 tokens a frame) the 3x3 max-pool
+# of the word maps leaves no cell outside the mask at the usual 0.3
+VIDEO_BLEND_THRESHOLD = 0.7
 
 
 def test_there_are_example_workflows():
@@ -501,6 +512,50 @@ def save_video_frames_as_pngs(prompt: dict) -> dict[str, str]:
     return beside
 
 
+def save_blended_latents(prompt: dict) -> dict[str, str]:
+    """For a workflow that loads a video and blends its edit (P2P Local Blend): Local Blend's
+    threshold raised to VIDEO_BLEND_THRESHOLD, and a SaveLatent of what each sampler of a P2P Prompts
+    batch makes; returns {sampler id: its SaveLatent's id}."""
+    kinds = {node["class_type"] for node in prompt.values()}
+    if "LoadVideo" not in kinds or BLEND_NODE not in kinds:
+        return {}
+    saves = {}
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == BLEND_NODE:
+            node["inputs"]["threshold"] = VIDEO_BLEND_THRESHOLD
+        latent = node["inputs"].get("latent_image")
+        if isinstance(latent, list) and _source_class(prompt, latent) == "PromptEditP2PPrompts":
+            saves[node_id] = f"{node_id}_latent"
+            prompt[saves[node_id]] = {"class_type": "SaveLatent",
+                                      "inputs": {"samples": [node_id, 0], "filename_prefix": "blended"}}
+    return saves
+
+
+def check_blend_confines_the_edit(outputs: dict, saves: dict[str, str], name: str) -> None:
+    """In every latent frame, each cell of the edit is either the source's (to float32 roundoff: a
+    cell the mask left late is the same denoised value reached from a different latent) or clearly
+    moved, and each frame has both: Local Blend's mask is made and applied frame by frame in the
+    workflow's own graph. (Compared in the latent: the random VAE's decoder spreads a change over
+    the whole frame.)"""
+    import folder_paths
+    import safetensors.torch
+
+    kept, moved = 1e-5, 1e-2  # the latent is of order one
+    for sampler_id, save_id in saves.items():
+        (entry,) = outputs[save_id]["latents"]
+        path = Path(folder_paths.get_output_directory()) / entry.get("subfolder", "") / entry["filename"]
+        source, edit = safetensors.torch.load_file(str(path))["latent_tensor"][:2]  # [C, F, H, W] each
+        change = (edit - source).abs().amax(0)  # [F, H, W]
+        for frame, frame_change in enumerate(change):
+            outside, inside = frame_change <= kept, frame_change >= moved
+            print(f"{name}: sampler {sampler_id}, latent frame {frame}: {float(outside.float().mean()):.0%} of the cells "
+                  f"are the source's (up to {float(frame_change[outside].max()) if outside.any() else 0:.2g}), "
+                  f"the others moved by at least {float(frame_change[inside].min()) if inside.any() else 0:.3g}")
+            assert outside.any(), f"{name}: latent frame {frame}: the edit changed every cell (nothing outside the blend)"
+            assert inside.any(), f"{name}: latent frame {frame}: the edit changed no cell"
+            assert bool((outside | inside).all()), f"{name}: latent frame {frame}: cells half kept by the blend"
+
+
 def check_videos_written(outputs: dict, beside: dict[str, str], name: str) -> None:
     """Each video node reported its file, written and not empty, in the output directory."""
     import folder_paths
@@ -659,6 +714,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     replace_loaders_with_stand_ins(prompt)  # before the run, which would build a full-size T5-XXL
     prompt = shrink(prompt, sd15_checkpoint, mmdit_names, family_names)
     videos = save_video_frames_as_pngs(prompt)
+    blended = save_blended_latents(prompt)
     output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
     assert output_nodes, "the workflow saves no image"
 
@@ -670,6 +726,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
     for tensor in saved_tensors:
         assert bool(tensor.isfinite().all()), f"{path.name}: a saved image has non-finite pixels"
     check_videos_written(outputs, videos, path.name)
+    check_blend_confines_the_edit(outputs, blended, path.name)
 
     for node_id, node in output_nodes.items():
         images = workflows.output_images(outputs, node_id)
