@@ -25,7 +25,7 @@ import time  # noqa: E402
 import urllib.request  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness import comfyui, mmdit_files, mmdit_models, model_files, pack, tiny_models, trained_model  # noqa: E402
+from harness import comfyui, mmdit_files, mmdit_models, model_files, pack, tiny_models, trained_model, video_files  # noqa: E402
 from workflow_api import load_workflow  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -300,7 +300,7 @@ def _link_files(directory, names, target) -> None:
 def _server_files(base, checkpoint) -> None:
     """The test checkpoint under its own name and under every name the example workflows load
     (SD3.5's: the SD3.5 test checkpoint), the Flux test files under Flux's names, a stand-in under
-    each text-encoder name (mmdit_files.make_text_encoder_stand_in), their input photo, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
+    each text-encoder name (mmdit_files.make_text_encoder_stand_in), their input photo and video, their CLIP vision model (model_files.make_clip_vision_file) and their embedding
     VAEs (model_files.write_workflow_embedding_vae)."""
     from PIL import Image
 
@@ -324,6 +324,8 @@ def _server_files(base, checkpoint) -> None:
         pixels = torch.zeros(64, 64, 3, dtype=torch.uint8)
         pixels[16:40, 20:44] = torch.tensor([200, 80, 40], dtype=torch.uint8)
         Image.fromarray(pixels.numpy()).save(base / "input" / name)
+    for name in {values[0] for kind, values in widgets if kind == "LoadVideo"}:
+        video_files.write_test_video(base / "input" / name)
     clip_visions = base / "models" / "clip_vision"
     clip_visions.mkdir(parents=True)
     for name in {values[0] for kind, values in widgets if kind == "CLIPVisionLoader"}:

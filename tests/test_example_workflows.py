@@ -22,6 +22,13 @@ family harness's tiny models. On a ComfyUI without the family (0.3.64: Flux.2, Z
 asserts the pack's message naming the version that adds it. Each of them, and every other direct
 inversion, must give back the photo as its source image (its VAE round trip) and an edit that differs.
 
+The Wan video workflow loads its diffusion model through the stock UNETLoader too (a tiny Wan 2.1
+file), its umT5 from a stand-in as wide as that file's text, and a 5-frame H.264 test video
+(harness/video_files.py) through Load Video; its video node (Save WEBM) gets a SaveImage of the same
+frames beside it, whose PNGs are compared: the source item's frames are the video frames' VAE round
+trip within 1/255, and, Local Blend's threshold raised, every latent frame of the edit is the
+source's outside the blend and moved inside it (SaveLatent after the sampler).
+
 Workflows that sample from an inversion are also checked, before shrinking, for the wiring that
 makes the inversion reconstruct (add_noise disabled, euler/ddim, the inversion's scheduler, steps
 and guidance, its negative prompt and noisy latent): shrunk to 3 steps everywhere, a 50-vs-30 step
@@ -39,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import family_files, mmdit_files, mmdit_models, model_files, pack, workflows
+from harness import family_files, mmdit_files, mmdit_models, model_files, pack, video_files, workflows
 from workflow_api import FRONTEND_ONLY_NODES, load_workflow, ui_to_api
 
 pytestmark = pytest.mark.comfy
@@ -71,6 +78,16 @@ KEPT_ROWS = slice(48, None)  # rows of the 64x64 test photo well outside its mas
 MMDIT_LATENT_NODE = "EmptySD3LatentImage"
 SD35_CHECKPOINTS = ("sd3.5_large.safetensors",)  # the SD3.5 checkpoints the examples load
 FLUX_FILE_LOADERS = {"UNETLoader": "unet_name", "VAELoader": "vae_name"}  # stock loaders: their file input
+PIXEL_LOADERS = {"LoadImage", "LoadVideo"}
+# What the saved source item may differ from the loaded pixels' VAE round trip by (of 255)
+SOURCE_TOLERANCE, VIDEO_SOURCE_TOLERANCE = 2, 1
+# Stock nodes that save an IMAGE batch as one animation or video: the test saves the same frames
+# as PNGs beside it (lossless, to compare) and checks that the file was written
+VIDEO_OUTPUTS = {"SaveWEBM", "SaveAnimatedWEBP", "SaveAnimatedPNG"}
+BLEND_NODE = "PromptEditP2PLocalBlend"
+# Local Blend's threshold in a video workflow's test: at 64x64 (4x4 tokens a frame) the 3x3 max-pool
+# of the word maps leaves no cell outside the mask at the usual 0.3
+VIDEO_BLEND_THRESHOLD = 0.7
 
 
 def test_there_are_example_workflows():
@@ -139,7 +156,7 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str], family_na
     """Point every loader at a test file: checkpoint loaders at the SD1.5 test checkpoint (SD3.5's
     at the SD3.5 one), the diffusion-model and VAE loaders at the newer families' files by the name
     the workflow loads (family_names), else at the Flux files (mmdit_names, from
-    mmdit_files.register_mmdit_files); 64x64 latents, 3 sampler steps, and inversions of 3 steps
+    mmdit_files.register_mmdit_files); 64x64 latents and resized frames, 3 sampler steps, and inversions of 3 steps
     (so their schedule stays the sampler's) with 2 inner steps."""
     for node in prompt.values():
         inputs = node["inputs"]
@@ -148,7 +165,7 @@ def shrink(prompt: dict, checkpoint: str, mmdit_names: dict[str, str], family_na
         if node["class_type"] in FLUX_FILE_LOADERS:
             name = FLUX_FILE_LOADERS[node["class_type"]]
             inputs[name] = family_names.get(inputs[name], mmdit_names[name])
-        if node["class_type"] in ("EmptyLatentImage", MMDIT_LATENT_NODE):
+        if node["class_type"] in ("EmptyLatentImage", MMDIT_LATENT_NODE, "ImageScale"):
             inputs["width"] = inputs["height"] = SIZE
         if node["class_type"] in ("KSampler", "KSamplerAdvanced"):
             inputs["steps"] = STEPS
@@ -302,7 +319,7 @@ def family_names(comfy_nodes, mmdit_names) -> dict[str, str]:
              if family is None or host_has_family(family)}
     for name, family in family_files.DIFFUSION_MODEL_FAMILIES.items():
         if family_files.loads_through_unet_loader(family) and host_has_family(family):
-            names[name] = family_files.make_flux2_klein_file().name
+            names[name] = family_files.UNET_LOADER_FILES[family]().name
     return names
 
 
@@ -375,11 +392,38 @@ def _saved_batches_of(prompt: dict, invert_id: str) -> list[tuple[str, bool]]:
     return saves
 
 
+def _ancestors(prompt: dict, node_id: str) -> set[str]:
+    """node_id and every node upstream of it."""
+    found, todo = set(), [node_id]
+    while todo:
+        current = todo.pop()
+        if current not in found:
+            found.add(current)
+            todo += [value[0] for value in prompt[current]["inputs"].values() if isinstance(value, list)]
+    return found
+
+
+def _vae_round_trip(prompt: dict, encode: dict) -> list[np.ndarray]:
+    """The frames (one for a photo) that the workflow's loaded pixels give through its own VAE alone
+    (VAEEncode -> VAEDecode), run with copies of the nodes that load and prepare them (the cache
+    serves them)."""
+    pixels, vae = encode["inputs"]["pixels"], encode["inputs"]["vae"]
+    round_trip = {node_id: copy.deepcopy(prompt[node_id])
+                  for node_id in _ancestors(prompt, pixels[0]) | _ancestors(prompt, vae[0])}
+    round_trip.update({
+        "round_trip_encode": {"class_type": "VAEEncode", "inputs": {"pixels": pixels, "vae": vae}},
+        "round_trip_decode": {"class_type": "VAEDecode", "inputs": {"samples": ["round_trip_encode", 0], "vae": vae}},
+        "round_trip_save": {"class_type": "SaveImage", "inputs": {"images": ["round_trip_decode", 0],
+                                                                  "filename_prefix": "round_trip"}}})
+    return workflows.output_images(workflows.run_api_prompt(round_trip), "round_trip_save")
+
+
 def check_direct_inversion_gives_back_the_photo(prompt: dict, name: str, outputs: dict) -> None:
-    """Every direct inversion of a loaded photo reconstructs it: the first image its sampler saves
-    is the photo's VAE round trip (run here with the workflow's own VAE: VAEEncode -> VAEDecode),
-    or, through Keep Mask Composite, the photo itself; the images after it (the edits) differ from
-    it, and through Keep Mask Composite they are the photo, byte for byte, outside its mask."""
+    """Every direct inversion of a loaded photo or video reconstructs it: the first item its sampler
+    saves (a video's first frames) is the loaded pixels' VAE round trip (run here with the
+    workflow's own VAE: VAEEncode -> VAEDecode), or, through Keep Mask Composite, the photo itself;
+    the items after it (the edits) differ from it, and through Keep Mask Composite they are the
+    photo, byte for byte, outside its mask."""
     import folder_paths
     from PIL import Image
 
@@ -387,31 +431,41 @@ def check_direct_inversion_gives_back_the_photo(prompt: dict, name: str, outputs
         if invert["class_type"] != INVERT_NODE or invert["inputs"]["method"] != "direct":
             continue
         encode = prompt[invert["inputs"]["latent"][0]]
-        if encode["class_type"] != "VAEEncode" or _source_class(prompt, encode["inputs"]["pixels"]) != "LoadImage":
+        if encode["class_type"] != "VAEEncode":
             continue
-        photo_node = prompt[encode["inputs"]["pixels"][0]]
-        vae = encode["inputs"]["vae"]
-        round_trip = {"photo": copy.deepcopy(photo_node),
-                      "vae": copy.deepcopy(prompt[vae[0]]),
-                      "encode": {"class_type": "VAEEncode", "inputs": {"pixels": ["photo", 0], "vae": ["vae", vae[1]]}},
-                      "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["encode", 0], "vae": ["vae", vae[1]]}},
-                      "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": "round_trip"}}}
-        (decoded,) = workflows.output_images(workflows.run_api_prompt(round_trip), "save")
-        with Image.open(Path(folder_paths.get_input_directory()) / photo_node["inputs"]["image"]) as file:
-            photo = np.asarray(file.convert("RGB")).copy()
+        loaders = {prompt[node_id]["class_type"] for node_id in _ancestors(prompt, encode["inputs"]["pixels"][0])}
+        if not loaders & PIXEL_LOADERS:
+            continue
+        decoded = _vae_round_trip(prompt, encode)
+        frames = len(decoded)  # 1 for a photo
+        if "LoadVideo" in loaders:
+            assert frames == video_files.VIDEO_FRAMES, f"{name}: the round trip has {frames} of the video's frames"
         saves = _saved_batches_of(prompt, invert_id)
         assert saves, f"{name}: nothing saves what the direct inversion {invert_id} samples"
         for save_id, composited in saves:
-            source, *edits = workflows.output_images(outputs, save_id)
-            expected = photo if composited else decoded
+            images = workflows.output_images(outputs, save_id)
+            assert len(images) % frames == 0 and len(images) > frames, f"{name}: {len(images)} images of {frames} frames"
+            source, *edits = (np.stack(images[k:k + frames]) for k in range(0, len(images), frames))
+            if composited:
+                photo_node = prompt[encode["inputs"]["pixels"][0]]
+                with Image.open(Path(folder_paths.get_input_directory()) / photo_node["inputs"]["image"]) as file:
+                    expected = np.asarray(file.convert("RGB")).copy()[None]
+            else:
+                expected = np.stack(decoded)
             difference = int(np.abs(source.astype(int) - expected.astype(int)).max())
-            print(f"{name}: direct inversion {invert_id}: source vs the photo's "
+            print(f"{name}: direct inversion {invert_id}: source ({frames} frame(s)) vs the loaded pixels' "
                   f"{'pixels' if composited else 'VAE round trip'}: {difference}/255")
-            assert difference <= (0 if composited else 2), f"{name}: the source image is not the photo ({difference}/255)"
+            tolerance = 0 if composited else VIDEO_SOURCE_TOLERANCE if "LoadVideo" in loaders else SOURCE_TOLERANCE
+            assert difference <= tolerance, \
+                f"{name}: the source item is not the loaded pixels ({difference}/255)"
             for edit in edits:
-                assert np.abs(edit.astype(int) - source.astype(int)).max() > 2, f"{name}: an edit is the photo"
+                change = np.abs(edit.astype(int) - source.astype(int))
+                print(f"{name}: the edit differs from the source by up to {int(change.max())}/255, "
+                      f"{float(change.mean()):.2f}/255 on average")
+                assert change.max() > 2, f"{name}: an edit is the source"
                 if composited:
-                    assert np.array_equal(edit[KEPT_ROWS], photo[KEPT_ROWS]), f"{name}: the edit changed the photo outside its mask"
+                    assert np.array_equal(edit[0][KEPT_ROWS], expected[0][KEPT_ROWS]), \
+                        f"{name}: the edit changed the photo outside its mask"
 
 
 def write_input_images(workflow: dict) -> None:
@@ -434,6 +488,85 @@ def write_input_images(workflow: dict) -> None:
             path = directory / node["widgets_values"][0]
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(path)
+
+
+def write_input_videos(workflow: dict) -> None:
+    """Write the test video (video_files.write_test_video: 5 frames of 64x64, a square moving
+    right) into ComfyUI's input directory for every LoadVideo of the workflow, under the name it loads."""
+    import folder_paths
+
+    for node in workflow["nodes"]:
+        if node["type"] == "LoadVideo" and node.get("mode", 0) == 0:
+            video_files.write_test_video(Path(folder_paths.get_input_directory()) / node["widgets_values"][0])
+
+
+def save_video_frames_as_pngs(prompt: dict) -> dict[str, str]:
+    """Beside every node of VIDEO_OUTPUTS, a SaveImage of the same frames (PNG: lossless, where the
+    video is not); returns {video node id: its SaveImage's id}."""
+    beside = {}
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] in VIDEO_OUTPUTS:
+            beside[node_id] = f"{node_id}_frames"
+            prompt[beside[node_id]] = {"class_type": "SaveImage",
+                                       "inputs": {"images": node["inputs"]["images"], "filename_prefix": "frames"}}
+    return beside
+
+
+def save_blended_latents(prompt: dict) -> dict[str, str]:
+    """For a workflow that loads a video and blends its edit (P2P Local Blend): Local Blend's
+    threshold raised to VIDEO_BLEND_THRESHOLD, and a SaveLatent of what each sampler of a P2P Prompts
+    batch makes; returns {sampler id: its SaveLatent's id}."""
+    kinds = {node["class_type"] for node in prompt.values()}
+    if "LoadVideo" not in kinds or BLEND_NODE not in kinds:
+        return {}
+    saves = {}
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] == BLEND_NODE:
+            node["inputs"]["threshold"] = VIDEO_BLEND_THRESHOLD
+        latent = node["inputs"].get("latent_image")
+        if isinstance(latent, list) and _source_class(prompt, latent) == "PromptEditP2PPrompts":
+            saves[node_id] = f"{node_id}_latent"
+            prompt[saves[node_id]] = {"class_type": "SaveLatent",
+                                      "inputs": {"samples": [node_id, 0], "filename_prefix": "blended"}}
+    return saves
+
+
+def check_blend_confines_the_edit(outputs: dict, saves: dict[str, str], name: str) -> None:
+    """In every latent frame, each cell of the edit is either the source's (to float32 roundoff: a
+    cell the mask left late is the same denoised value reached from a different latent) or clearly
+    moved, and each frame has both: Local Blend's mask is made and applied frame by frame in the
+    workflow's own graph. (Compared in the latent: the random VAE's decoder spreads a change over
+    the whole frame.)"""
+    import folder_paths
+    import safetensors.torch
+
+    kept, moved = 1e-5, 1e-2  # the latent is of order one
+    for sampler_id, save_id in saves.items():
+        (entry,) = outputs[save_id]["latents"]
+        path = Path(folder_paths.get_output_directory()) / entry.get("subfolder", "") / entry["filename"]
+        source, edit = safetensors.torch.load_file(str(path))["latent_tensor"][:2]  # [C, F, H, W] each
+        change = (edit - source).abs().amax(0)  # [F, H, W]
+        for frame, frame_change in enumerate(change):
+            outside, inside = frame_change <= kept, frame_change >= moved
+            print(f"{name}: sampler {sampler_id}, latent frame {frame}: {float(outside.float().mean()):.0%} of the cells "
+                  f"are the source's (up to {float(frame_change[outside].max()) if outside.any() else 0:.2g}), "
+                  f"the others moved by at least {float(frame_change[inside].min()) if inside.any() else 0:.3g}")
+            assert outside.any(), f"{name}: latent frame {frame}: the edit changed every cell (nothing outside the blend)"
+            assert inside.any(), f"{name}: latent frame {frame}: the edit changed no cell"
+            assert bool((outside | inside).all()), f"{name}: latent frame {frame}: cells half kept by the blend"
+
+
+def check_videos_written(outputs: dict, beside: dict[str, str], name: str) -> None:
+    """Each video node reported its file, written and not empty, in the output directory."""
+    import folder_paths
+
+    for node_id in beside:
+        files = [entry for value in outputs.get(node_id, {}).values() if isinstance(value, (list, tuple))
+                 for entry in value if isinstance(entry, dict) and "filename" in entry]
+        assert files, f"{name}: the video node {node_id} reported no file: {outputs.get(node_id)!r}"
+        for entry in files:
+            path = Path(folder_paths.get_output_directory()) / entry.get("subfolder", "") / entry["filename"]
+            assert path.is_file() and path.stat().st_size > 0, f"{name}: {path} was not written"
 
 
 def write_embedding_vaes(workflow: dict, directory: Path) -> None:
@@ -571,6 +704,7 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
         return  # host_has_family asserted the pack's message naming the ComfyUI version that adds it
 
     write_input_images(workflow)
+    write_input_videos(workflow)
     write_embedding_vaes(workflow, embedding_vae_dir)
     link_clip_vision_files(workflow, clip_vision_dir)
     prompt = ui_to_api(workflow, mappings)
@@ -579,6 +713,8 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
         assert inverted_samplers, f"{path.name}: Apply Inversion feeds no sampler that could be checked"
     replace_loaders_with_stand_ins(prompt)  # before the run, which would build a full-size T5-XXL
     prompt = shrink(prompt, sd15_checkpoint, mmdit_names, family_names)
+    videos = save_video_frames_as_pngs(prompt)
+    blended = save_blended_latents(prompt)
     output_nodes = {nid: node for nid, node in prompt.items() if node["class_type"] in IMAGE_OUTPUTS}
     assert output_nodes, "the workflow saves no image"
 
@@ -589,6 +725,8 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
 
     for tensor in saved_tensors:
         assert bool(tensor.isfinite().all()), f"{path.name}: a saved image has non-finite pixels"
+    check_videos_written(outputs, videos, path.name)
+    check_blend_confines_the_edit(outputs, blended, path.name)
 
     for node_id, node in output_nodes.items():
         images = workflows.output_images(outputs, node_id)
@@ -610,7 +748,8 @@ def test_example_workflow_runs(path, comfy_nodes, sd15_checkpoint, saved_tensors
             found = _upstream(prompt, sampler["inputs"]["positive"], "PromptEditP2PPrompts", through="conditioning")
             if found is not None:  # P2P Prompts' positive, maybe through FluxGuidance
                 edits = [line for line in found[1]["inputs"]["edits"].splitlines() if line.strip()]
-                assert len(images) == 1 + len(edits), (path.name, node_id, len(images))
+                frames = video_files.VIDEO_FRAMES if node_id in videos.values() else 1  # a video: each item's frames
+                assert len(images) == (1 + len(edits)) * frames, (path.name, node_id, len(images))
 
     if any(node["class_type"] == MMDIT_LATENT_NODE for node in prompt.values()):
         check_source_is_plain_sampling(prompt, path.name, saved_tensors)

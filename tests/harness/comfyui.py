@@ -63,6 +63,10 @@ def ensure_comfyui() -> types.ModuleType:
 
     args.cpu = True  # read by comfy.model_management at import
     import folder_paths
+    # ComfyUI's `utils` package first, as main.py imports it: on 0.3.64 importing `nodes` binds the
+    # name `utils` to comfy/utils.py otherwise, and comfy_extras/nodes_images.py (ImageFromBatch,
+    # SaveAnimatedWEBP ...) then fails to import server.py ("'utils' is not a package").
+    import utils.extra_config  # noqa: F401
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))

@@ -1,11 +1,14 @@
 """What the newer families' example workflows load (example_workflows/{qwen_image,flux2_klein,z_image,
-chroma}_*.json), at test size.
+chroma,wan}_*.json), at test size.
 
 Through the stock loaders where ComfyUI's detection reads a tiny file (families.md §6):
 - a Flux.2 klein diffusion model (UNETLoader): 128 wide, the head width 128 detection assumes,
   no guidance input (klein base runs real CFG), a context as wide as the tiny klein text encoder's;
-- Qwen-Image's VAE (VAELoader), a Wan 2.1 VAE: 0.3.64 assumes its width (96), so it is written at
-  that width for both hosts;
+- a Wan 2.1 T2V diffusion model (UNETLoader; wan_models.wan_file_contents): 0.33.0 reads its widths
+  from the file's metadata (64 wide, a 32-wide text), 0.3.64 infers them (heads of 128, a 4096-wide
+  text), so the tiny umT5 that stands in for its text encoder is as wide as the file's text;
+- Qwen-Image's VAE and Wan's (VAELoader), a Wan 2.1 VAE: 0.3.64 assumes its width (96), so it is
+  written at that width for both hosts;
 - Flux.2's VAE (VAELoader): SD's VAE with 32 latent channels and a batch norm over 2x2 patches.
 Flux's ae.safetensors (Z-Image, Chroma) is mmdit_files' 16-channel VAE.
 
@@ -22,8 +25,9 @@ from typing import Any, Callable
 
 import torch
 
-from harness import chroma_models, flux2_models, mmdit_files, qwen_image_models, text_encoders, z_image_models
+from harness import chroma_models, flux2_models, mmdit_files, qwen_image_models, text_encoders, wan_models, z_image_models
 from harness.comfyui import ensure_comfyui
+from harness.model_files import write_safetensors
 from harness.tiny_models import fill_random_
 
 _RECIPE = "comfyui_prompt_edit family files v1"
@@ -38,12 +42,15 @@ DIFFUSION_MODEL_FAMILIES = {"qwen_image_fp8_e4m3fn.safetensors": "qwen_image",
                             "qwen_image_edit_2509_fp8_e4m3fn.safetensors": "qwen_image",
                             "flux-2-klein-base-4b.safetensors": "flux2",
                             "z_image_turbo_bf16.safetensors": "z_image",
-                            "Chroma1-HD.safetensors": "chroma"}
+                            "Chroma1-HD.safetensors": "chroma",
+                            "wan2.1_t2v_1.3B_fp16.safetensors": "wan"}
 # What stands in for each family's text encoder, by CLIPLoader's type
 TEXT_ENCODERS_BY_TYPE: dict[str, Callable[[], Any]] = {"qwen_image": text_encoders.tiny_qwen_image_clip,
                                                        "flux2": text_encoders.tiny_flux2_klein_clip,
                                                        "lumina2": text_encoders.tiny_z_image_clip,
-                                                       "chroma": text_encoders.tiny_chroma_clip}
+                                                       "chroma": text_encoders.tiny_chroma_clip,
+                                                       "wan": lambda: wan_models.tiny_umt5_clip(
+                                                           width=wan_models.wan_file_layout()["text_dim"])}
 
 
 def _klein_state_dict() -> dict[str, torch.Tensor]:
@@ -64,6 +71,21 @@ def make_flux2_klein_file() -> Path:
     if mmdit_files._is_current(path, recipe):
         return path
     return mmdit_files._write_fp16(_klein_state_dict(), path, recipe)
+
+
+def make_wan21_file() -> Path:
+    """A Wan 2.1 T2V diffusion model (wan2.1_t2v_1.3B_fp16.safetensors' keys, at the widths this host's
+    loader reads: wan_models.wan_file_layout), written once; its name says its width, so the two
+    hosts' files do not overwrite each other."""
+    layout = wan_models.wan_file_layout()
+    path = mmdit_files.mmdit_files_dir() / f"tiny_wan21_t2v_w{layout['dim']}.safetensors"
+    recipe = f"{_RECIPE} wan21 t2v {json.dumps(layout)}"
+    if mmdit_files._is_current(path, recipe):
+        return path
+    tensors, metadata = wan_models.wan_file_contents()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(tensors, path, {**metadata, "recipe": recipe})
+    return path
 
 
 def make_wan21_vae_file() -> Path:
@@ -102,12 +124,17 @@ def make_flux2_vae_file() -> Path:
 VAE_FILES: dict[str, tuple[str | None, Callable[[], Path]]] = {
     "ae.safetensors": (None, mmdit_files.make_mmdit_vae_file),
     "qwen_image_vae.safetensors": (None, make_wan21_vae_file),
+    "wan_2.1_vae.safetensors": (None, make_wan21_vae_file),
     "flux2-vae.safetensors": ("flux2", make_flux2_vae_file)}
 
 
+# The families whose tiny diffusion-model file the stock UNETLoader reads, and its maker
+UNET_LOADER_FILES: dict[str, Callable[[], Path]] = {"flux2": make_flux2_klein_file, "wan": make_wan21_file}
+
+
 def loads_through_unet_loader(family: str) -> bool:
-    """Whether the stock UNETLoader reads the family's tiny file (only Flux.2's is narrow enough)."""
-    return family == "flux2"
+    """Whether the stock UNETLoader reads the family's tiny file (Flux.2's and Wan's are narrow enough)."""
+    return family in UNET_LOADER_FILES
 
 
 def tiny_diffusion_model(family: str) -> Any:

@@ -146,18 +146,24 @@ def wan_file_layout() -> dict[str, int]:
     return {"dim": 128, "heads": 1, "text_dim": 4096}
 
 
+def wan_file_contents(seed: int = 3) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the safetensors metadata of the tiny Wan 2.1 T2V file (make_wan_file)."""
+    layout = wan_file_layout()
+    model = tiny_wan21_model(seed, **layout).model.diffusion_model
+    config = {"transformer": {"dim": layout["dim"], "num_heads": layout["heads"], "text_dim": layout["text_dim"],
+                              "ffn_dim": 2 * layout["dim"]}}
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return tensors, {"config": json.dumps(config)}
+
+
 def make_wan_file(directory: Path, seed: int = 3) -> Path:
     """A tiny Wan 2.1 T2V diffusion-model file whose safetensors metadata ``config.transformer`` gives
     the widths (0.33.0's detection would otherwise take 128-wide heads and a 4096-wide text)."""
     import safetensors.torch
 
-    layout = wan_file_layout()
-    model = tiny_wan21_model(seed, **layout).model.diffusion_model
+    tensors, metadata = wan_file_contents(seed)
     path = directory / "tiny_wan21_t2v.safetensors"
-    config = {"transformer": {"dim": layout["dim"], "num_heads": layout["heads"], "text_dim": layout["text_dim"],
-                              "ffn_dim": 2 * layout["dim"]}}
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    safetensors.torch.save_file(tensors, str(path), metadata={"config": json.dumps(config)})
+    safetensors.torch.save_file(tensors, str(path), metadata=metadata)
     return path
 
 
@@ -172,14 +178,15 @@ def tiny_umt5_spiece_model(prompts: tuple[str, ...] = UMT5_PROMPTS) -> bytes:
     return buf.getvalue()
 
 
-def tiny_umt5_clip(seed: int = 0) -> Any:
-    """Wan's umT5 text encoder through ComfyUI's classes: 2 layers, 32 wide, vocabulary 128."""
+def tiny_umt5_clip(seed: int = 0, width: int = WAN_TEXT_DIM) -> Any:
+    """Wan's umT5 text encoder through ComfyUI's classes: 2 layers, ``width`` wide (32; the tiny Wan
+    file's text width to feed that file), vocabulary 128."""
     ensure_comfyui()
     import comfy.sd
     import comfy.supported_models_base
     import comfy.text_encoders.wan as wan
 
-    options = {"umt5xxl_model_config": {"d_model": WAN_TEXT_DIM, "d_ff": 64, "num_layers": 2, "num_heads": 2,
+    options = {"umt5xxl_model_config": {"d_model": width, "d_ff": 64, "num_layers": 2, "num_heads": 2,
                                         "d_kv": 16, "vocab_size": 128}}
     target = comfy.supported_models_base.ClipTarget(wan.WanT5Tokenizer, wan.te())
     clip = comfy.sd.CLIP(target, tokenizer_data={"spiece_model": tiny_umt5_spiece_model()},
