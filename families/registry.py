@@ -71,8 +71,6 @@ class ModelFamily:
     # (diffusion model, args, kwargs of its forward) -> (context columns, text tokens, joint tokens) of the
     # call's joint attention [text, image]; text tokens exceed the columns where the model pads its caption
 
-    context_methods_note: str = ""  # why Invert Image's context methods (null-text …) are not offered yet
-
     @property
     def is_joint(self) -> bool:
         return self.attention == JOINT_ATTENTION

@@ -23,9 +23,7 @@ from ..registry import ATTENTION_OVERRIDE, CROSS_ATTENTION, ModelFamily, Refused
 WAN = ModelFamily(
     id="wan", name="Wan 2.1 / 2.2 (text-to-video)", model_classes=("WAN21", "WAN22"),
     config_classes=("WAN21_T2V", "WAN22_T2V"), attention=CROSS_ATTENTION, route=ATTENTION_OVERRIDE,
-    text_encoders=(WAN_ENCODER,), added_in="0.3.64",
-    context_methods_note="on Wan only 'direct' and 'ddim' are supported so far (issue 23); the null-text and "
-                         "negative-prompt methods would swap its unconditional umT5 context, which is not yet tested")
+    text_encoders=(WAN_ENCODER,), added_in="0.3.64")
 
 WAN_OTHER = RefusedFamily(
     name="a Wan variant other than text-to-video (image-to-video, first-last-frame, Fun control …)",
