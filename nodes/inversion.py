@@ -209,7 +209,9 @@ class ApplyInversion:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": (
-                    "The model the inversion was made with (may already carry P2P patches).")}),
+                    "The model the inversion was made with, or either of its two experts (Wan 2.2 A14B: each "
+                    "expert through its own Apply Inversion, for its own sampler's steps); may already carry P2P "
+                    "patches.")}),
                 "inversion": (INVERSION, {"tooltip": "From 'Invert Image' or 'Load Inversion'."}),
             },
             "optional": {
