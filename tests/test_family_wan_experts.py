@@ -226,6 +226,20 @@ def test_wan_two_expert_inversion_saves_and_loads_with_its_experts(experts, clip
         Inversion.load(path)
 
 
+def test_embedding_vae_training_refuses_a_two_expert_inversion(experts, clip):
+    """Training an embedding VAE follows one model's guided steps: an inversion over two experts is
+    refused, naming it (Wan refuses the embedding VAE anyway; the check is the inversion's)."""
+    from comfyui_prompt_edit.inversion.comfy_patch import InversionMismatchError
+    from comfyui_prompt_edit.vae_embed.comfy_training import training_schedule
+
+    high, low = experts
+    _, _, _, inversion = invert(clip, high, "ddim", low=low)
+    with pytest.raises(InversionMismatchError, match="inversion: it was made over two experts"):
+        training_schedule(high, inversion, "simple", STEPS)
+    _, _, _, one = invert(clip, high, "ddim")
+    assert torch.equal(training_schedule(high, one, "simple", STEPS), one.sigmas)
+
+
 # -- the sampler's start: only step 0 starts on the inverted latent --------------------------------------
 
 
