@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..base.errors import PromptEditError
 from ..base.sigma_steps import step_at
 
 HIGH_NOISE, LOW_NOISE = 0, 1
@@ -33,7 +34,7 @@ class ExpertSteps:
     def __post_init__(self) -> None:
         problem = switch_problem(self.switch, self.steps)
         if problem:
-            raise ValueError(problem)
+            raise PromptEditError(f"switch_at_step: {problem}")
 
     @property
     def experts(self) -> int:
@@ -67,7 +68,7 @@ def by_step(functions: Sequence[Callable[..., object]], sigmas: torch.Tensor, ex
     (``sigmas``: the schedule, as the sampler walks it). ``before(expert)`` is called before every
     call (the host makes sure that model is loaded; several of these functions share one host)."""
     if len(functions) != experts.experts:
-        raise ValueError(f"{len(functions)} functions for {experts.experts} expert(s)")
+        raise PromptEditError(f"{len(functions)} functions for {experts.experts} expert(s)")
     if experts.experts == 1 and before is None:
         return functions[0]
 
