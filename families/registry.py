@@ -71,7 +71,6 @@ class ModelFamily:
     # (diffusion model, args, kwargs of its forward) -> (context columns, text tokens, joint tokens) of the
     # call's joint attention [text, image]; text tokens exceed the columns where the model pads its caption
 
-    context_methods_note: str = ""  # why Invert Image's context methods (null-text …) are not offered yet
     accepts: Callable[[Any], bool] = field(default=_always)  # after the class match: a variant it edits (Wan:
     # text- and image-to-video, not first-last-frame); a model it refuses falls to the refused families
 

@@ -48,7 +48,7 @@ def _release_inference_tensors(module: torch.nn.Module) -> None:
                 sub._buffers[name] = b.clone()
 
 
-def _load_for_gradients(model) -> None:
+def load_for_gradients(model) -> None:
     """Load the model on its device, frozen, with weights usable in an autograd graph."""
     comfy.model_management.load_models_gpu([model], memory_required=0, force_full_load=True)
     model.model.requires_grad_(False)
@@ -80,7 +80,7 @@ def gradients_through(model, *others) -> Iterator[torch.device]:
                     if family is not None and family.updates_in_place else nullcontext())
     with torch.inference_mode(False), saved_copies:
         for patcher in (model, *others):
-            _load_for_gradients(patcher)
+            load_for_gradients(patcher)
         if training is not None:
             comfy.model_management.in_training = True
         try:

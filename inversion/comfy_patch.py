@@ -128,13 +128,28 @@ def _check_sampling(inversion: Inversion, guider, noise, sampler, sigmas) -> Non
         )
 
 
+def _check_expert_steps(inversion: Inversion, own: range, name: str, sigmas) -> None:
+    """Refuse a sampler that walks steps of the schedule that another expert of the inversion samples
+    (``own``: the steps of this model, ``name``: what it is to the inversion)."""
+    start = inversion.step_at(float(sigmas[0]))
+    end = start + len(sigmas) - 1
+    if own.start <= start and end <= own.stop:
+        return
+    switch = inversion.switch_at_step
+    fix = (f"end this sampler at step {switch} (KSamplerAdvanced's end_at_step) and sample steps {switch} to the end "
+           "with the low-noise expert" if own.start == 0 else
+           f"start this sampler at step {switch} (start_at_step, add_noise disable) with the first sampler's output, "
+           f"and sample steps 0 to {switch} with the high-noise expert")
+    raise InversionMismatchError(
+        f"this model is {name}, which samples steps {own.start} to {own.stop} of the inversion's "
+        f"{len(inversion.sigmas) - 1}, but the sampler walks steps {start} to {end}; {fix} (each expert through "
+        "its own Apply Inversion)")
+
+
 def check_method_fits_model(method: str, model) -> None:
     """Refuse a method that swaps the unconditional context on a model without real classifier-free
     guidance (Flux.1, a guidance-distilled file), and a model the pack does not know."""
     family = family_of(model)
-    if method in CONTEXT_METHODS and family.context_methods_note:
-        raise InversionMismatchError(f"method: '{method}' is not available on {family.name}: {family.context_methods_note}; "
-                                     "use 'direct' (exact at any guidance) or 'ddim'")
     if method in CONTEXT_METHODS and not family.real_cfg(model):
         raise InversionMismatchError(
             f"method: '{method}' swaps the unconditional context of classifier-free guidance, which "
@@ -182,10 +197,15 @@ class DirectInversionCorrection:
 def install(model, inversion: Inversion, correct_edits: bool = False):
     """A clone of ``model`` that samples with the inversion's per-step unconditional contexts, or
     (method ``direct``) that corrects the source item onto the inversion's pivots at every step."""
-    if model_fingerprint(model) != inversion.model_fingerprint:
+    fingerprint = model_fingerprint(model)
+    own = inversion.expert_of(fingerprint)
+    if own is None:
         raise InversionMismatchError(
+            "this inversion was made with two other models (its high-noise and low-noise experts); connect one of "
+            "them, or invert the video again with this model" if inversion.switch_at_step else
             "this inversion was made with another model; invert the image again with this model"
         )
+    name = inversion.expert_name(fingerprint)
     check_method_fits_model(inversion.method, model)
     check_latent_fits(inversion, model)
     patched = model.clone()
@@ -199,8 +219,14 @@ def install(model, inversion: Inversion, correct_edits: bool = False):
 
     def outer_sample(executor, noise, latent_image, sampler, sigmas, *args, **kwargs):
         _check_sampling(inversion, executor.class_obj, noise, sampler, sigmas)
+        _check_expert_steps(inversion, own, name, sigmas)
         check_latent_fits(inversion, executor.class_obj.model_patcher, latent_image)
-        noise = start_noise(executor.class_obj.model_patcher, noise, latent_image, sigmas[0])
+        # only the run from the inversion's noisy latent (step 0) is made to start on it; a later
+        # segment (KSamplerAdvanced from start_at_step, add_noise disable) starts as the stock sampler
+        # does: on flow models the first segment returned x/(1 − σ) (its leftover noise) and the stock
+        # start (1 − σ)·latent gives x back, where forcing the latent would start from x/(1 − σ)
+        if inversion.step_at(float(sigmas[0])) == 0:
+            noise = start_noise(executor.class_obj.model_patcher, noise, latent_image, sigmas[0])
         return executor(noise, latent_image, sampler, sigmas, *args, **kwargs)
 
     set_outer_sample(patched, WRAPPER_KEY, outer_sample)

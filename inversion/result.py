@@ -11,6 +11,7 @@ import torch
 from ..base.errors import PromptEditError
 from ..base.safetensors_io import check_tensors, read_safetensors, write_safetensors
 from ..base.sigma_steps import step_at
+from .experts import EXPERT_NAMES, ExpertSteps, switch_problem
 
 FORMAT = "comfyui-prompt-edit/inversion/v1"
 METHODS = ("null-text", "null-text fast", "direct", "negative-prompt", "ddim")  # Invert Image's
@@ -28,6 +29,10 @@ class Inversion:
     ``unconds[k]`` is the unconditional context of sampling step ``k`` (fp32, ``[tokens, dim]``).
     Latents are in ComfyUI's LATENT format (before the model's scale factor): ``noisy`` is the one
     to sample from (at ``sigmas[0]``), ``source`` the photo's.
+
+    Made over two experts (Wan 2.2 A14B: ``switch_at_step`` > 0), ``model_fingerprint`` is the
+    high-noise expert's, which samples steps ``[0, switch_at_step)``, and ``low_noise_fingerprint``
+    the low-noise expert's, which samples the rest.
     """
 
     unconds: torch.Tensor  # [steps, tokens, dim]
@@ -40,6 +45,31 @@ class Inversion:
     steps: int
     model_fingerprint: str
     pivots: torch.Tensor | None = None  # direct: [steps + 1, C, H, W], the sampler's x (model space) after each step
+    low_noise_fingerprint: str = ""  # two experts: the low-noise expert's ("" for one model)
+    switch_at_step: int = 0  # two experts: the first step of the low-noise expert (0: one model)
+
+    @property
+    def experts(self) -> ExpertSteps:
+        return ExpertSteps(len(self.sigmas) - 1, self.switch_at_step)
+
+    def expert_of(self, fingerprint: str) -> range | None:
+        """The sampling steps that the model with ``fingerprint`` samples with this inversion (all of
+        them for its one model, or an expert's own; both where the two experts are the same model),
+        None for another model."""
+        experts = self.experts
+        mine = [experts.steps_of(e) for e, f in enumerate((self.model_fingerprint, self.low_noise_fingerprint))
+                if f == fingerprint]
+        if not mine:
+            return None
+        return range(min(r.start for r in mine), max(r.stop for r in mine))
+
+    def expert_name(self, fingerprint: str) -> str:
+        """What the model with ``fingerprint`` is to this inversion, for messages."""
+        if not self.switch_at_step:
+            return "the model of the inversion"
+        names = [n for n, f in zip(EXPERT_NAMES, (self.model_fingerprint, self.low_noise_fingerprint))
+                 if f == fingerprint]
+        return " and ".join(f"the inversion's {n}" for n in names) or "another model"
 
     def step_at(self, sigma: float) -> int:
         """The sampling step whose σ this is, along the whole schedule (so a sampler that starts
@@ -53,6 +83,8 @@ class Inversion:
             tensors["pivots"] = self.pivots.contiguous()
         meta = {"format": FORMAT, "guidance": repr(self.guidance), "method": self.method,
                 "scheduler": self.scheduler, "steps": str(self.steps), "model_fingerprint": self.model_fingerprint}
+        if self.switch_at_step:
+            meta.update(low_noise_fingerprint=self.low_noise_fingerprint, switch_at_step=str(self.switch_at_step))
         write_safetensors({k: v.detach().cpu().float() for k, v in tensors.items()}, path, meta)
 
     @classmethod
@@ -72,7 +104,8 @@ class Inversion:
         try:
             inversion = cls(*(tensors[k].float() for k in ("unconds", "sigmas", "noisy", "source")),
                             float(meta["guidance"]), meta["method"], meta["scheduler"], int(meta["steps"]),
-                            meta["model_fingerprint"], tensors["pivots"].float() if "pivots" in tensors else None)
+                            meta["model_fingerprint"], tensors["pivots"].float() if "pivots" in tensors else None,
+                            meta.get("low_noise_fingerprint", ""), int(meta.get("switch_at_step", "0")))
         except (KeyError, ValueError) as e:
             raise InversionFileError(f"{path}: damaged metadata ({e}); {AGAIN}") from None
         problem = inversion.shape_problem()
@@ -97,6 +130,11 @@ class Inversion:
             return f"noisy has shape {list(self.noisy.shape)}, expected one latent [1, channels, height, width]"
         if self.source.shape != self.noisy.shape:
             return f"source has shape {list(self.source.shape)}, noisy {list(self.noisy.shape)}; they must match"
+        switch = switch_problem(self.switch_at_step, n)
+        if switch:
+            return f"switch_at_step {switch}"
+        if bool(self.switch_at_step) != bool(self.low_noise_fingerprint):
+            return "switch_at_step and low_noise_fingerprint come together (two experts) or not at all"
         expected = [n + 1, *self.noisy.shape[1:]]
         if self.pivots is not None and list(self.pivots.shape) != expected:
             return f"pivots has shape {list(self.pivots.shape)}, expected {expected}"

@@ -24,6 +24,7 @@ from ..inversion.comfy_model import (
     paired_eps_function,
     sampling_sigmas,
 )
+from ..inversion.comfy_experts import ExpertLoader, expert_steps, joined
 from ..inversion.comfy_patch import check_method_fits_model, install
 from ..inversion.ddim import ddim_invert
 from ..inversion.null_text import NullTextSettings, null_text_invert
@@ -91,7 +92,7 @@ class InvertImage:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "The model you will edit with. Models that run real CFG (SD1.x, SD2.x, SDXL, SD3 / SD3.5, Qwen-Image, Chroma, Z-Image, Lumina 2, Flux.2 klein): every method; guidance-distilled ones (Flux.1, Flux.2 dev): direct and ddim."}),
+                "model": ("MODEL", {"tooltip": "The model you will edit with (with model_low_noise: the high-noise expert). Models that run real CFG (SD1.x, SD2.x, SDXL, SD3 / SD3.5, Qwen-Image, Chroma, Z-Image, Lumina 2, Flux.2 klein, Wan): every method; guidance-distilled ones (Flux.1, Flux.2 dev): direct and ddim."}),
                 "positive": ("CONDITIONING", {"tooltip": "The source prompt: a description of the photo."}),
                 "negative": ("CONDITIONING", {"tooltip": (
                     "The null text: usually CLIP Text Encode of an empty prompt.")}),
@@ -120,16 +121,25 @@ class InvertImage:
                 "image": ("IMAGE", {"tooltip": (
                     "The photo (one image, sides a multiple of 8), encoded with vae; instead of latent.")}),
                 "vae": ("VAE", {"tooltip": "The VAE that encodes image."}),
+                "model_low_noise": ("MODEL", {"tooltip": (
+                    "Two experts (Wan 2.2 A14B): the low-noise expert, which samples the steps from switch_at_step "
+                    "on; model is then the high-noise expert. Apply Inversion takes either.")}),
+                "switch_at_step": ("INT", {"default": 0, "min": 0, "max": 1000, "tooltip": (
+                    "Two experts: the step where model_low_noise takes over (the high-noise KSamplerAdvanced's "
+                    "end_at_step, the low-noise one's start_at_step); 0: model alone over every step.")}),
             },
         }
 
     def invert(self, model, positive, negative, latent=None, method: str = "null-text fast", scheduler: str = "ddim_uniform",
-               steps: int = 50, guidance: float = 7.5, inner_steps: int = 0, early_stop: float = 1e-5, image=None, vae=None):
+               steps: int = 50, guidance: float = 7.5, inner_steps: int = 0, early_stop: float = 1e-5, image=None, vae=None,
+               model_low_noise=None, switch_at_step: int = 0):
         if method not in METHODS:
             raise PromptEditError(f"method: {method!r} is not one of {list(METHODS)}")
         if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
             raise PromptEditError(f"scheduler: {scheduler!r} is not one of {comfy.samplers.KSampler.SCHEDULERS}")
         check_method_fits_model(method, model)
+        if model_low_noise is not None:
+            check_method_fits_model(method, model_low_noise)
         cond, cond_extras = _single(positive, "positive")
         null, null_extras = _single(negative, "negative")
         samples = _photo_latent(latent, image, vae)
@@ -147,14 +157,21 @@ class InvertImage:
                                  "columns; 'null-text fast' starts from the positive, so keep both under 75 tokens "
                                  "or use 'null-text'")
         sigmas = sampling_sigmas(model, scheduler, steps)
+        models, experts = expert_steps(model, model_low_noise, switch_at_step, sigmas, scheduler, steps)
         n = len(sigmas) - 1
         total = n + (n * inner_steps if settings is not None else 0)
         bar = comfy.utils.ProgressBar(total)
         with gradients_through(model) as device:
+            # the experts' ε functions joined into one per kind: each step calls the expert that samples it
+            loader = ExpertLoader(models, loaded=0)
+
+            def each(make):
+                return joined(make, models, sigmas, experts, loader)
+
             x0 = model_space_latent(model, samples[:1])
             cond, null, sig = (autograd_copy(t, device) for t in (cond, null, sigmas))
-            eps_cond_ctx = eps_function(model, cond_extras, x0.shape)
-            eps_uncond = eps_function(model, null_extras, x0.shape)
+            eps_cond_ctx = each(lambda m: eps_function(m, cond_extras, x0.shape))
+            eps_uncond = each(lambda m: eps_function(m, null_extras, x0.shape))
             interrupt = comfy.model_management.throw_exception_if_processing_interrupted
             pivots = ddim_invert(lambda x, s: eps_cond_ctx(x, s, cond), x0, sig, input_scaling(model),
                                  progress=lambda d, t: bar.update_absolute(d, total), check_interrupt=interrupt)
@@ -162,7 +179,7 @@ class InvertImage:
                 base = cond if method == "negative-prompt" else null
                 unconds = base[0].expand(n, -1, -1).clone()
             else:
-                paired = (paired_eps_function(model, cond_extras, null_extras, x0.shape, cond[:1], null[:1])
+                paired = (each(lambda m: paired_eps_function(m, cond_extras, null_extras, x0.shape, cond[:1], null[:1]))
                           if cond.shape == null.shape else None)
                 result = null_text_invert(
                     lambda x, s: eps_cond_ctx(x, s, cond), eps_uncond, pivots, sig, cond, null, settings,
@@ -173,7 +190,8 @@ class InvertImage:
         noisy = model.model.process_latent_out(pivots[0].detach()).cpu()
         kept_pivots = torch.cat(pivots).detach().float().cpu() if method == "direct" else None
         inversion = Inversion(unconds.detach().float().cpu(), sigmas, noisy, samples[:1].float().cpu(), float(guidance),
-                              method, scheduler, steps, model_fingerprint(model), kept_pivots)
+                              method, scheduler, steps, model_fingerprint(model), kept_pivots,
+                              model_fingerprint(models[1]) if len(models) > 1 else "", experts.switch)
         return {"samples": noisy}, inversion
 
 
@@ -191,7 +209,9 @@ class ApplyInversion:
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": (
-                    "The model the inversion was made with (may already carry P2P patches).")}),
+                    "The model the inversion was made with, or either of its two experts (Wan 2.2 A14B: each "
+                    "expert through its own Apply Inversion, for its own sampler's steps); may already carry P2P "
+                    "patches.")}),
                 "inversion": (INVERSION, {"tooltip": "From 'Invert Image' or 'Load Inversion'."}),
             },
             "optional": {

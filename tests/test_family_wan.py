@@ -312,14 +312,6 @@ def test_wan_direct_inversion_reconstructs_exactly(models, clip, model_name, fra
     assert out.shape == (1, MODELS[model_name][1], frames, 8, 8) and error < 1e-4
 
 
-def test_wan_null_text_inversion_is_refused_by_name(models, clip):
-    from comfyui_prompt_edit.inversion.comfy_patch import InversionMismatchError
-
-    with pytest.raises(InversionMismatchError, match="method: 'null-text' is not available on Wan"):
-        node("PromptEditInvertImage").invert(models["wan21"], _encode(clip, SOURCE), _encode(clip, ""),
-                                             {"samples": photo("wan21", 1)}, "null-text", "simple", STEPS, CFG, 0, 1e-5)
-
-
 def test_wan_reference_path_is_refused(models, clip):
     from comfyui_prompt_edit.attention.errors import P2PInputError
 
@@ -491,9 +483,9 @@ def test_wan_a14b_both_experts_carry_the_edit_and_the_source_is_plain_two_expert
 
 
 def test_wan_a14b_inversion_is_one_expert_and_the_other_is_refused_by_name(experts, clip):
-    """Direct inversion puts the source on the pivots of one model's inversion at every step, and
-    Apply Inversion accepts only the model that inverted: one expert can walk the whole schedule in
-    two KSamplerAdvanced segments (exact), the other expert is refused, never silently wrong."""
+    """An inversion made with one model (no model_low_noise) belongs to that model alone: it can walk
+    the whole schedule in two KSamplerAdvanced segments (exact), the other expert is refused, never
+    silently wrong. Inversions over both experts: tests/test_family_wan_experts.py."""
     from comfyui_prompt_edit.base.errors import PromptEditError
     from harness.inversion_runs import rel_err
 

@@ -25,6 +25,9 @@ def training_schedule(model, inversion: Inversion | None, scheduler: str, steps:
     """The σ schedule to train along: the inversion's (checked against the model), else the sampler's."""
     if inversion is None:
         return sampling_sigmas(model, scheduler, steps)
+    if inversion.switch_at_step:
+        raise InversionMismatchError("inversion: it was made over two experts (model_low_noise); training follows "
+                                     "one model, so invert the photo with this model alone")
     if inversion.model_fingerprint != model_fingerprint(model):
         raise InversionMismatchError("inversion: it was made with another model; invert the photo with this model")
     try:

@@ -27,9 +27,7 @@ from .variants import WAN_MODEL_CLASSES, is_edited_variant, wan_variant
 WAN = ModelFamily(
     id="wan", name="Wan 2.1 / 2.2 (text- and image-to-video)", model_classes=("WAN21", "WAN22"),
     config_classes=("WAN21_T2V", "WAN21_I2V", "WAN22_T2V"), accepts=is_edited_variant, attention=CROSS_ATTENTION,
-    route=ATTENTION_OVERRIDE, text_encoders=(WAN_ENCODER,), added_in="0.3.64",
-    context_methods_note="on Wan only 'direct' and 'ddim' are supported so far (issue 23); the null-text and "
-                         "negative-prompt methods would swap its unconditional umT5 context, which is not yet tested")
+    route=ATTENTION_OVERRIDE, text_encoders=(WAN_ENCODER,), added_in="0.3.64")
 
 WAN_OTHER = RefusedFamily(
     name="a Wan variant the pack does not edit", model_classes=WAN_MODEL_CLASSES, variant=wan_variant,
