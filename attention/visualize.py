@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import P2PInputError
+
 LABEL_HEIGHT = 20
 
 
@@ -135,7 +137,8 @@ def item_frames(images: torch.Tensor, batch: int, item: int, frames: int) -> tor
     """
     total = images.shape[0]
     if total % batch:
-        raise ValueError(f"{total} pictures are not the {batch} videos of the batch")
+        raise P2PInputError(f"images: {total} pictures are not the {batch} videos of the batch; "
+                            "connect VAE Decode of this sampler's output")
     per_video = total // batch
     video = images[item * per_video:(item + 1) * per_video]
     if frames == 1:
@@ -157,7 +160,7 @@ def render_maps(maps: torch.Tensor, columns: Sequence[int], labels: Sequence[str
     frame ``[F, h, w, 3]`` under a video's (``average`` lays the maps over the middle one).
     """
     if frames not in FRAME_MODES:
-        raise ValueError(f"frames {frames!r} is not one of {list(FRAME_MODES)}")
+        raise P2PInputError(f"frames: {frames!r} is not one of {list(FRAME_MODES)}")
     if maps.ndim == 4 and maps.shape[0] == 1:  # a one-frame video is shown as an image
         maps = maps[0]
         pictures = pictures[0] if pictures is not None and pictures.ndim == 4 else pictures

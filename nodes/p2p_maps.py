@@ -92,10 +92,7 @@ class P2PAttentionMaps:
         labels = prompt.token_labels()
         pictures = None
         if images is not None and maps.ndim == 4 and maps.shape[0] > 1:
-            try:
-                pictures = item_frames(images, edit.batch_size, item, maps.shape[0])
-            except ValueError as error:
-                raise P2PInputError(f"images: {error}; connect VAE Decode of this sampler's output") from None
+            pictures = item_frames(images, edit.batch_size, item, maps.shape[0])
         elif images is not None:
             pictures = images[min(item, images.shape[0] - 1)]
         grid = render_maps(maps.cpu(), attention.store.column_index(columns), [labels[c] for c in columns],
