@@ -6,7 +6,6 @@ the same tests hold there."""
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import torch
@@ -101,7 +100,9 @@ def relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-assert_same = functools.partial(edit_checks.assert_same, tol=1e-6)
+# the harness's float32 roundoff: batch sizes take different matmul kernels (a tighter 1e-6 held on
+# one CPU and failed by 1.3e-8 on another)
+assert_same = edit_checks.assert_same
 
 
 # -- the family ------------------------------------------------------------------------------------
