@@ -70,8 +70,9 @@ def control(model, edit, kind="replace", self_end=0.4):
 
 
 def item_conditioning(positive, index: int) -> list:
+    """Item ``index`` of a batched CONDITIONING (extras of batch 1, as image-to-video's, stay as they are)."""
     cond, extras = positive[0]
-    return [[cond[index:index + 1], {k: (v[index:index + 1] if isinstance(v, torch.Tensor) else v)
+    return [[cond[index:index + 1], {k: (v[index:index + 1] if isinstance(v, torch.Tensor) and v.shape[0] > 1 else v)
                                      for k, v in extras.items()}]]
 
 

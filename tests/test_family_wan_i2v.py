@@ -16,10 +16,11 @@ import torch
 
 from harness import wan_models
 from harness.edit_checks import assert_edit_moves, assert_same, relative_change
+from test_family_wan import CFG, STEPS, control, item_conditioning, sample
 
 pytestmark = pytest.mark.comfy
 
-STEPS, SEED, CFG, FRAMES = 6, 7, 4.0, 2
+FRAMES = 2
 SOURCE = "a photo of a cat riding a bicycle"
 TARGET = "a photo of a dog riding a bicycle"
 MODELS = {"wan21_i2v": wan_models.tiny_wan21_i2v_model, "wan22_a14b_i2v": wan_models.tiny_wan22_i2v_expert}
@@ -65,27 +66,6 @@ def prompts(clip, target: str, clip_vision: bool):
     """P2P Prompts' (positive, latent, p2p_edit), the positive then through what WanImageToVideo sets."""
     positive, lat, edit = node("P2PPrompts").build(clip, latent(), SOURCE, target)
     return wan_models.image_to_video_conditioning(positive, FRAMES, clip_vision=clip_vision), lat, edit
-
-
-def sample(model, positive, negative, latent_image):
-    import comfy.sample
-
-    samples = latent_image["samples"]
-    noise = comfy.sample.prepare_noise(samples, SEED, latent_image.get("batch_index"))
-    with torch.inference_mode():
-        return comfy.sample.sample(model, noise, STEPS, CFG, "euler", "simple", positive, negative, samples,
-                                   seed=SEED, disable_pbar=True)
-
-
-def control(model, edit, kind="replace", self_end=0.4):
-    return node("P2PAttentionControl").apply(model, edit, kind, 0.0, 0.8, self_end, "coarse")
-
-
-def item_conditioning(positive, index: int) -> list:
-    """Item ``index`` of a batched CONDITIONING (the I2V extras have batch 1 and stay as they are)."""
-    cond, extras = positive[0]
-    return [[cond[index:index + 1], {k: (v[index:index + 1] if isinstance(v, torch.Tensor) and v.shape[0] > 1 else v)
-                                     for k, v in extras.items()}]]
 
 
 def test_wan_i2v_models_are_the_wan_family_image_to_video(models):
