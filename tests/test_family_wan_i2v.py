@@ -78,12 +78,16 @@ def test_wan_i2v_models_are_the_wan_family_image_to_video(models):
     assert models["wan22_a14b_i2v"].model.diffusion_model.img_emb is None
 
 
+def run_inputs(models, clip, run: str, target: str):
+    """(model, positive, negative, latent, p2p_edit) of one of RUNS with ``target`` as the edited prompt."""
+    model_name, clip_vision = RUNS[run]
+    positive, lat, edit = prompts(clip, target, clip_vision)
+    return models[model_name], positive, encode(clip, "", clip_vision), lat, edit
+
+
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_wan_i2v_equal_prompts_give_the_source_and_the_source_is_plain_sampling(models, clip, run):
-    model_name, clip_vision = RUNS[run]
-    model = models[model_name]
-    positive, lat, edit = prompts(clip, SOURCE, clip_vision)
-    negative = encode(clip, "", clip_vision)
+    model, positive, negative, lat, edit = run_inputs(models, clip, run, SOURCE)
     edited = sample(control(model, edit)[0], positive, negative, lat)
     plain = sample(model, item_conditioning(positive, 0), negative, latent())
     assert_same(edited[1], edited[0])
@@ -93,10 +97,7 @@ def test_wan_i2v_equal_prompts_give_the_source_and_the_source_is_plain_sampling(
 
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_wan_i2v_edit_moves_the_edited_item_and_keeps_the_source(models, clip, run):
-    model_name, clip_vision = RUNS[run]
-    model = models[model_name]
-    positive, lat, edit = prompts(clip, TARGET, clip_vision)
-    negative = encode(clip, "", clip_vision)
+    model, positive, negative, lat, edit = run_inputs(models, clip, run, TARGET)
     plain = sample(model, positive, negative, lat)
     edited = sample(control(model, edit)[0], positive, negative, lat)
     changes = assert_edit_moves(edited, plain)
